@@ -1,0 +1,1 @@
+"""mensageria's HTTP gateway: JSON over HTTP in front of the Nameko services."""

@@ -1,0 +1,106 @@
+"""The gateway's HTTP entrypoint and its one error table.
+
+Every exception, raised here or received typed from a service, becomes
+``{"error": CODE, "message": ..., "details": {...}}`` with the status from
+:data:`ERROR_STATUSES`; anything unexpected is logged and answered 500 without
+a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from nameko.exceptions import BadRequest, IncorrectSignature
+from nameko.web.handlers import HttpRequestHandler
+from nameko.web.server import WebServer, WsgiApp
+from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.wrappers import Request, Response
+
+from gateway.exceptions import (
+    BackendTimeout,
+    MalformedJson,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RouteNotFound,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+from services.exceptions import (
+    Conflict,
+    NotFound,
+    ServiceError,
+    ValidationFailed,
+    VersionMismatch,
+)
+
+log = logging.getLogger(__name__)
+
+# most specific first: the first matching class decides
+ERROR_STATUSES: tuple[tuple[type[ServiceError], int], ...] = (
+    (MalformedJson, 400),
+    (NotFound, 404),
+    (MethodNotAllowed, 405),
+    (VersionMismatch, 412),
+    (Conflict, 409),
+    (PayloadTooLarge, 413),
+    (UnsupportedMediaType, 415),
+    (ValidationFailed, 422),
+    (ServiceUnavailable, 503),
+    (BackendTimeout, 504),
+)
+
+
+def status_for(exc: ServiceError) -> int:
+    for exc_type, status in ERROR_STATUSES:
+        if isinstance(exc, exc_type):
+            return status
+    return 500
+
+
+def json_response(status: int, body: object, headers: dict | None = None) -> Response:
+    return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+
+
+def error_response(exc: Exception) -> Response:
+    if isinstance(exc, IncorrectSignature | BadRequest):
+        exc = RouteNotFound("No such resource.", {})
+    if not isinstance(exc, ServiceError):
+        log.error("unexpected error in the gateway", exc_info=exc)
+        return json_response(500, {"error": "INTERNAL_ERROR", "message": "Internal error.", "details": {}})
+    return json_response(status_for(exc), exc.to_dict())
+
+
+class JsonWsgiApp(WsgiApp):
+    """Unknown paths and wrong methods answer JSON like everything else."""
+
+    def __call__(self, environ, start_response):
+        request = Request(environ, shallow=True)
+        adapter = self.url_map.bind_to_environ(environ)
+        try:
+            provider, values = adapter.match()
+        except WerkzeugMethodNotAllowed as exc:
+            allowed = sorted(exc.valid_methods or ())
+            response = error_response(MethodNotAllowed("Method not allowed.", {"allowed": allowed}))
+            response.headers["Allow"] = ", ".join(allowed)
+            return response(environ, start_response)
+        except HTTPException:
+            return error_response(RouteNotFound("No such resource.", {"path": request.path}))(environ, start_response)
+        request.path_values = values
+        return provider.handle_request(request)(environ, start_response)
+
+
+class JsonWebServer(WebServer):
+    def get_wsgi_app(self) -> JsonWsgiApp:
+        return JsonWsgiApp(self)
+
+
+class JsonHttpEntrypoint(HttpRequestHandler):
+    server = JsonWebServer()
+
+    def response_from_exception(self, exc: Exception) -> Response:
+        return error_response(exc)
+
+
+http = JsonHttpEntrypoint.decorator

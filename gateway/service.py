@@ -1,0 +1,312 @@
+"""gateway: JSON over HTTP, translated into RPC calls (reads, creates) and
+durably dispatched events (status changes, answered 202 Accepted).
+
+Each handler's docstring carries its OpenAPI operation (see gateway.openapi).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from werkzeug.wrappers import Request, Response
+
+from gateway import request_ids
+from gateway.dependencies import DurableEventDispatcher, GatewaySettings, Settings, TimedRpcProxy
+from gateway.entrypoints import http, json_response
+from gateway.exceptions import ServiceUnavailable
+from gateway.http import idempotency_key, if_match_version, read_json, read_query
+from gateway.openapi import build_spec
+from services.exceptions import IdempotencyKeyReused, ServiceError, StatusRequestNotFound
+from services.schemas import HistoryQuerySchema, ListStudentsSchema, StatusChangeBodySchema, load
+
+STUDENT = "/students/<int(min=1):student_id>"
+
+
+class GatewayService:
+    name = "gateway"
+
+    students = TimedRpcProxy("students")
+    status = TimedRpcProxy("status")
+    dispatch = DurableEventDispatcher()
+    settings: GatewaySettings = Settings()
+
+    # --- operations ----------------------------------------------------------
+
+    @http("GET", "/health")
+    def health(self, request: Request) -> Response:
+        """Liveness: the gateway process answers.
+        ---
+        get:
+          tags: [operations]
+          responses:
+            200: {description: The process is alive.}
+        """
+        return json_response(200, {"status": "ok"})
+
+    @http("GET", "/ready")
+    def ready(self, request: Request) -> Response:
+        """Readiness: the broker is reachable and students and status answer.
+        ---
+        get:
+          tags: [operations]
+          responses:
+            200: {description: Ready to serve.}
+            503: ServiceUnavailable
+        """
+        checks: dict[str, str] = {}
+        for name, proxy in (("students", self.students), ("status", self.status)):
+            try:
+                proxy.call("ping", self.settings.ready_timeout)
+                checks[name] = "ok"
+            except ServiceError as exc:
+                checks[name] = exc.code
+        if any(result != "ok" for result in checks.values()):
+            raise ServiceUnavailable("Not ready.", {"checks": checks})
+        return json_response(200, {"status": "ready", "checks": checks})
+
+    @http("GET", "/openapi.json")
+    def openapi(self, request: Request) -> Response:
+        """This document.
+        ---
+        get:
+          tags: [operations]
+          responses:
+            200: {description: The OpenAPI 3 document of this gateway.}
+        """
+        return json_response(200, build_spec())
+
+    # --- students ------------------------------------------------------------
+
+    @http("POST", "/students")
+    def create_student(self, request: Request) -> Response:
+        """Create a student (starts ``enrolled``).
+        ---
+        post:
+          tags: [students]
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: StudentCreateSchema
+          responses:
+            201:
+              description: Created; ``Location`` names the new student.
+              headers:
+                Location: {schema: {type: string}}
+              content:
+                application/json:
+                  schema: StudentSchema
+            400: MalformedJson
+            409: Conflict
+            413: PayloadTooLarge
+            415: UnsupportedMediaType
+            422: ValidationError
+        """
+        student = self.students.create_student(read_json(request, self.settings.max_body_bytes))
+        return _student_response(201, student, {"Location": f"/students/{student['id']}"})
+
+    @http("GET", "/students")
+    def list_students(self, request: Request) -> Response:
+        """List students, oldest first, by keyset pages.
+        ---
+        get:
+          tags: [students]
+          parameters:
+          - in: query
+            schema: ListStudentsSchema
+          responses:
+            200:
+              description: One page; pass ``next_cursor`` as ``cursor`` for the next.
+              content:
+                application/json:
+                  schema: StudentPageSchema
+            422: ValidationError
+        """
+        return json_response(200, self.students.list_students(**read_query(request, ListStudentsSchema())))
+
+    @http("GET", STUDENT)
+    def get_student(self, request: Request, student_id: int) -> Response:
+        """One student; ``ETag`` carries its version.
+        ---
+        get:
+          tags: [students]
+          parameters: [StudentId]
+          responses:
+            200:
+              description: The student.
+              content:
+                application/json:
+                  schema: StudentSchema
+            404: NotFound
+        """
+        return _student_response(200, self.students.get_student(student_id))
+
+    @http("PATCH", STUDENT)
+    def update_student(self, request: Request, student_id: int) -> Response:
+        """Change name, e-mail or course; ``If-Match: <version>`` guards against lost updates.
+        ---
+        patch:
+          tags: [students]
+          parameters:
+          - StudentId
+          - {in: header, name: If-Match, schema: {type: string}, description: The version last read.}
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: StudentUpdateSchema
+          responses:
+            200:
+              description: The updated student.
+              content:
+                application/json:
+                  schema: StudentSchema
+            400: MalformedJson
+            404: NotFound
+            409: Conflict
+            412: PreconditionFailed
+            413: PayloadTooLarge
+            415: UnsupportedMediaType
+            422: ValidationError
+        """
+        expected = if_match_version(request)
+        changes = read_json(request, self.settings.max_body_bytes)
+        return _student_response(200, self.students.update_student(student_id, changes, expected_version=expected))
+
+    @http("DELETE", STUDENT)
+    def delete_student(self, request: Request, student_id: int) -> Response:
+        """Delete a student; its status history is kept.
+        ---
+        delete:
+          tags: [students]
+          parameters: [StudentId]
+          responses:
+            204: {description: Deleted.}
+            404: NotFound
+        """
+        self.students.delete_student(student_id)
+        return Response(status=204)
+
+    # --- status --------------------------------------------------------------
+
+    @http("POST", STUDENT + "/status")
+    def request_status_change(self, request: Request, student_id: int) -> Response:
+        """Ask for a status change; applied asynchronously.
+        Answered once the request is durably queued. Repeating a request with
+        the same ``Idempotency-Key`` returns the same request.
+        ---
+        post:
+          tags: [status]
+          parameters:
+          - StudentId
+          - {in: header, name: Idempotency-Key, schema: {type: string, maxLength: 200}}
+          - {in: header, name: X-Actor, schema: {type: string, maxLength: 200}, description: Who asks.}
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: StatusChangeBodySchema
+          responses:
+            202:
+              description: Accepted; poll ``Location``.
+              headers:
+                Location: {schema: {type: string}}
+              content:
+                application/json:
+                  schema: StatusRequestSchema
+            400: MalformedJson
+            404: NotFound
+            409: Conflict
+            413: PayloadTooLarge
+            415: UnsupportedMediaType
+            422: ValidationError
+            503: ServiceUnavailable
+            504: Timeout
+        """
+        key = idempotency_key(request)
+        body = load(StatusChangeBodySchema(), read_json(request, self.settings.max_body_bytes))
+        self.students.get_student(student_id)  # 404 now rather than a rejection later
+        request_id = request_ids.issue(self.settings.request_id_secret, student_id, key)
+        if key is not None:
+            existing = self._repeat_of(request_id, student_id, body["status"], key)
+            if existing is not None:
+                return _accepted(existing)
+        self.dispatch(
+            "status_change_requested",
+            {
+                "request_id": request_id,
+                "student_id": student_id,
+                "status": body["status"],
+                "reason": body["reason"],
+                "actor": (request.headers.get("X-Actor") or "http")[:200],
+                "idempotency_key": key,
+            },
+        )
+        return _accepted({"request_id": request_id, "student_id": student_id, "status": body["status"],
+                          "state": "pending"})
+
+    def _repeat_of(self, request_id: str, student_id: int, status: str, key: str) -> dict | None:
+        try:
+            existing = self.status.get_status_request(request_id)
+        except StatusRequestNotFound:
+            return None  # first time, or still queued: dispatching again is harmless
+        if existing["student_id"] != student_id or existing["status"] != status:
+            raise IdempotencyKeyReused(
+                "This idempotency key was already used for a different request.",
+                {"idempotency_key": key, "request_id": request_id},
+            )
+        return existing
+
+    @http("GET", "/status-requests/<request_id>")
+    def get_status_request(self, request: Request, request_id: str) -> Response:
+        """A status change request: ``pending``, ``applied``, ``rejected`` or ``failed``.
+        ---
+        get:
+          tags: [status]
+          parameters: [{in: path, name: request_id, required: true, schema: {type: string, format: uuid}}]
+          responses:
+            200:
+              description: The request; ``error`` says why it was rejected.
+              content:
+                application/json:
+                  schema: StatusRequestSchema
+            404: NotFound
+        """
+        try:
+            return json_response(200, self.status.get_status_request(request_id))
+        except StatusRequestNotFound:
+            if not request_ids.is_issued(self.settings.request_id_secret, request_id):
+                raise
+            # issued by a gateway and durably queued, not yet recorded
+            return json_response(200, {"request_id": request_id, "state": "pending", "queued": True})
+
+    @http("GET", STUDENT + "/history")
+    def get_history(self, request: Request, student_id: int) -> Response:
+        """Applied status changes of a student, oldest first, by keyset pages.
+        ---
+        get:
+          tags: [status]
+          parameters:
+          - StudentId
+          - in: query
+            schema: HistoryQuerySchema
+          responses:
+            200:
+              description: One page of history.
+              content:
+                application/json:
+                  schema: HistoryPageSchema
+            404: NotFound
+            422: ValidationError
+        """
+        query = read_query(request, HistoryQuerySchema())
+        self.students.get_student(student_id)
+        return json_response(200, self.status.get_status_history(student_id, **query))
+
+
+def _student_response(status: int, student: dict, headers: dict | None = None) -> Response:
+    return json_response(status, student, {"ETag": f'"{student["version"]}"', **(headers or {})})
+
+
+def _accepted(request: dict[str, Any]) -> Response:
+    return json_response(202, request, {"Location": f"/status-requests/{request['request_id']}"})

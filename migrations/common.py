@@ -1,0 +1,32 @@
+"""Shared body of each service's Alembic ``env.py``.
+
+The database URL comes from ``-x db_uri=...``, else the ``sqlalchemy.url``
+option set by ``services.migrate``, else ``config.yaml``'s ``DB_URIS``.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import MetaData
+
+from services.config import load_config
+from services.db import build_engine
+
+
+def run(metadata: MetaData, uri_key: str) -> None:
+    url = (
+        context.get_x_argument(as_dictionary=True).get("db_uri")
+        or context.config.get_main_option("sqlalchemy.url")
+        or load_config()["DB_URIS"][uri_key]
+    )
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=metadata, literal_binds=True, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = build_engine(url)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()

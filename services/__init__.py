@@ -1,0 +1,1 @@
+"""mensageria's Nameko services: students, status and their shared building blocks."""

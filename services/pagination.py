@@ -1,0 +1,36 @@
+"""Opaque keyset cursors: a cursor names the last row seen, never an offset, so
+pages stay stable while rows are inserted."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from services.exceptions import ValidationFailed
+
+MAX_LIMIT = 500
+DEFAULT_LIMIT = 50
+
+
+def encode_cursor(last_id: int) -> str:
+    return base64.urlsafe_b64encode(f"after:{last_id}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int | None:
+    if cursor in (None, ""):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "after":
+            raise ValueError(raw)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError, TypeError):
+        raise ValidationFailed("Invalid cursor.", {"cursor": ["Invalid cursor."]}) from None
+
+
+def page(rows: list, limit: int, key: str = "id") -> tuple[list, str | None]:
+    """Split ``limit + 1`` fetched rows into a page and the next cursor."""
+    items = rows[:limit]
+    more = len(rows) > limit
+    return items, encode_cursor(getattr(items[-1], key)) if more else None

@@ -1,0 +1,79 @@
+"""Start-up checks for ``make run``: is the broker there, is the gateway up.
+
+    python -m services.preflight broker [--config config.yaml]
+    python -m services.preflight gateway [--config config.yaml] [--timeout 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from kombu import Connection
+
+from services.config import load_config
+
+
+def broker_reachable(amqp_uri: str, timeout: float = 3.0) -> bool:
+    try:
+        with Connection(amqp_uri, connect_timeout=timeout) as connection:
+            connection.ensure_connection(max_retries=1)
+        return True
+    except Exception:
+        return False
+
+
+def redacted(uri: str) -> str:
+    scheme, _, rest = uri.partition("://")
+    credentials, at, host = rest.rpartition("@")
+    return f"{scheme}://{credentials.split(':')[0]}:***@{host}" if at else uri
+
+
+def gateway_url(config: dict) -> str:
+    host, _, port = str(config.get("WEB_SERVER_ADDRESS", "0.0.0.0:8000")).rpartition(":")
+    host = "127.0.0.1" if host in ("", "0.0.0.0") else host
+    return f"http://{host}:{port}"
+
+
+def wait_for_gateway(url: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+                if response.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    return False
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("check", choices=["broker", "gateway"])
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--timeout", type=float, default=60)
+    args = parser.parse_args()
+    config = load_config(args.config)
+    if args.check == "broker":
+        uri = config["AMQP_URI"]
+        if broker_reachable(uri):
+            return 0
+        print(
+            f"RabbitMQ is not reachable at {redacted(uri)}: start one (`rabbitmq-server -detached`, "
+            "or `docker compose up -d rabbitmq`) or point AMQP_URI at yours.",
+            file=sys.stderr,
+        )
+        return 1
+    url = gateway_url(config)
+    if wait_for_gateway(url, args.timeout):
+        print(f"mensageria is up: gateway at {url} (API description: {url}/openapi.json)")
+        return 0
+    print(f"the gateway did not answer at {url} within {args.timeout:g}s", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,195 @@
+"""marshmallow schemas: what the services accept and what they return.
+
+``load()`` raises :class:`services.exceptions.ValidationFailed` with per-field
+messages (see :func:`load`); the gateway's OpenAPI document is generated from
+these same classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import (
+    RAISE,
+    Schema,
+    ValidationError,
+    fields,
+    post_load,
+    pre_load,
+    validate,
+    validates_schema,
+)
+
+from services import lifecycle
+from services.exceptions import ValidationFailed
+from services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+
+
+def load(schema: Schema, data: Any) -> dict:
+    """Validate ``data`` against ``schema``; errors become ``ValidationFailed``."""
+    if not isinstance(data, dict):
+        raise ValidationFailed("Expected an object.", {"_schema": ["Expected an object."]})
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"_schema": exc.messages}
+        raise ValidationFailed("Input failed validation.", messages) from None
+
+
+def positive_id(value: object, name: str = "student_id") -> int:
+    """Validate an id passed as an RPC argument."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValidationFailed(f"Invalid {name}.", {name: ["Must be a positive integer."]})
+    return value
+
+
+def _strip(data: Any, names: tuple[str, ...]) -> Any:
+    if isinstance(data, dict):
+        return {k: v.strip() if k in names and isinstance(v, str) else v for k, v in data.items()}
+    return data
+
+
+class StrictSchema(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+# --- students ---------------------------------------------------------------
+
+NAME = validate.Length(min=1, max=200)
+
+
+class StudentCreateSchema(StrictSchema):
+    name = fields.String(required=True, validate=NAME)
+    email = fields.Email(required=True, validate=validate.Length(max=320))
+    course = fields.String(required=True, validate=NAME)
+
+    @pre_load
+    def strip(self, data: Any, **_: Any) -> Any:
+        return _strip(data, ("name", "email", "course"))
+
+    @post_load
+    def normalise(self, data: dict, **_: Any) -> dict:
+        if "email" in data:
+            data["email"] = data["email"].lower()
+        return data
+
+
+class StudentUpdateSchema(StudentCreateSchema):
+    """Partial update: any subset of the creatable fields, at least one."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(partial=True, **kwargs)
+
+    @validates_schema
+    def not_empty(self, data: dict, **_: Any) -> None:
+        if not data:
+            raise ValidationError("Provide at least one of: name, email, course.", "_schema")
+
+
+class StudentSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    email = fields.Email()
+    course = fields.String()
+    status = fields.String(metadata={"enum": list(lifecycle.STATUSES)})
+    version = fields.Integer()
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+
+
+class ListStudentsSchema(StrictSchema):
+    status = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(lifecycle.STATUSES))
+    course = fields.String(load_default=None, allow_none=True, validate=NAME)
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    cursor = fields.String(load_default=None, allow_none=True)
+
+
+class StudentPageSchema(Schema):
+    items = fields.List(fields.Nested(StudentSchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+# --- status -----------------------------------------------------------------
+
+
+class StatusChangeBodySchema(StrictSchema):
+    """Body of ``POST /students/{id}/status``."""
+
+    status = fields.String(required=True, validate=validate.OneOf(lifecycle.STATUSES))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+
+class StatusChangeSchema(StatusChangeBodySchema):
+    """A status change request as the status service accepts it."""
+
+    student_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    actor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
+    idempotency_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
+    request_id = fields.UUID(load_default=None, allow_none=True)
+
+
+class StatusRequestErrorSchema(Schema):
+    code = fields.String()
+    message = fields.String()
+
+
+class StatusRequestSchema(Schema):
+    request_id = fields.String(attribute="id")
+    student_id = fields.Integer()
+    status = fields.String(attribute="target_status", metadata={"enum": list(lifecycle.STATUSES)})
+    reason = fields.String(allow_none=True)
+    actor = fields.String(allow_none=True)
+    idempotency_key = fields.String(allow_none=True)
+    state = fields.String(metadata={"enum": ["pending", "applied", "rejected", "failed"]})
+    from_status = fields.String(allow_none=True)
+    error = fields.Method("dump_error", allow_none=True)
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+
+    def dump_error(self, request: Any) -> dict | None:
+        if not request.error_code:
+            return None
+        return {"code": request.error_code, "message": request.error_message}
+
+
+class HistoryEntrySchema(Schema):
+    id = fields.Integer()
+    student_id = fields.Integer()
+    from_status = fields.String()
+    to_status = fields.String()
+    reason = fields.String(allow_none=True)
+    actor = fields.String(allow_none=True)
+    request_id = fields.String()
+    version = fields.Integer()
+    occurred_at = fields.AwareDateTime()
+
+
+class HistoryPageSchema(Schema):
+    items = fields.List(fields.Nested(HistoryEntrySchema))
+    next_cursor = fields.String(allow_none=True)
+
+
+class HistoryQuerySchema(StrictSchema):
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    cursor = fields.String(load_default=None, allow_none=True)
+
+
+class CurrentStatusSchema(Schema):
+    student_id = fields.Integer()
+    status = fields.String()
+    version = fields.Integer()
+    updated_at = fields.AwareDateTime()
+
+
+class StudentStatusChangedSchema(Schema):
+    """Payload of the ``status.student_status_changed`` event."""
+
+    student_id = fields.Integer()
+    from_status = fields.String()
+    to_status = fields.String()
+    reason = fields.String(allow_none=True)
+    actor = fields.String(allow_none=True)
+    request_id = fields.String()
+    version = fields.Integer()
+    occurred_at = fields.AwareDateTime()

@@ -1,0 +1,98 @@
+"""students: owns student profiles; keeps a read copy of each current status.
+
+RPC: create_student, get_student, list_students, update_student, delete_student, ping.
+Events: student_created, student_updated, student_deleted (via the outbox).
+Handles: status.student_status_changed (read copy).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from marshmallow import ValidationError
+from nameko.events import event_handler
+from nameko.rpc import rpc
+
+from services import students_repo as repo
+from services.db import Database
+from services.exceptions import ValidationFailed
+from services.models import StudentsBase, StudentsOutbox
+from services.outbox import Outbox
+from services.schemas import (
+    ListStudentsSchema,
+    StudentCreateSchema,
+    StudentSchema,
+    StudentStatusChangedSchema,
+    StudentUpdateSchema,
+    load,
+    positive_id,
+)
+
+log = logging.getLogger(__name__)
+
+student_schema = StudentSchema()
+
+
+class StudentsService:
+    name = "students"
+
+    db = Database(StudentsBase, session_options={"expire_on_commit": False})
+    outbox = Outbox(StudentsOutbox)
+
+    @rpc
+    def ping(self) -> dict:
+        return {"service": self.name, "ok": True}
+
+    @rpc
+    def create_student(self, data: dict) -> dict:
+        fields = load(StudentCreateSchema(), data)
+        with self.db.get_session() as session:
+            student = student_schema.dump(repo.create(session, fields))
+            self.outbox.add(session, "student_created", {"student": student})
+        return student
+
+    @rpc
+    def get_student(self, student_id: int) -> dict:
+        with self.db.get_session() as session:
+            return student_schema.dump(repo.get(session, positive_id(student_id)))
+
+    @rpc
+    def list_students(self, status=None, course=None, limit=50, cursor=None) -> dict:
+        query = load(ListStudentsSchema(), {"status": status, "course": course, "limit": limit, "cursor": cursor})
+        with self.db.get_session() as session:
+            items, next_cursor = repo.list_page(session, **query)
+            return {"items": student_schema.dump(items, many=True), "next_cursor": next_cursor}
+
+    @rpc
+    def update_student(self, student_id: int, changes: dict, expected_version: int | None = None) -> dict:
+        fields = load(StudentUpdateSchema(), changes)
+        with self.db.get_session() as session:
+            student = repo.update_fields(session, positive_id(student_id), fields, _version(expected_version))
+            student = student_schema.dump(student)
+            self.outbox.add(session, "student_updated", {"student": student, "changes": sorted(fields)})
+        return student
+
+    @rpc
+    def delete_student(self, student_id: int) -> dict:
+        with self.db.get_session() as session:
+            student = student_schema.dump(repo.delete(session, positive_id(student_id)))
+            self.outbox.add(session, "student_deleted", {"student_id": student["id"], "student": student})
+        return student
+
+    @event_handler("status", "student_status_changed", requeue_on_error=True)
+    def handle_student_status_changed(self, payload: dict) -> None:
+        try:
+            change = StudentStatusChangedSchema().load(payload, unknown="exclude")
+        except ValidationError as exc:
+            log.error("dropping invalid student_status_changed %r: %s", payload, exc.messages)
+            return
+        with self.db.get_session() as session:
+            repo.apply_status_change(session, change["student_id"], change["to_status"], change["version"])
+
+
+def _version(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValidationFailed("Invalid version.", {"expected_version": ["Must be an integer."]})
+    return value

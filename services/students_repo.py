@@ -1,0 +1,92 @@
+"""Database operations of the students service (its own tables only)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services import lifecycle
+from services.exceptions import EmailAlreadyExists, StudentNotFound, VersionMismatch
+from services.models import Student, utcnow
+from services.pagination import decode_cursor, page
+
+
+def get(session: Session, student_id: int) -> Student:
+    student = session.get(Student, student_id)
+    if student is None:
+        raise StudentNotFound(f"Student {student_id} not found.", {"student_id": student_id})
+    return student
+
+
+def _ensure_email_free(session: Session, email: str, student_id: int | None = None) -> None:
+    owner = session.scalar(select(Student.id).where(Student.email == email))
+    if owner is not None and owner != student_id:
+        raise EmailAlreadyExists(f"A student with e-mail {email} already exists.", {"email": email})
+
+
+def create(session: Session, fields: dict) -> Student:
+    _ensure_email_free(session, fields["email"])
+    now = utcnow()
+    student = Student(**fields, status=lifecycle.INITIAL_STATUS, created_at=now, updated_at=now)
+    session.add(student)
+    try:
+        session.flush()
+    except IntegrityError:  # lost a race for the same e-mail
+        raise EmailAlreadyExists(
+            f"A student with e-mail {fields['email']} already exists.", {"email": fields["email"]}
+        ) from None
+    return student
+
+
+def update_fields(session: Session, student_id: int, changes: dict, expected_version: int | None) -> Student:
+    student = get(session, student_id)
+    if expected_version is not None and student.version != expected_version:
+        raise VersionMismatch(
+            f"Student {student_id} is at version {student.version}, not {expected_version}.",
+            {"student_id": student_id, "expected_version": expected_version, "current_version": student.version},
+        )
+    if "email" in changes:
+        _ensure_email_free(session, changes["email"], student_id)
+    # compare-and-set on the version: a concurrent writer cannot be overwritten
+    result = session.execute(
+        update(Student)
+        .where(Student.id == student_id, Student.version == student.version)
+        .values(**changes, version=Student.version + 1, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise VersionMismatch(f"Student {student_id} changed concurrently.", {"student_id": student_id})
+    session.refresh(student)
+    return student
+
+
+def delete(session: Session, student_id: int) -> Student:
+    student = get(session, student_id)
+    session.delete(student)
+    return student
+
+
+def list_page(
+    session: Session, status: str | None, course: str | None, limit: int, cursor: str | None
+) -> tuple[list[Student], str | None]:
+    after = decode_cursor(cursor)
+    query = select(Student).order_by(Student.id).limit(limit + 1)
+    if after is not None:
+        query = query.where(Student.id > after)
+    if status is not None:
+        query = query.where(Student.status == status)
+    if course is not None:
+        query = query.where(Student.course == course)
+    return page(list(session.scalars(query)), limit)
+
+
+def apply_status_change(session: Session, student_id: int, status: str, version: int) -> bool:
+    """Update the read copy unless it already reflects this (or a later) change."""
+    result = session.execute(
+        update(Student)
+        .where(Student.id == student_id, Student.status_version < version)
+        .values(status=status, status_version=version)
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount == 1

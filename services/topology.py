@@ -1,0 +1,57 @@
+"""One shared description of who subscribes to which event.
+
+RabbitMQ drops events published to an exchange with no bound queue, so every
+publisher (the services' outbox relays, the gateway) declares the durable
+subscriber queues below before its first publish; the subscribers' own
+``@event_handler`` declarations are identical, so whichever side starts first
+creates them and events wait in them while a consumer is down.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from kombu import Queue
+from nameko.standalone.events import get_event_exchange
+
+
+class Subscription(NamedTuple):
+    source: str
+    event_type: str
+    service: str
+    handler: str
+
+    @property
+    def queue_name(self) -> str:
+        # nameko's SERVICE_POOL naming (nameko/events.py, EventHandler.setup)
+        return f"evt-{self.source}-{self.event_type}--{self.service}.{self.handler}"
+
+
+SUBSCRIPTIONS: tuple[Subscription, ...] = (
+    Subscription("gateway", "status_change_requested", "status", "handle_status_change_requested"),
+    Subscription("students", "student_created", "status", "handle_student_created"),
+    Subscription("students", "student_deleted", "status", "handle_student_deleted"),
+    Subscription("status", "student_status_changed", "students", "handle_student_status_changed"),
+)
+
+
+def subscriber_queues(source: str, config: dict) -> list[Queue]:
+    """The durable queues bound to ``source``'s events, as nameko declares them."""
+    exchange = get_event_exchange(source, config)
+    return [
+        Queue(
+            sub.queue_name,
+            exchange=exchange,
+            routing_key=sub.event_type,
+            durable=True,
+            auto_delete=False,
+            exclusive=False,
+        )
+        for sub in SUBSCRIPTIONS
+        if sub.source == source
+    ]
+
+
+def declarations(source: str, config: dict) -> list:
+    """Everything a publisher of ``source`` events declares before publishing."""
+    return [get_event_exchange(source, config), *subscriber_queues(source, config)]

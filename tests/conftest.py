@@ -1,0 +1,108 @@
+"""Shared fixtures.
+
+- ``db_uris``: a fresh SQLite pair per test, or the PostgreSQL pair (created and
+  migrated once per session, truncated per test); integration and e2e tests
+  are parametrized over both backends.
+- ``config``: a complete service config on a per-test RabbitMQ vhost (nameko's
+  ``rabbit_config``) and those databases.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from services.migrate import upgrade
+
+BACKENDS = ("sqlite", "postgresql")
+PG_DATABASES = {"students": "mensageria_test_students", "status": "mensageria_test_status"}
+TABLES = {
+    "students": ["students", "outbox"],
+    "status": ["student_statuses", "status_requests", "status_history", "outbox"],
+}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        path = str(item.fspath)
+        if "/integration/" in path:
+            item.add_marker(pytest.mark.integration)
+        elif "/e2e/" in path:
+            item.add_marker(pytest.mark.e2e)
+
+
+def pg_admin_uri() -> str:
+    return os.environ.get("TEST_POSTGRES_URI", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres")
+
+
+def _uris(paths: dict[str, str]) -> dict[str, str]:
+    return {"students:StudentsBase": paths["students"], "status:StatusBase": paths["status"]}
+
+
+@pytest.fixture(scope="session")
+def postgres_uris() -> dict[str, str]:
+    admin = make_url(pg_admin_uri())
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        for name in PG_DATABASES.values():
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    uris = _uris({service: admin.set(database=name).render_as_string(False) for service, name in PG_DATABASES.items()})
+    upgrade({"DB_URIS": uris})
+    return uris
+
+
+def truncate(uris: dict[str, str]) -> None:
+    for key, uri in uris.items():
+        engine = create_engine(uri)
+        with engine.begin() as connection:
+            tables = ", ".join(TABLES[key.split(":")[0]])
+            connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY"))
+        engine.dispose()
+
+
+def make_db_uris(backend: str, directory, request) -> dict[str, str]:
+    if backend == "sqlite":
+        uris = _uris({s: f"sqlite:///{directory}/{s}.db" for s in PG_DATABASES})
+        upgrade({"DB_URIS": uris})
+        return uris
+    uris = request.getfixturevalue("postgres_uris")
+    truncate(uris)
+    return uris
+
+
+@pytest.fixture(params=BACKENDS)
+def db_uris(request, tmp_path) -> dict[str, str]:
+    return make_db_uris(request.param, tmp_path, request)
+
+
+def service_config(amqp_uri: str, db_uris: dict[str, str], **overrides) -> dict:
+    config = {
+        "AMQP_URI": amqp_uri,
+        "DB_URIS": db_uris,
+        "HEARTBEAT": 30,
+        "max_workers": 10,
+        "RPC_TIMEOUT": 5,
+        "READY_TIMEOUT": 1,
+        "MAX_BODY_BYTES": 4096,
+        "REQUEST_ID_SECRET": "test-secret",
+        "WEB_SERVER_ADDRESS": "127.0.0.1:0",
+    }
+    config.update(overrides)
+    return config
+
+
+@pytest.fixture
+def config(rabbit_config, db_uris) -> dict:
+    return service_config(rabbit_config["AMQP_URI"], db_uris)
+
+
+@pytest.fixture
+def unique() -> str:
+    """A random token for isolating test data (e-mails, courses, keys)."""
+    return uuid.uuid4().hex[:10]

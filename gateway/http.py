@@ -20,9 +20,7 @@ def read_json(request: Request, max_bytes: int, required: bool = True) -> Any:
     if request.mimetype != "application/json":
         if not required and not length and not request.headers.get("Transfer-Encoding"):
             return {}
-        raise UnsupportedMediaType(
-            "Send the body as application/json.", {"content_type": request.content_type or ""}
-        )
+        raise UnsupportedMediaType("Send the body as application/json.", {"content_type": request.content_type or ""})
     raw = request.stream.read(max_bytes + 1)
     if len(raw) > max_bytes:
         raise _too_large(max_bytes)
@@ -61,7 +59,5 @@ def idempotency_key(request: Request) -> str | None:
         return None
     key = key.strip()
     if not key or len(key) > 200:
-        raise ValidationFailed(
-            "Invalid Idempotency-Key header.", {"Idempotency-Key": ["Must be 1 to 200 characters."]}
-        )
+        raise ValidationFailed("Invalid Idempotency-Key header.", {"Idempotency-Key": ["Must be 1 to 200 characters."]})
     return key

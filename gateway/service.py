@@ -242,8 +242,9 @@ class GatewayService:
                 "idempotency_key": key,
             },
         )
-        return _accepted({"request_id": request_id, "student_id": student_id, "status": body["status"],
-                          "state": "pending"})
+        return _accepted(
+            {"request_id": request_id, "student_id": student_id, "status": body["status"], "state": "pending"}
+        )
 
     def _repeat_of(self, request_id: str, student_id: int, status: str, key: str) -> dict | None:
         try:

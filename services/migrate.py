@@ -1,6 +1,6 @@
 """Bring every service's database to the latest migration.
 
-    python -m services.migrate [--config config.yaml]
+python -m services.migrate [--config config.yaml]
 """
 
 from __future__ import annotations

@@ -18,25 +18,18 @@ crash between publish and mark is harmless)::
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-import eventlet
-from eventlet.queue import Empty, LightQueue
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
-from nameko.extensions import DependencyProvider
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.background import BackgroundLoop
 from services.models import OutboxMixin, utcnow
 from services.topology import declarations
 
-log = logging.getLogger(__name__)
-
 BATCH_SIZE = 500
-POLL_INTERVAL = 1.0
-MAX_BACKOFF = 30.0
 
 
 class OutboxRelay:
@@ -66,9 +59,7 @@ class OutboxRelay:
                 self.publisher.publish(row.payload, exchange=self.exchange, routing_key=row.event_type)
             with self.Session.begin() as session:
                 session.execute(
-                    update(self.model)
-                    .where(self.model.id.in_([row.id for row in rows]))
-                    .values(published_at=utcnow())
+                    update(self.model).where(self.model.id.in_([row.id for row in rows])).values(published_at=utcnow())
                 )
             published += len(rows)
 
@@ -85,8 +76,8 @@ class OutboxWriter:
         self.added += 1
 
 
-class Outbox(DependencyProvider):
-    """Outbox writer for workers plus a background relay greenthread.
+class Outbox(BackgroundLoop):
+    """Outbox writer for workers plus a background relay.
 
     The relay wakes after every worker that added events, and polls once a
     second for anything left behind (for instance by a crashed predecessor).
@@ -97,28 +88,13 @@ class Outbox(DependencyProvider):
         self.db_attr = db_attr
 
     def setup(self) -> None:
-        self.wakeups: LightQueue = LightQueue(maxsize=1)
-        self.running = False
+        super().setup()
         self.writers: dict = {}
 
     def start(self) -> None:
-        db = next(d for d in self.container.dependencies if d.attr_name == self.db_attr)
+        db = self.sibling(self.db_attr)
         self.relay = OutboxRelay(db.Session, self.model, self.container.config, self.container.service_name)
-        self.running = True
-        self.gt = self.container.spawn_managed_thread(self._run)
-
-    def stop(self) -> None:
-        self.running = False
-        self.wake()
-        self.gt.wait()
-
-    def kill(self) -> None:
-        self.running = False
-        self.gt.kill()
-
-    def wake(self) -> None:
-        if self.wakeups.qsize() == 0:
-            self.wakeups.put_nowait(None)
+        super().start()
 
     def get_dependency(self, worker_ctx: Any) -> OutboxWriter:
         writer = OutboxWriter(self.model)
@@ -130,22 +106,6 @@ class Outbox(DependencyProvider):
         if writer is not None and writer.added:
             self.wake()
 
-    def _run(self) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                self.relay.flush()
-                backoff = 0.5
-            except Exception:  # broker or database away: keep rows, try again
-                if not self.running:
-                    return
-                log.exception("outbox relay failed; retrying in %.1fs", backoff)
-                eventlet.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            if not self.running:
-                return
-            try:
-                self.wakeups.get(timeout=POLL_INTERVAL)
-            except Empty:
-                pass
+    def step(self) -> bool:
+        self.relay.flush()
+        return False

@@ -1,7 +1,7 @@
 """Start-up checks for ``make run``: is the broker there, is the gateway up.
 
-    python -m services.preflight broker [--config config.yaml]
-    python -m services.preflight gateway [--config config.yaml] [--timeout 60]
+python -m services.preflight broker [--config config.yaml]
+python -m services.preflight gateway [--config config.yaml] [--timeout 60]
 """
 
 from __future__ import annotations

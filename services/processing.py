@@ -18,13 +18,11 @@ import logging
 import time
 from typing import Any
 
-import eventlet
-from eventlet.queue import Empty, LightQueue
 from nameko.exceptions import RpcTimeout, UnknownService
-from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services import status_repo as repo
+from services.background import BackgroundLoop
 from services.exceptions import StudentNotFound
 from services.models import StatusOutbox
 from services.outbox import OutboxRelay
@@ -32,8 +30,6 @@ from services.outbox import OutboxRelay
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
-POLL_INTERVAL = 0.5
-MAX_BACKOFF = 30.0
 
 
 class StudentDirectory:
@@ -59,43 +55,29 @@ class StudentDirectory:
         return found
 
 
-class StatusApplier(DependencyProvider):
+class StatusApplier(BackgroundLoop):
     """Worker interface: ``wake()`` after recording a pending request."""
+
+    poll_interval = 0.5
 
     def __init__(self, db_attr: str = "db", batch_size: int = BATCH_SIZE):
         self.db_attr = db_attr
         self.batch_size = batch_size
 
-    def setup(self) -> None:
-        self.wakeups: LightQueue = LightQueue(maxsize=1)
-        self.running = False
-
     def start(self) -> None:
         config = self.container.config
-        db = next(d for d in self.container.dependencies if d.attr_name == self.db_attr)
+        db = self.sibling(self.db_attr)
         self.Session = db.Session
         self.relay = OutboxRelay(db.Session, StatusOutbox, config, self.container.service_name)
         self.directory = StudentDirectory(config, float(config.get("RPC_TIMEOUT", 5)))
         self.resolve_after = 0.0
-        self.running = True
-        self.gt = self.container.spawn_managed_thread(self._run)
-
-    def stop(self) -> None:
-        # finish the batch in hand and publish its events, then return
-        self.running = False
-        self.wake()
-        self.gt.wait()
-
-    def kill(self) -> None:
-        self.running = False
-        self.gt.kill()
+        super().start()
 
     def get_dependency(self, worker_ctx: Any) -> StatusApplier:
         return self
 
-    def wake(self) -> None:
-        if self.wakeups.qsize() == 0:
-            self.wakeups.put_nowait(None)
+    def step(self) -> bool:
+        return self.run_once().handled >= self.batch_size
 
     def run_once(self) -> repo.BatchResult:
         """Resolve unknown students, apply one batch, publish its events."""
@@ -105,8 +87,7 @@ class StatusApplier(DependencyProvider):
             self._resolve(unknown)
         with self.Session.begin() as session:
             result = repo.apply_pending(session, self.batch_size)
-        if result.events or not result.handled:
-            self.relay.flush()
+        self.relay.flush()  # this batch's events, and any left by a predecessor
         return result
 
     def _resolve(self, student_ids: set[int]) -> None:
@@ -119,25 +100,3 @@ class StatusApplier(DependencyProvider):
                     repo.ensure_student(session, student_id)
                 else:
                     repo.reject_unknown(session, student_id)
-
-    def _run(self) -> None:
-        backoff = 0.5
-        while True:
-            try:
-                result = self.run_once()
-                backoff = 0.5
-            except Exception:
-                if not self.running:
-                    return
-                log.exception("status applier failed; retrying in %.1fs", backoff)
-                eventlet.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
-                continue
-            if result.handled >= self.batch_size:
-                continue  # more waiting: no pause between full batches
-            if not self.running:
-                return
-            try:
-                self.wakeups.get(timeout=POLL_INTERVAL)
-            except Empty:
-                pass

@@ -49,8 +49,13 @@ class StatusService:
     def request_status_change(self, student_id, status, reason=None, actor=None, idempotency_key=None) -> dict:
         command = load(
             StatusChangeSchema(),
-            {"student_id": student_id, "status": status, "reason": reason, "actor": actor,
-             "idempotency_key": idempotency_key},
+            {
+                "student_id": student_id,
+                "status": status,
+                "reason": reason,
+                "actor": actor,
+                "idempotency_key": idempotency_key,
+            },
         )
         request, created = repo.submit(self.db.Session, command)
         if created:

@@ -129,10 +129,7 @@ def current(session: Session, student_id: int) -> StudentStatus:
 def history_page(session: Session, student_id: int, limit: int, cursor: str | None):
     after = decode_cursor(cursor)
     query = (
-        select(StatusHistory)
-        .where(StatusHistory.student_id == student_id)
-        .order_by(StatusHistory.id)
-        .limit(limit + 1)
+        select(StatusHistory).where(StatusHistory.student_id == student_id).order_by(StatusHistory.id).limit(limit + 1)
     )
     if after is not None:
         query = query.where(StatusHistory.id > after)
@@ -274,4 +271,3 @@ def _apply(session: Session, request: StatusRequest, row: StudentStatus, now: da
             created_at=now,
         )
     )
-

@@ -2,7 +2,7 @@
 # patches by itself). Patched here, before any test module imports sockets.
 import warnings
 
-warnings.filterwarnings("ignore", message="Eventlet is deprecated")
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 import eventlet  # noqa: E402
 

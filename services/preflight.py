@@ -39,10 +39,11 @@ def gateway_url(config: dict) -> str:
 
 
 def wait_for_gateway(url: str, timeout: float) -> bool:
+    """Until ``/ready``: the gateway answers and students and status answer it."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"{url}/health", timeout=1) as response:
+            with urllib.request.urlopen(f"{url}/ready", timeout=3) as response:
                 if response.status == 200:
                     return True
         except (urllib.error.URLError, OSError):
@@ -71,7 +72,7 @@ def main() -> int:
     if wait_for_gateway(url, args.timeout):
         print(f"mensageria is up: gateway at {url} (API description: {url}/openapi.json)")
         return 0
-    print(f"the gateway did not answer at {url} within {args.timeout:g}s", file=sys.stderr)
+    print(f"the system was not ready at {url}/ready within {args.timeout:g}s", file=sys.stderr)
     return 1
 
 

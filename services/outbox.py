@@ -46,7 +46,7 @@ class OutboxRelay:
         """Publish every unsent row; returns how many were published."""
         published = 0
         while True:
-            with self.Session() as session:  # read only: no lock held while publishing
+            with self.Session(close_on_exit=True) as session:  # read only: no lock held while publishing
                 rows = session.execute(
                     select(self.model.id, self.model.event_type, self.model.payload)
                     .where(self.model.published_at.is_(None))

@@ -81,7 +81,7 @@ class StatusApplier(BackgroundLoop):
 
     def run_once(self) -> repo.BatchResult:
         """Resolve unknown students, apply one batch, publish its events."""
-        with self.Session() as session:
+        with self.Session(close_on_exit=True) as session:
             unknown = repo.due_unknown_students(session, self.batch_size)
         if unknown and time.monotonic() >= self.resolve_after:
             self._resolve(unknown)

@@ -66,7 +66,7 @@ def submit(session_factory, command: dict) -> tuple[StatusRequest, bool]:
     on the idempotency key (or the request id) resolves to the winner's row.
     """
     for _ in range(2):
-        with session_factory() as session:
+        with session_factory(close_on_exit=True) as session:
             existing = _existing(session, command)
             if existing is not None:
                 return existing, False
@@ -88,7 +88,7 @@ def submit(session_factory, command: dict) -> tuple[StatusRequest, bool]:
                 return request, True
             except IntegrityError:
                 session.rollback()
-    with session_factory() as session:  # the winner of the race is committed now
+    with session_factory(close_on_exit=True) as session:  # the winner of the race is committed now
         existing = _existing(session, command)
         if existing is None:
             raise RuntimeError("request vanished after a unique-key conflict")

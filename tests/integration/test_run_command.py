@@ -51,8 +51,8 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         STATUS_DB_URI=f"sqlite:///{tmp_path}/status.db",
         GATEWAY_ADDRESS=f"127.0.0.1:{port}",
     )
-    log = open(tmp_path / "run.log", "w+")
-    process = subprocess.Popen([str(ROOT / "bin/run")], env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp_path / "run.log", "w") as log:
+        process = subprocess.Popen([str(ROOT / "bin/run")], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
         while "mensageria is up" not in (tmp_path / "run.log").read_text():
@@ -77,8 +77,7 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         except subprocess.TimeoutExpired:
             process.kill()
             raise
-    log.seek(0)
-    assert "Traceback" not in log.read(), (tmp_path / "run.log").read_text()
+    assert "Traceback" not in (tmp_path / "run.log").read_text(), (tmp_path / "run.log").read_text()
     assert (tmp_path / "students.db").exists() and (tmp_path / "status.db").exists()
     assert process.returncode is not None
     for pid in children:

@@ -76,6 +76,9 @@ class JsonWsgiApp(WsgiApp):
     """Unknown paths and wrong methods answer JSON like everything else."""
 
     def __call__(self, environ, start_response):
+        # eventlet's server ends wsgi.input at the end of the body, chunked or not;
+        # without this flag Werkzeug reads a chunked body as empty
+        environ.setdefault("wsgi.input_terminated", True)
         request = Request(environ, shallow=True)
         adapter = self.url_map.bind_to_environ(environ)
         try:

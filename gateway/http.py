@@ -28,7 +28,7 @@ def read_json(request: Request, max_bytes: int, required: bool = True) -> Any:
         return {}
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
         raise MalformedJson("The body is not valid JSON.", {"reason": str(exc)}) from None
 
 
@@ -48,7 +48,7 @@ def if_match_version(request: Request) -> int | None:
     if value is None:
         return None
     tag = value.strip().removeprefix("W/").strip('"')
-    if not tag.isdigit():
+    if not (tag.isascii() and tag.isdigit()):
         raise ValidationFailed("Invalid If-Match header.", {"If-Match": ["Must be a version number."]})
     return int(tag)
 

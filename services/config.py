@@ -4,10 +4,14 @@ substitution, exactly as ``nameko run --config`` reads it."""
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import yaml
-from nameko.cli.main import setup_yaml_parser
+
+with warnings.catch_warnings():  # nameko 2.x runs on eventlet, which announces its deprecation
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    from nameko.cli.main import setup_yaml_parser
 
 DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
 

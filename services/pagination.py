@@ -9,6 +9,7 @@ import binascii
 from services.exceptions import ValidationFailed
 
 MAX_LIMIT = 500
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in both databases
 DEFAULT_LIMIT = 50
 
 
@@ -24,7 +25,10 @@ def decode_cursor(cursor: str | None) -> int | None:
         prefix, _, value = raw.partition(":")
         if prefix != "after":
             raise ValueError(raw)
-        return int(value)
+        last_id = int(value)
+        if not 0 <= last_id <= MAX_ID:
+            raise ValueError(raw)
+        return last_id
     except (ValueError, binascii.Error, UnicodeDecodeError, TypeError):
         raise ValidationFailed("Invalid cursor.", {"cursor": ["Invalid cursor."]}) from None
 

@@ -155,13 +155,13 @@ class StatusRequestSchema(Schema):
 
 class HistoryEntrySchema(Schema):
     id = fields.Integer()
-    student_id = fields.Integer()
+    student_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     from_status = fields.String()
-    to_status = fields.String()
+    to_status = fields.String(required=True, validate=validate.OneOf(lifecycle.STATUSES))
     reason = fields.String(allow_none=True)
     actor = fields.String(allow_none=True)
     request_id = fields.String()
-    version = fields.Integer()
+    version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     occurred_at = fields.AwareDateTime()
 
 
@@ -185,11 +185,11 @@ class CurrentStatusSchema(Schema):
 class StudentStatusChangedSchema(Schema):
     """Payload of the ``status.student_status_changed`` event."""
 
-    student_id = fields.Integer()
+    student_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     from_status = fields.String()
-    to_status = fields.String()
+    to_status = fields.String(required=True, validate=validate.OneOf(lifecycle.STATUSES))
     reason = fields.String(allow_none=True)
     actor = fields.String(allow_none=True)
     request_id = fields.String()
-    version = fields.Integer()
+    version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     occurred_at = fields.AwareDateTime()

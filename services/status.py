@@ -17,7 +17,7 @@ from nameko.rpc import rpc
 
 from services import status_repo as repo
 from services.db import Database
-from services.exceptions import ValidationFailed
+from services.exceptions import ServiceError, ValidationFailed
 from services.models import StatusBase
 from services.processing import StatusApplier
 from services.schemas import (
@@ -86,7 +86,11 @@ class StatusService:
         except ValidationFailed as exc:  # the gateway validates; this is a foreign publisher
             log.error("dropping invalid status_change_requested %r: %s", payload, exc.details)
             return
-        _, created = repo.submit(self.db.Session, command)
+        try:
+            _, created = repo.submit(self.db.Session, command)
+        except ServiceError as exc:  # not retryable: retrying would only loop
+            log.error("dropping status_change_requested %s: %s %s", payload.get("request_id"), exc.code, exc)
+            return
         if created:
             self.applier.wake()
 

@@ -64,25 +64,23 @@ def submit(session_factory, command: dict) -> tuple[StatusRequest, bool]:
 
     Returns ``(request, created)``. Runs its own transaction so that a lost race
     on the idempotency key (or the request id) resolves to the winner's row.
+
+    A request that arrives with its id already issued (the gateway's, answered
+    202) and reuses a key for a different change cannot be refused any more: it
+    is recorded as rejected with ``IDEMPOTENCY_KEY_REUSED``.
     """
     for _ in range(2):
         with session_factory(close_on_exit=True) as session:
-            existing = _existing(session, command)
+            rejection = None
+            try:
+                existing = _existing(session, command)
+            except IdempotencyKeyReused as exc:
+                if not command.get("request_id"):
+                    raise
+                existing, rejection = None, exc
             if existing is not None:
                 return existing, False
-            now = utcnow()
-            request = StatusRequest(
-                id=str(command.get("request_id") or uuid.uuid4()),
-                student_id=command["student_id"],
-                target_status=command["status"],
-                reason=command.get("reason"),
-                actor=command.get("actor"),
-                idempotency_key=command.get("idempotency_key"),
-                state=PENDING,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(request)
+            session.add(request := _new_request(command, rejection))
             try:
                 session.commit()
                 return request, True
@@ -93,6 +91,24 @@ def submit(session_factory, command: dict) -> tuple[StatusRequest, bool]:
         if existing is None:
             raise RuntimeError("request vanished after a unique-key conflict")
         return existing, False
+
+
+def _new_request(command: dict, rejection: IdempotencyKeyReused | None) -> StatusRequest:
+    now = utcnow()
+    request = StatusRequest(
+        id=str(command.get("request_id") or uuid.uuid4()),
+        student_id=command["student_id"],
+        target_status=command["status"],
+        reason=command.get("reason"),
+        actor=command.get("actor"),
+        idempotency_key=None if rejection else command.get("idempotency_key"),
+        state=PENDING,
+        created_at=now,
+        updated_at=now,
+    )
+    if rejection is not None:
+        request.state, request.error_code, request.error_message = REJECTED, rejection.code, rejection.message
+    return request
 
 
 # --- students known to the status service -----------------------------------

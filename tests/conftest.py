@@ -19,7 +19,8 @@ from sqlalchemy.engine import make_url
 from services.migrate import upgrade
 
 BACKENDS = ("sqlite", "postgresql")
-PG_DATABASES = {"students": "mensageria_test_students", "status": "mensageria_test_status"}
+# per test session, so that concurrent sessions on one server never meet
+PG_DATABASES = {service: f"mensageria_test_{os.getpid()}_{service}" for service in ("students", "status")}
 TABLES = {
     "students": ["students", "outbox"],
     "status": ["student_statuses", "status_requests", "status_history", "outbox"],
@@ -43,18 +44,23 @@ def _uris(paths: dict[str, str]) -> dict[str, str]:
     return {"students:StudentsBase": paths["students"], "status:StatusBase": paths["status"]}
 
 
-@pytest.fixture(scope="session")
-def postgres_uris() -> dict[str, str]:
-    admin = make_url(pg_admin_uri())
-    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+def _pg_admin(statements: list[str]) -> None:
+    engine = create_engine(make_url(pg_admin_uri()), isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
-        for name in PG_DATABASES.values():
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        for statement in statements:
+            connection.execute(text(statement))
     engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def postgres_uris():
+    drops = [f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in PG_DATABASES.values()]
+    _pg_admin(drops + [f'CREATE DATABASE "{name}"' for name in PG_DATABASES.values()])
+    admin = make_url(pg_admin_uri())
     uris = _uris({service: admin.set(database=name).render_as_string(False) for service, name in PG_DATABASES.items()})
     upgrade({"DB_URIS": uris})
-    return uris
+    yield uris
+    _pg_admin(drops)
 
 
 def truncate(uris: dict[str, str]) -> None:

@@ -79,6 +79,6 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
             raise
     assert "Traceback" not in (tmp_path / "run.log").read_text(), (tmp_path / "run.log").read_text()
     assert (tmp_path / "students.db").exists() and (tmp_path / "status.db").exists()
-    assert process.returncode is not None
+    assert process.returncode == 0, (tmp_path / "run.log").read_text()
     for pid in children:
         assert not Path(f"/proc/{pid}").exists(), f"process {pid} outlived the run command"

@@ -9,6 +9,7 @@ from typing import Any
 import eventlet
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
+from nameko.amqp.publish import UndeliverableMessage
 from nameko.events import EventDispatcher
 from nameko.exceptions import UnknownService
 from nameko.extensions import DependencyProvider
@@ -86,6 +87,8 @@ class DurableEventDispatcher(EventDispatcher):
         def durable_dispatch(event_type: str, payload: dict) -> None:
             try:
                 dispatch(event_type, payload)
+            except UndeliverableMessage:  # its queue was deleted behind our back
+                raise ServiceUnavailable("No queue accepts this request.", {"event_type": event_type}) from None
             except BROKER_ERRORS as exc:
                 raise ServiceUnavailable("The message broker is unreachable.", {"reason": str(exc)}) from None
 

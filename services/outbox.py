@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nameko.amqp.publish import Publisher
+from nameko.amqp.publish import Publisher, get_connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -40,10 +40,23 @@ class OutboxRelay:
         self.model = model
         self.declare = declarations(source, config)
         self.exchange = self.declare[0]
-        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], declare=self.declare)
+        self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
+        self.publisher = Publisher(self.amqp_uri, declare=self.declare)
+        self.declared = False
+
+    def declare_topology(self) -> None:
+        """Declare the exchange and its subscriber queues (idempotent)."""
+        with get_connection(self.amqp_uri) as connection:
+            channel = connection.channel()
+            for entity in self.declare:
+                entity.maybe_bind(channel)
+                entity.declare()
+        self.declared = True
 
     def flush(self) -> int:
         """Publish every unsent row; returns how many were published."""
+        if not self.declared:  # at start-up, before anything is published
+            self.declare_topology()
         published = 0
         while True:
             with self.Session(close_on_exit=True) as session:  # read only: no lock held while publishing

@@ -16,6 +16,7 @@ from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
+from werkzeug.routing import BaseConverter, Map
 from werkzeug.wrappers import Request, Response
 
 from gateway.exceptions import (
@@ -34,6 +35,7 @@ from services.exceptions import (
     ValidationFailed,
     VersionMismatch,
 )
+from services.pagination import MAX_ID
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +91,38 @@ class JsonWsgiApp(WsgiApp):
             response.headers["Allow"] = ", ".join(allowed)
             return response(environ, start_response)
         except HTTPException:
+            values = None
+        if values is None or any(isinstance(v, int) and v > MAX_ID for v in values.values()):
             return error_response(RouteNotFound("No such resource.", {"path": request.path}))(environ, start_response)
         request.path_values = values
         return provider.handle_request(request)(environ, start_response)
 
 
+class IdConverter(BaseConverter):
+    """``<id:name>``: a positive integer id. The bounds live in the regex: a
+    converter that rejects a value in ``to_python`` makes Werkzeug answer 405."""
+
+    regex = r"[1-9][0-9]{0,9}"
+    part_isolating = True
+
+    def to_python(self, value: str) -> int:
+        return int(value)
+
+    def to_url(self, value: int) -> str:
+        return str(value)
+
+
 class JsonWebServer(WebServer):
     def get_wsgi_app(self) -> JsonWsgiApp:
         return JsonWsgiApp(self)
+
+    def make_url_map(self) -> Map:
+        url_map = Map(converters={"id": IdConverter})
+        for provider in self._providers:
+            rule = provider.get_url_rule()
+            rule.endpoint = provider
+            url_map.add(rule)
+        return url_map
 
 
 class JsonHttpEntrypoint(HttpRequestHandler):

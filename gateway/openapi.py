@@ -54,7 +54,7 @@ _RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 def openapi_path(rule: str) -> str:
-    """``/students/<int(min=1):student_id>`` → ``/students/{student_id}``."""
+    """``/students/<id:student_id>`` → ``/students/{student_id}``."""
     return _RULE_PARAM.sub(r"{\1}", rule)
 
 

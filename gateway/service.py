@@ -19,7 +19,7 @@ from gateway.openapi import build_spec
 from services.exceptions import IdempotencyKeyReused, ServiceError, StatusRequestNotFound
 from services.schemas import HistoryQuerySchema, ListStudentsSchema, StatusChangeBodySchema, load
 
-STUDENT = "/students/<int(min=1):student_id>"
+STUDENT = "/students/<id:student_id>"
 
 
 class GatewayService:

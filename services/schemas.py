@@ -22,7 +22,7 @@ from marshmallow import (
 
 from services import lifecycle
 from services.exceptions import ValidationFailed
-from services.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from services.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
 
 
 def load(schema: Schema, data: Any) -> dict:
@@ -38,8 +38,8 @@ def load(schema: Schema, data: Any) -> dict:
 
 def positive_id(value: object, name: str = "student_id") -> int:
     """Validate an id passed as an RPC argument."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationFailed(f"Invalid {name}.", {name: ["Must be a positive integer."]})
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_ID:
+        raise ValidationFailed(f"Invalid {name}.", {name: [f"Must be an integer from 1 to {MAX_ID}."]})
     return value
 
 

@@ -63,7 +63,7 @@ def resolve(spec: dict, ref: str):
     ("rule", "path"),
     [
         ("/students", "/students"),
-        ("/students/<int(min=1):student_id>", "/students/{student_id}"),
+        ("/students/<id:student_id>", "/students/{student_id}"),
         ("/students/<int(min=1):student_id>/status", "/students/{student_id}/status"),
         ("/status-requests/<request_id>", "/status-requests/{request_id}"),
     ],

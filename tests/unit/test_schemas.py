@@ -171,11 +171,11 @@ def test_status_change_requires_student_and_status():
     assert set(failed_fields(StatusChangeSchema(), {})) == {"student_id", "status"}
 
 
-@pytest.mark.parametrize("value", [0, -5, True, "1", 1.5, None])
+@pytest.mark.parametrize("value", [0, -5, True, "1", 1.5, None, 2**31, 10**20])
 def test_positive_id_rejects(value):
     with pytest.raises(ValidationFailed) as info:
         positive_id(value)
-    assert info.value.details == {"student_id": ["Must be a positive integer."]}
+    assert info.value.details == {"student_id": ["Must be an integer from 1 to 2147483647."]}
 
 
 def test_positive_id_accepts():

@@ -1,0 +1,65 @@
+"""The running system, once per backend for the whole e2e package.
+
+``system`` starts students, status and the gateway as ``nameko run`` processes
+on a vhost of their own, against SQLite files or the PostgreSQL test databases,
+and waits until ``GET /ready`` answers 200. Tests isolate their data with random
+ids (``unique``), so they share one system per backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import BACKENDS, make_db_uris
+from tests.e2e.support import (
+    System,
+    amqp_username,
+    free_port,
+    process_env,
+    rabbit_vhost,
+    start_process,
+    stop_processes,
+    vhost_uri,
+)
+
+MODULES = {"students": "services.students", "status": "services.status", "gateway": "gateway.service"}
+
+
+@pytest.fixture(scope="session")
+def amqp_uri(request) -> str:
+    return request.config.getoption("RABBIT_AMQP_URI")
+
+
+@pytest.fixture(scope="package", params=BACKENDS)
+def system(request, rabbit_manager, amqp_uri, tmp_path_factory) -> Iterator[System]:
+    backend = request.param
+    log_dir = tmp_path_factory.mktemp(f"e2e-{backend}")
+    db_uris = make_db_uris(backend, log_dir, request)
+    with rabbit_vhost(rabbit_manager, amqp_username(amqp_uri)) as vhost:
+        port = free_port()
+        system = System(
+            backend=backend,
+            base_url=f"http://127.0.0.1:{port}",
+            vhost=vhost,
+            env=process_env(vhost_uri(amqp_uri, vhost), db_uris, port),
+            log_dir=log_dir,
+        )
+        try:
+            for name, module in MODULES.items():
+                system.processes[name] = start_process(module, system.env, system.log_path(name))
+            system.wait_ready()
+            yield system
+        finally:
+            system.http.close()
+            stop_processes(system.processes)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    system = getattr(item, "funcargs", {}).get("system")
+    if report.failed and isinstance(system, System):
+        report.sections.append((f"mensageria logs ({system.backend}, {system.log_dir})", system.log_tails()))
+    return report

@@ -1,0 +1,252 @@
+"""Running mensageria as real processes and talking to it over HTTP.
+
+The e2e tests start ``nameko run`` processes exactly as ``bin/run`` does (same
+``config.yaml``, configured through the environment), each on its own RabbitMQ
+vhost, and drive the gateway with ``requests``. Waiting is always polling with
+a deadline, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlparse
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMEKO = str(Path(sys.executable).parent / "nameko")
+CONFIG = "config.yaml"
+
+RPC_TIMEOUT = 2.0
+READY_TIMEOUT = 1.0
+MAX_BODY_BYTES = 4096
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+HTTP_TIMEOUT = 10.0
+
+ERROR_KEYS = {"error", "message", "details"}
+
+T = TypeVar("T")
+
+
+# --- waiting -----------------------------------------------------------------
+
+
+def poll(fetch: Callable[[], T], until: Callable[[T], bool], timeout: float = 20.0, interval: float = 0.1) -> T:
+    """Call ``fetch`` until ``until(value)`` holds; fail with the last value at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fetch()
+        if until(value):
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"condition not met within {timeout:g}s; last value: {value!r}")
+        time.sleep(interval)
+
+
+# --- RabbitMQ and processes --------------------------------------------------
+
+
+@contextlib.contextmanager
+def rabbit_vhost(rabbit_manager: Any, username: str) -> Iterator[str]:
+    """A fresh vhost (random name) that ``username`` may use; deleted afterwards."""
+    vhost = f"mensageria_e2e_{uuid.uuid4().hex[:12]}"
+    rabbit_manager.create_vhost(vhost)
+    try:
+        rabbit_manager.set_vhost_permissions(vhost, username, ".*", ".*", ".*")
+        yield vhost
+    finally:
+        rabbit_manager.delete_vhost(vhost)
+
+
+def vhost_uri(amqp_uri: str, vhost: str) -> str:
+    return f"{amqp_uri.rstrip('/')}/{vhost}"
+
+
+def amqp_username(amqp_uri: str) -> str:
+    return urlparse(amqp_uri).username or "guest"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_env(amqp_uri: str, db_uris: dict[str, str], port: int) -> dict[str, str]:
+    """The environment ``config.yaml`` reads, for every process of one system."""
+    return {
+        **os.environ,
+        "AMQP_URI": amqp_uri,
+        "STUDENTS_DB_URI": db_uris["students:StudentsBase"],
+        "STATUS_DB_URI": db_uris["status:StatusBase"],
+        "GATEWAY_ADDRESS": f"127.0.0.1:{port}",
+        "RPC_TIMEOUT": f"{RPC_TIMEOUT:g}",
+        "READY_TIMEOUT": f"{READY_TIMEOUT:g}",
+        "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "PYTHONWARNINGS": "ignore",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_process(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """``nameko run --config config.yaml <module>``, output to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [NAMEKO, "run", "--config", CONFIG, module],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_processes(processes: dict[str, subprocess.Popen]) -> None:
+    """SIGTERM all (nameko stops gracefully), then SIGKILL whatever is left."""
+    for process in processes.values():
+        if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
+                process.terminate()
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for process in processes.values():
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"(no log: {exc})"
+
+
+# --- the system under test ---------------------------------------------------
+
+
+@dataclass
+class System:
+    """Three processes (students, status, gateway) on one vhost, and an HTTP client."""
+
+    backend: str
+    base_url: str
+    vhost: str
+    env: dict[str, str]
+    log_dir: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    http: requests.Session = field(default_factory=requests.Session)
+
+    def log_path(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def log_tails(self) -> str:
+        parts = []
+        for name, process in self.processes.items():
+            parts.append(f"--- {name} (pid {process.pid}, exit code {process.poll()}) ---")
+            parts.append(tail(self.log_path(name)))
+        return "\n".join(parts)
+
+    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """Any request; whatever it is, the gateway never answers 500 or a traceback."""
+        kwargs.setdefault("timeout", HTTP_TIMEOUT)
+        response = self.http.request(method, self.base_url + path, **kwargs)
+        assert response.status_code != 500, f"{method} {path} -> 500: {response.text}"
+        assert "Traceback" not in response.text, f"{method} {path} leaked a traceback: {response.text}"
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("GET", path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("POST", path, **kwargs)
+
+    def patch(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("PATCH", path, **kwargs)
+
+    def delete(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.request("DELETE", path, **kwargs)
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Until ``GET /ready`` is 200: every service answers through the gateway."""
+        self.wait_for("/ready", timeout)
+
+    def wait_for(self, path: str, timeout: float = START_TIMEOUT) -> None:
+        """Until ``GET path`` is 200; fails early (with the logs) if a process dies."""
+        deadline = time.monotonic() + timeout
+        last = "no answer"
+        while time.monotonic() < deadline:
+            dead = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+            if dead:
+                raise AssertionError(f"mensageria processes exited: {dead}\n{self.log_tails()}")
+            try:
+                response = self.http.get(f"{self.base_url}{path}", timeout=READY_TIMEOUT * 2 + 2)
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text}"
+            except requests.RequestException as exc:
+                last = repr(exc)
+            time.sleep(0.2)
+        raise AssertionError(f"GET {path} not 200 within {timeout:g}s (last: {last})\n{self.log_tails()}")
+
+    # --- domain helpers ---
+
+    def create_student(self, unique: str, **fields: str) -> dict:
+        body = {"name": f"Student {unique}", "email": f"{unique}@example.org", "course": f"course-{unique}"}
+        body.update(fields)
+        response = self.post("/students", json=body)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def request_status(self, student_id: int, status: str, reason: str | None = None, **headers: str) -> dict:
+        response = self.post(
+            f"/students/{student_id}/status", json={"status": status, "reason": reason}, headers=headers
+        )
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def settled_request(self, request_id: str, timeout: float = 20.0) -> dict:
+        """The status request once it is no longer pending."""
+
+        def fetch() -> dict:
+            response = self.get(f"/status-requests/{request_id}")
+            assert response.status_code == 200, response.text
+            return response.json()
+
+        return poll(fetch, lambda request: request["state"] != "pending", timeout)
+
+    def history(self, student_id: int) -> list[dict]:
+        response = self.get(f"/students/{student_id}/history")
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+
+    def listed(self, **query: str) -> list[dict]:
+        response = self.get("/students", params=query)
+        assert response.status_code == 200, response.text
+        return response.json()["items"]
+
+
+def assert_error(response: requests.Response, status: int, code: str | set[str]) -> dict:
+    """``response`` is the JSON error ``{"error": code, "message": str, "details": dict}``; returns details."""
+    assert response.status_code == status, f"expected {status} {code}, got {response.status_code}: {response.text}"
+    assert response.headers.get("Content-Type", "").startswith("application/json"), response.headers
+    body = response.json()
+    assert set(body) == ERROR_KEYS, body
+    assert body["error"] in ({code} if isinstance(code, str) else code), body
+    assert isinstance(body["message"], str) and body["message"], body
+    assert isinstance(body["details"], dict), body
+    return body["details"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import eventlet
+from amqp.exceptions import ChannelError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import UndeliverableMessage
@@ -52,6 +53,8 @@ class TimedServiceProxy:
             ) from None
         except BROKER_ERRORS as exc:
             raise ServiceUnavailable("The message broker is unreachable.", {"reason": str(exc)}) from None
+        except ChannelError as exc:  # e.g. no RPC exchange yet: no service has ever started
+            raise ServiceUnavailable(f"The {self._service} service is not available.", {"reason": str(exc)}) from None
         finally:
             deadline.cancel()
 

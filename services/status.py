@@ -9,17 +9,15 @@ Events: student_status_changed (via the outbox, after the change is committed).
 
 from __future__ import annotations
 
-import logging
-
-from marshmallow import ValidationError
-from nameko.events import event_handler
 from nameko.rpc import rpc
 
+from services import dead_letters
 from services import status_repo as repo
 from services.db import Database
-from services.exceptions import ServiceError, ValidationFailed
+from services.exceptions import ValidationFailed
 from services.models import StatusBase
 from services.processing import StatusApplier
+from services.retry import reliable_event_handler
 from services.schemas import (
     CurrentStatusSchema,
     HistoryEntrySchema,
@@ -30,12 +28,11 @@ from services.schemas import (
     positive_id,
 )
 
-log = logging.getLogger(__name__)
-
 request_schema = StatusRequestSchema()
 
 
-class StatusService:
+# the mixin is named through its module (see services/students.py)
+class StatusService(dead_letters.DeadLetterRpc):
     name = "status"
 
     db = Database(StatusBase, session_options={"expire_on_commit": False})
@@ -79,41 +76,29 @@ class StatusService:
         with self.db.get_session() as session:
             return CurrentStatusSchema().dump(repo.current(session, positive_id(student_id)))
 
-    @event_handler("gateway", "status_change_requested", requeue_on_error=True)
+    @reliable_event_handler("gateway", "status_change_requested")
     def handle_status_change_requested(self, payload: dict) -> None:
-        try:
-            command = load(StatusChangeSchema(), payload)
-        except ValidationFailed as exc:  # the gateway validates; this is a foreign publisher
-            log.error("dropping invalid status_change_requested %r: %s", payload, exc.details)
-            return
-        try:
-            _, created = repo.submit(self.db.Session, command)
-        except ServiceError as exc:  # not retryable: retrying would only loop
-            log.error("dropping status_change_requested %s: %s %s", payload.get("request_id"), exc.code, exc)
-            return
+        command = load(StatusChangeSchema(), payload)  # invalid: parked as a dead letter at once
+        _, created = repo.submit(self.db.Session, command)
         if created:
             self.applier.wake()
 
-    @event_handler("students", "student_created", requeue_on_error=True)
+    @reliable_event_handler("students", "student_created")
     def handle_student_created(self, payload: dict) -> None:
         student_id = _event_student_id(payload, "student")
-        if student_id is not None:
-            with self.db.get_session() as session:
-                repo.ensure_student(session, student_id)
-            self.applier.wake()
+        with self.db.get_session() as session:
+            repo.ensure_student(session, student_id)
+        self.applier.wake()
 
-    @event_handler("students", "student_deleted", requeue_on_error=True)
+    @reliable_event_handler("students", "student_deleted")
     def handle_student_deleted(self, payload: dict) -> None:
         student_id = _event_student_id(payload, None)
-        if student_id is not None:
-            with self.db.get_session() as session:
-                repo.mark_deleted(session, student_id)
+        with self.db.get_session() as session:
+            repo.mark_deleted(session, student_id)
 
 
-def _event_student_id(payload: dict, key: str | None) -> int | None:
+def _event_student_id(payload: dict, key: str | None) -> int:
     try:
-        value = payload[key]["id"] if key else payload["student_id"]
-        return positive_id(value)
-    except (KeyError, TypeError, ValidationFailed, ValidationError):
-        log.error("dropping event without a valid student id: %r", payload)
-        return None
+        return positive_id(payload[key]["id"] if key else payload["student_id"])
+    except (KeyError, TypeError):
+        raise ValidationFailed("Event without a student id.", {"student_id": ["Missing."]}) from None

@@ -7,17 +7,15 @@ Handles: status.student_status_changed (read copy).
 
 from __future__ import annotations
 
-import logging
-
-from marshmallow import ValidationError
-from nameko.events import event_handler
 from nameko.rpc import rpc
 
+from services import dead_letters
 from services import students_repo as repo
 from services.db import Database
 from services.exceptions import ValidationFailed
 from services.models import StudentsBase, StudentsOutbox
 from services.outbox import Outbox
+from services.retry import reliable_event_handler
 from services.schemas import (
     ListStudentsSchema,
     StudentCreateSchema,
@@ -28,12 +26,12 @@ from services.schemas import (
     positive_id,
 )
 
-log = logging.getLogger(__name__)
-
 student_schema = StudentSchema()
 
 
-class StudentsService:
+# the mixin is named through its module: `nameko run services.students` would take
+# a mixin imported by name for one more service
+class StudentsService(dead_letters.DeadLetterRpc):
     name = "students"
 
     db = Database(StudentsBase, session_options={"expire_on_commit": False})
@@ -79,13 +77,9 @@ class StudentsService:
             self.outbox.add(session, "student_deleted", {"student_id": student["id"], "student": student})
         return student
 
-    @event_handler("status", "student_status_changed", requeue_on_error=True)
+    @reliable_event_handler("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:
-        try:
-            change = StudentStatusChangedSchema().load(payload, unknown="exclude")
-        except ValidationError as exc:
-            log.error("dropping invalid student_status_changed %r: %s", payload, exc.messages)
-            return
+        change = StudentStatusChangedSchema().load(payload, unknown="exclude")
         with self.db.get_session() as session:
             repo.apply_status_change(session, change["student_id"], change["to_status"], change["version"])
 

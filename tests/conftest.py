@@ -98,6 +98,8 @@ def service_config(amqp_uri: str, db_uris: dict[str, str], **overrides) -> dict:
         "MAX_BODY_BYTES": 4096,
         "REQUEST_ID_SECRET": "test-secret",
         "WEB_SERVER_ADDRESS": "127.0.0.1:0",
+        "EVENT_RETRY_ATTEMPTS": 3,
+        "EVENT_RETRY_BASE_DELAY": 0.05,
     }
     config.update(overrides)
     return config

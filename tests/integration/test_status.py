@@ -103,11 +103,16 @@ def test_gateway_event_path_is_idempotent_by_request_id(config, rpc, unique):
     }
     for _ in range(3):  # redelivered / repeated
         dispatch("gateway", "status_change_requested", payload)
-    dispatch("gateway", "status_change_requested", {"garbage": True})  # dropped, never blocks the queue
+    dispatch("gateway", "status_change_requested", {"garbage": True})  # parked, never blocks the queue
 
     done = wait_for(lambda: _settled_or_none(rpc, request_id))
     assert done["state"] == "applied" and done["reason"] == "via event"
     assert [h["request_id"] for h in rpc.status.get_status_history(student["id"])["items"]] == [request_id]
+    parked = wait_for(rpc.status.list_dead_letters)
+    assert len(parked) == 1 and parked[0]["payload"] == {"garbage": True}
+    assert parked[0]["attempts"] == 1, "a validation failure is not retried"
+    assert parked[0]["error"].startswith("ValidationFailed") and parked[0]["routing_key"] == "status_change_requested"
+    assert parked[0]["handler"] == "status.handle_status_change_requested"
 
 
 def _settled_or_none(rpc, request_id):

@@ -16,7 +16,7 @@ from nameko_sqlalchemy.database import DatabaseWrapper, Session
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from services import status_repo
+from services import retry, status_repo
 from services.db import build_engine
 from services.exceptions import (
     EmailAlreadyExists,
@@ -316,11 +316,12 @@ class TestStatusChangedReadCopy:
         ],
         ids=["empty", "bad-id", "no-id", "unknown-status"],
     )
-    def test_invalid_event_is_dropped_not_raised(self, students, payload):
-        """The handler requeues on error: an event it cannot use must not raise, or it loops forever."""
+    def test_invalid_event_fails_validation_and_changes_nothing(self, students, payload):
+        """Raising a validation error makes the reliable handler park the event at once."""
         student = new_student(students, 1)
 
-        students.handle_student_status_changed(payload)
+        with pytest.raises(retry.PERMANENT_ERRORS):
+            students.handle_student_status_changed(payload)
 
         assert students.get_student(student["id"]) == student
 

@@ -1,0 +1,134 @@
+"""Operating a service's dead-letter queue: list, inspect, replay, purge.
+
+Parked events stay in RabbitMQ (``<service>.dead-letters``, durable). Listing
+takes messages without acking them and lets the broker requeue them in place,
+so it changes nothing. Replaying publishes an event (confirmed) back to the one
+handler queue it failed in, with a fresh attempt count, and only then acks it.
+
+Every service with reliable handlers exposes the same RPC methods
+(:class:`DeadLetterRpc`) and the same ``nameko shell`` helpers::
+
+    >>> n.rpc.status.list_dead_letters()
+    >>> n.rpc.status.replay_dead_letters(["<message id>"])   # or None for all
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Connection
+from nameko.amqp.publish import Publisher
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.extensions import DependencyProvider
+from nameko.rpc import rpc
+
+from services import retry
+from services.exceptions import ValidationFailed
+
+MAX_LIST = 1000
+
+
+def describe(message: Any) -> dict:
+    headers = message.headers or {}
+    return {
+        "message_id": message.properties.get("message_id"),
+        "handler": headers.get(retry.HANDLER),
+        "queue": headers.get(retry.QUEUE),
+        "exchange": headers.get(retry.ORIGINAL_EXCHANGE),
+        "routing_key": headers.get(retry.ORIGINAL_ROUTING_KEY),
+        "attempts": int(headers.get(retry.ATTEMPT, 1)),
+        "error": headers.get(retry.ERROR),
+        "failed_at": headers.get(retry.FAILED_AT),
+        "traceback": headers.get(retry.TRACEBACK),
+        "payload": message.payload,
+    }
+
+
+class DeadLetterQueue:
+    def __init__(self, amqp_uri: str, service_name: str):
+        self.amqp_uri = amqp_uri
+        self.queue = retry.dead_letter_queue(service_name)
+        self.publisher = Publisher(amqp_uri)
+
+    def _take(self, channel: Any, limit: int) -> list[Any]:
+        """Up to ``limit`` messages, unacked: closing the channel puts them back."""
+        queue = self.queue(channel)
+        queue.declare()
+        taken = []
+        while len(taken) < limit:
+            message = queue.get(no_ack=False)
+            if message is None:
+                break
+            taken.append(message)
+        return taken
+
+    def list(self, limit: int = 100) -> list[dict]:
+        with Connection(self.amqp_uri) as connection:
+            channel = connection.channel()
+            messages = [describe(m) for m in self._take(channel, limit)]
+            channel.close()  # requeues them, in order
+        return messages
+
+    def replay(self, message_ids: list[str] | None = None) -> list[str]:
+        """Send parked events back to their handler; ``None`` replays all."""
+        replayed = []
+        wanted = None if message_ids is None else set(message_ids)
+        with Connection(self.amqp_uri) as connection:
+            channel = connection.channel()
+            for message in self._take(channel, MAX_LIST):
+                entry = describe(message)
+                if wanted is not None and entry["message_id"] not in wanted:
+                    continue
+                headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(retry.HEADER)}
+                headers[retry.ORIGINAL_EXCHANGE] = entry["exchange"]
+                headers[retry.ORIGINAL_ROUTING_KEY] = entry["routing_key"]
+                self.publisher.publish(
+                    message.payload,
+                    exchange=retry.DEFAULT_EXCHANGE,
+                    routing_key=entry["queue"],
+                    headers=headers,
+                    message_id=entry["message_id"],
+                    mandatory=True,
+                )
+                message.ack()
+                replayed.append(entry["message_id"])
+            channel.close()
+        return replayed
+
+    def purge(self) -> int:
+        with Connection(self.amqp_uri) as connection:
+            queue = self.queue(connection.channel())
+            queue.declare()
+            return queue.purge() or 0
+
+
+class DeadLetters(DependencyProvider):
+    def setup(self) -> None:
+        self.dlq = DeadLetterQueue(self.container.config[AMQP_URI_CONFIG_KEY], self.container.service_name)
+
+    def get_dependency(self, worker_ctx: Any) -> DeadLetterQueue:
+        return self.dlq
+
+
+class DeadLetterRpc:
+    """RPC methods for a service's dead letters (mixed into the service class)."""
+
+    dead_letters = DeadLetters()
+
+    @rpc
+    def list_dead_letters(self, limit: int = 100) -> list[dict]:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+            raise ValidationFailed("Invalid limit.", {"limit": [f"Must be an integer from 1 to {MAX_LIST}."]})
+        return self.dead_letters.list(limit)
+
+    @rpc
+    def replay_dead_letters(self, message_ids: list[str] | None = None) -> dict:
+        if message_ids is not None and (
+            not isinstance(message_ids, list) or not all(isinstance(i, str) for i in message_ids)
+        ):
+            raise ValidationFailed("Invalid message ids.", {"message_ids": ["Must be a list of strings or null."]})
+        return {"replayed": self.dead_letters.replay(message_ids)}
+
+    @rpc
+    def purge_dead_letters(self) -> dict:
+        return {"purged": self.dead_letters.purge()}

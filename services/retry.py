@@ -1,0 +1,156 @@
+"""Event handlers that retry through the broker and park what keeps failing.
+
+nameko's ``@event_handler`` acks a message whose handler raised (the event is
+lost) or, with ``requeue_on_error``, redelivers it at once, forever.
+:func:`reliable_event_handler` instead:
+
+1. acks only after the handler returned (its transaction committed);
+2. on failure republishes the event (confirmed) to a delay queue of the
+   handler's own queue — ``<queue>.retry.<ms>ms``, a TTL queue that dead-letters
+   back to ``<queue>`` — with exponential delays (``EVENT_RETRY_BASE_DELAY`` times 1, 4, 16, ...);
+   no worker sleeps;
+3. after ``EVENT_RETRY_ATTEMPTS`` attempts (at once for an event that fails
+   validation) parks it in ``<service>.dead-letters``
+   with the error, the attempt count and the original routing, where
+   :class:`DeadLetterQueue` lists, replays and purges it.
+
+Only then is the original message acked, so a crash in between redelivers it::
+
+    @reliable_event_handler("status", "student_status_changed")
+    def handle_student_status_changed(self, payload): ...
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from kombu import Exchange, Queue
+from marshmallow import ValidationError
+from nameko.amqp.publish import Publisher, get_connection
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.events import EventHandler
+
+from services.exceptions import ValidationFailed
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ATTEMPTS = 5
+DEFAULT_BASE_DELAY = 1.0
+BACKOFF_FACTOR = 4
+
+HEADER = "x-mensageria-"
+ATTEMPT = HEADER + "attempt"
+ERROR = HEADER + "error"
+ORIGINAL_EXCHANGE = HEADER + "original-exchange"
+ORIGINAL_ROUTING_KEY = HEADER + "original-routing-key"
+QUEUE = HEADER + "queue"
+HANDLER = HEADER + "handler"
+FAILED_AT = HEADER + "failed-at"
+TRACEBACK = HEADER + "traceback"
+
+DEFAULT_EXCHANGE = Exchange("")
+
+# retrying cannot help: an event that fails validation is parked at once
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValidationFailed, ValidationError)
+
+
+def retry_delays(config: dict) -> list[float]:
+    """Seconds to wait before each retry: one fewer than the attempts."""
+    attempts = int(config.get("EVENT_RETRY_ATTEMPTS", DEFAULT_ATTEMPTS))
+    base = float(config.get("EVENT_RETRY_BASE_DELAY", DEFAULT_BASE_DELAY))
+    return [base * BACKOFF_FACTOR**n for n in range(max(attempts - 1, 0))]
+
+
+def delay_queue(queue_name: str, seconds: float) -> Queue:
+    milliseconds = max(int(seconds * 1000), 1)
+    return Queue(
+        f"{queue_name}.retry.{milliseconds}ms",  # the TTL is in the name: a new delay is a new queue
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=f"{queue_name}.retry.{milliseconds}ms",
+        durable=True,
+        queue_arguments={
+            "x-message-ttl": milliseconds,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": queue_name,
+        },
+    )
+
+
+def dead_letter_queue(service_name: str) -> Queue:
+    name = f"{service_name}.dead-letters"
+    return Queue(name, exchange=DEFAULT_EXCHANGE, routing_key=name, durable=True)
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+class ReliableEventHandler(EventHandler):
+    def setup(self) -> None:
+        super().setup()
+        config = self.container.config
+        self.delays = retry_delays(config)
+        self.delay_queues = [delay_queue(self.queue.name, delay) for delay in self.delays]
+        self.parking = dead_letter_queue(self.container.service_name)
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], declare=[*self.delay_queues, self.parking])
+        with get_connection(config[AMQP_URI_CONFIG_KEY]) as connection:
+            channel = connection.channel()
+            for queue in (*self.delay_queues, self.parking):
+                queue.maybe_bind(channel)
+                queue.declare()
+
+    def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
+        if exc_info is None:
+            self.queue_consumer.ack_message(message)
+            return
+        try:
+            self._retry_or_park(message, exc_info[1])
+        except Exception:  # the broker is in trouble: leave the event where it is
+            log.exception("could not reschedule a failed %s event; requeueing it", self.event_type)
+            self.queue_consumer.requeue_message(message)
+            return
+        self.queue_consumer.ack_message(message)
+
+    def _retry_or_park(self, message: Any, exc: BaseException) -> None:
+        headers = dict(message.headers or {})
+        attempt = int(headers.get(ATTEMPT, 1))
+        headers.setdefault(ORIGINAL_EXCHANGE, message.delivery_info.get("exchange", ""))
+        headers.setdefault(ORIGINAL_ROUTING_KEY, message.delivery_info.get("routing_key", ""))
+        headers[ERROR] = _short(exc)
+        handler = f"{self.container.service_name}.{self.method_name}"
+        if attempt <= len(self.delay_queues) and not isinstance(exc, PERMANENT_ERRORS):
+            target = self.delay_queues[attempt - 1]
+            headers[ATTEMPT] = attempt + 1
+            log.warning(
+                "%s failed (attempt %d): %s; retrying in %.1fs",
+                handler,
+                attempt,
+                headers[ERROR],
+                self.delays[attempt - 1],
+            )
+        else:
+            target = self.parking
+            headers.update(
+                {
+                    QUEUE: self.queue.name,
+                    HANDLER: handler,
+                    FAILED_AT: datetime.now(UTC).isoformat(),
+                    TRACEBACK: "".join(traceback.format_exception(exc))[-4000:],
+                }
+            )
+            log.error("%s failed %d times: %s; parked in %s", handler, attempt, headers[ERROR], target.name)
+        self.publisher.publish(
+            message.payload,
+            exchange=DEFAULT_EXCHANGE,
+            routing_key=target.name,
+            headers=headers,
+            message_id=message.properties.get("message_id") or str(uuid.uuid4()),
+            mandatory=True,
+        )
+
+
+reliable_event_handler = ReliableEventHandler.decorator

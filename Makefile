@@ -39,7 +39,7 @@ migrate: install
 	$(BIN)/python -m services.migrate
 
 shell: install
-	$(BIN)/nameko shell --config config.yaml
+	PYTHONSTARTUP=tools/shell.py $(BIN)/nameko shell --config config.yaml
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

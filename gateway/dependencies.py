@@ -12,7 +12,7 @@ from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
 from nameko.amqp.publish import UndeliverableMessage
 from nameko.events import EventDispatcher
-from nameko.exceptions import UnknownService
+from nameko.exceptions import RemoteError, UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.rpc import RpcProxy
 
@@ -53,6 +53,10 @@ class TimedServiceProxy:
             ) from None
         except BROKER_ERRORS as exc:
             raise ServiceUnavailable("The message broker is unreachable.", {"reason": str(exc)}) from None
+        except RemoteError as exc:  # the service failed unexpectedly (it logged why)
+            raise ServiceUnavailable(
+                f"The {self._service} service failed; try again.", {"service": self._service, "reason": exc.exc_type}
+            ) from None
         except ChannelError as exc:  # e.g. no RPC exchange yet: no service has ever started
             raise ServiceUnavailable(f"The {self._service} service is not available.", {"reason": str(exc)}) from None
         finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
-from nameko.exceptions import BadRequest, IncorrectSignature
+from nameko.exceptions import BadRequest, ContainerBeingKilled, IncorrectSignature
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
@@ -68,6 +68,8 @@ def json_response(status: int, body: object, headers: dict | None = None) -> Res
 def error_response(exc: Exception) -> Response:
     if isinstance(exc, IncorrectSignature | BadRequest):
         exc = RouteNotFound("No such resource.", {})
+    if isinstance(exc, ContainerBeingKilled):  # this gateway is stopping: another one may answer
+        exc = ServiceUnavailable("The gateway is restarting; try again.", {})
     if not isinstance(exc, ServiceError):
         log.error("unexpected error in the gateway", exc_info=exc)
         return json_response(500, {"error": "INTERNAL_ERROR", "message": "Internal error.", "details": {}})

@@ -1,0 +1,60 @@
+"""mensageria without Nameko: a pika client for RPC calls and events.
+
+The only code in the project that imports pika; it imports neither nameko nor
+eventlet, so it runs in any Python program (Flask, Django, scripts, workers)::
+
+    from clients import RpcClient, EventPublisher, EventSubscriber, StudentNotFound
+
+See :mod:`clients.rpc`, :mod:`clients.events` and :mod:`clients.errors`.
+"""
+
+from clients.errors import (
+    BadRequest,
+    BrokerError,
+    BrokerUnavailable,
+    ClientError,
+    Conflict,
+    EmailAlreadyExists,
+    IdempotencyKeyReused,
+    IncorrectSignature,
+    MalformedRequest,
+    MethodNotFound,
+    NotFound,
+    RemoteError,
+    RpcTimeout,
+    ServiceError,
+    StatusRequestNotFound,
+    StudentNotFound,
+    UnknownService,
+    UnroutableEvent,
+    ValidationFailed,
+    VersionMismatch,
+)
+from clients.events import EventPublisher, EventSubscriber
+from clients.rpc import RpcClient
+
+__all__ = [
+    "BadRequest",
+    "BrokerError",
+    "BrokerUnavailable",
+    "ClientError",
+    "Conflict",
+    "EmailAlreadyExists",
+    "EventPublisher",
+    "EventSubscriber",
+    "IdempotencyKeyReused",
+    "IncorrectSignature",
+    "MalformedRequest",
+    "MethodNotFound",
+    "NotFound",
+    "RemoteError",
+    "RpcClient",
+    "RpcTimeout",
+    "ServiceError",
+    "StatusRequestNotFound",
+    "StudentNotFound",
+    "UnknownService",
+    "UnroutableEvent",
+    "ValidationFailed",
+    "VersionMismatch",
+]

@@ -1,0 +1,214 @@
+"""Call Nameko RPC methods from code that does not run Nameko (no eventlet).
+
+::
+
+    from clients import RpcClient, StudentNotFound
+
+    client = RpcClient("amqp://guest:guest@localhost:5672/", timeout=5.0)
+    student = client.students.get_student(1)                 # attribute sugar
+    student = client.call("students", "get_student", 1)      # the same call
+    client.status.get_status_history(1, timeout=10)          # per-call timeout
+    try:
+        client.students.get_student(42)
+    except StudentNotFound as exc:
+        print(exc.code, exc.details)
+
+It speaks nameko's RPC wire protocol (``nameko/rpc.py``): a persistent JSON
+message ``{"args": [...], "kwargs": {...}}`` to the ``nameko-rpc`` topic
+exchange with routing key ``service.method``, published ``mandatory`` with
+publisher confirms (a call nobody can receive raises :class:`UnknownService`
+at once, as nameko does), ``reply_to`` an exclusive auto-delete reply queue
+bound to ``nameko-rpc`` by its own name, and nameko's context headers
+(``nameko.call_id_stack``). The reply ``{"result": ..., "error": ...}`` returns
+the result or raises the typed error (``clients.errors``).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Any
+
+import pika
+from pika.exceptions import AMQPError, UnroutableError
+
+from clients import codec
+from clients.connection import DEFAULT_URL, Link, PerThread, broker_error
+from clients.errors import RpcTimeout, UnknownService, remote_error
+
+RPC_EXCHANGE = "nameko-rpc"
+HEADER_PREFIX = "nameko"  # nameko.constants.HEADER_PREFIX: context key k travels as header "nameko.k"
+CALLER = "pika_client"  # first element of our call ids, as a service name is in nameko's
+
+
+def context_headers(context_data: Mapping[str, Any]) -> dict[str, Any]:
+    """Nameko context headers for one call: ``context_data`` plus a fresh call id
+    appended to ``call_id_stack`` (nameko's ``HeaderEncoder``; ``None`` values dropped)."""
+    data = dict(context_data)
+    data["call_id_stack"] = [*data.get("call_id_stack", ()), f"{CALLER}.{uuid.uuid4()}"]
+    return {f"{HEADER_PREFIX}.{key}": value for key, value in data.items() if value is not None}
+
+
+class RpcClient:
+    """A thread-safe Nameko RPC client: one connection and reply queue per thread.
+
+    ``url`` is an AMQP URL (``amqp://user:password@host:5672/vhost``);
+    ``timeout`` bounds every call (seconds; override per call with
+    ``timeout=``, which is therefore not passed on to the remote method);
+    ``context_data`` is sent as nameko context headers (``user_id``,
+    ``language``, ``auth_token``, ...).
+
+    Each thread that calls gets its own connection, opened on its first call
+    and reopened transparently if the broker dropped it in between (a broker
+    restart). Close with :meth:`close` (or use ``with RpcClient(url) as client``)
+    from each thread that used it.
+
+    The timeout covers publishing and waiting for the reply; connecting is
+    bounded by it too (unless the URL sets ``socket_timeout``/``stack_timeout``).
+    The broker's publish confirm, which normally takes milliseconds, has no
+    deadline of its own in pika: a silently dead peer is noticed by the AMQP
+    heartbeat (``?heartbeat=`` in the URL).
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        timeout: float = 5.0,
+        context_data: Mapping[str, Any] | None = None,
+        exchange: str = RPC_EXCHANGE,
+    ):
+        self.url = url
+        self.timeout = timeout
+        self.context_data = dict(context_data or {})
+        self.exchange = exchange
+        self._links = PerThread(url, "RpcClient", timeout, self._prepare)
+
+    def call(self, service: str, method: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        """Call ``service.method(*args, **kwargs)`` and return its result.
+
+        Raises the remote error's class from :mod:`clients.errors`,
+        :class:`UnknownService` if no queue receives ``service.method``,
+        :class:`RpcTimeout` after ``timeout`` (default: the client's) seconds,
+        :class:`BrokerUnavailable` if the connection is lost during the call.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        body = codec.dumps({"args": args, "kwargs": kwargs})  # TypeError for what JSON cannot carry
+        link = self._links.get()
+        correlation_id = str(uuid.uuid4())
+        link.state["pending"], link.state["reply"] = correlation_id, None
+        properties = pika.BasicProperties(
+            content_type=codec.CONTENT_TYPE,
+            content_encoding=codec.CONTENT_ENCODING,
+            delivery_mode=pika.DeliveryMode.Persistent,
+            reply_to=link.state["reply_to"],
+            correlation_id=correlation_id,
+            headers=context_headers(self.context_data),
+        )
+        try:
+            link.channel.basic_publish(
+                self.exchange,
+                f"{service}.{method}",
+                body,
+                properties,
+                mandatory=True,
+            )
+            reply = self._wait(link, deadline)
+        except UnroutableError:
+            raise UnknownService(f"Unknown service `{service}`", {"service": service}) from None
+        except AMQPError as exc:
+            self._links.discard()
+            raise broker_error(exc, f"RPC {service}.{method}") from exc
+        finally:
+            link.state["pending"] = None
+        if reply is None:
+            raise RpcTimeout(
+                f"{service}.{method} did not answer within {timeout}s",
+                {"service": service, "method": method, "timeout": timeout},
+            )
+        reply = codec.loads(reply)
+        if reply.get("error"):
+            raise remote_error(reply["error"])
+        return reply.get("result")
+
+    def close(self) -> None:
+        """Close this thread's connection (and those of threads that have ended)."""
+        self._links.close()
+
+    def __getattr__(self, service: str) -> ServiceProxy:
+        if service.startswith("_"):
+            raise AttributeError(service)
+        return ServiceProxy(self, service)
+
+    def __getitem__(self, service: str) -> ServiceProxy:
+        """``client["service-name"]`` for service names that are not identifiers."""
+        return ServiceProxy(self, service)
+
+    def __enter__(self) -> RpcClient:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<RpcClient timeout={self.timeout}>"
+
+    def _prepare(self, link: Link) -> None:
+        channel = link.channel
+        channel.exchange_declare(self.exchange, exchange_type="topic", durable=True)
+        # no dots in the name: it is also the routing key and must not match a `service.*` binding
+        reply_to = f"{CALLER}-reply-{uuid.uuid4()}"
+        channel.queue_declare(reply_to, exclusive=True, auto_delete=True)
+        channel.queue_bind(reply_to, self.exchange, routing_key=reply_to)
+        link.state.update(reply_to=reply_to, pending=None, reply=None)
+
+        def on_reply(_channel: Any, _method: Any, properties: pika.BasicProperties, body: bytes) -> None:
+            # a late reply to a call that timed out has another correlation id: dropped
+            if properties.correlation_id == link.state["pending"]:
+                link.state["reply"] = body
+
+        channel.basic_consume(reply_to, on_reply, auto_ack=True)
+
+    @staticmethod
+    def _wait(link: Link, deadline: float) -> bytes | None:
+        while link.state["reply"] is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            link.connection.process_data_events(time_limit=remaining)
+        return link.state["reply"]
+
+
+class ServiceProxy:
+    """``client.students``: its attributes are the service's methods."""
+
+    def __init__(self, client: RpcClient, service: str):
+        self._client = client
+        self._service = service
+
+    def __getattr__(self, method: str) -> MethodProxy:
+        if method.startswith("_"):
+            raise AttributeError(method)
+        return MethodProxy(self._client, self._service, method)
+
+    def __repr__(self) -> str:
+        return f"<ServiceProxy {self._service}>"
+
+
+class MethodProxy:
+    """``client.students.get_student``: calling it makes the RPC call."""
+
+    def __init__(self, client: RpcClient, service: str, method: str):
+        self._client = client
+        self._service = service
+        self._method = method
+
+    def __call__(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+        return self._client.call(self._service, self._method, *args, timeout=timeout, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<MethodProxy {self._service}.{self._method}>"

@@ -1,0 +1,214 @@
+"""Fault-test machinery: a private RabbitMQ node, a status-change workload over
+HTTP, and the audit that counts what became of every accepted request."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import eventlet
+import requests
+
+from services import lifecycle
+from tests.e2e.support import System, poll
+
+RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class PrivateBroker:
+    """A RabbitMQ node of the test's own: own name, ports and data directory.
+
+    It is stopped and started by the test; the machine's shared broker is never
+    touched. Its data survives a restart (durable queues, persistent messages).
+    """
+
+    def __init__(self, port: int, dist_port: int):
+        # not under pytest's tmp dir: the broker runs as the rabbitmq user, who cannot enter it
+        directory = Path(tempfile.mkdtemp(prefix="mensageria-rabbitmq-"))
+        self.directory = directory
+        self.port = port
+        self.node = f"mensageria-fault-{uuid.uuid4().hex[:8]}@localhost"
+        self.env = {
+            **os.environ,
+            "HOME": "/var/lib/rabbitmq",  # the Erlang cookie rabbitmqctl uses too
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_CONFIG_FILE": str(directory / "rabbitmq.conf"),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_MNESIA_BASE": str(directory / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(directory / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(directory / "enabled_plugins"),
+            "RABBITMQ_PID_FILE": str(directory / "pid"),
+        }
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{port}\n")
+        (directory / "enabled_plugins").write_text("[].\n")
+        for path in (directory, *directory.iterdir()):
+            shutil.chown(path, "rabbitmq", "rabbitmq")
+
+    @property
+    def amqp_uri(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+
+    def start(self, timeout: float = 60.0) -> None:
+        subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "rabbitmq",
+                "--",
+                "env",
+                *[f"{k}={v}" for k, v in self.env.items() if k.startswith(("RABBITMQ_", "HOME"))],
+                RABBITMQ_SERVER,
+                "-detached",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        poll(lambda: port_open(self.port), bool, timeout=timeout, interval=0.2)
+
+    def stop(self) -> None:
+        subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], capture_output=True, timeout=60, env=self.env)
+        poll(lambda: not port_open(self.port), bool, timeout=30, interval=0.2)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+@dataclass
+class Workload:
+    """Status changes submitted over HTTP by concurrent clients."""
+
+    system: System
+    students: list[int] = field(default_factory=list)
+    accepted: dict[str, int] = field(default_factory=dict)  # request id -> student id
+    refused: Counter = field(default_factory=Counter)  # HTTP status -> count (not accepted)
+
+    def create_students(self, count: int, tag: str) -> None:
+        def create(n: int) -> int:
+            response = requests.post(
+                f"{self.system.base_url}/students",
+                json={"name": f"Fault {n}", "email": f"f{n}.{tag}@example.org", "course": f"faults-{tag}"},
+                timeout=10,
+            )
+            assert response.status_code == 201, response.text
+            return response.json()["id"]
+
+        self.students = list(eventlet.GreenPool(16).imap(create, range(count)))
+
+    def submit(self, total: int, concurrency: int = 16, on_progress=None) -> None:
+        """``total`` requests, round-robin over the students, alternating targets
+        so that most are real transitions; ``on_progress(n)`` after each accept."""
+        rounds = ["active", "suspended"]  # each student's own sequence: real transitions
+        count = len(self.students)
+        plan = [(self.students[n % count], rounds[(n // count) % 2]) for n in range(total)]
+        session_pool = [requests.Session() for _ in range(concurrency)]
+
+        def send(item: tuple[int, tuple[int, str]]) -> None:
+            n, (student_id, target) = item
+            http = session_pool[n % concurrency]
+            try:
+                response = http.post(
+                    f"{self.system.base_url}/students/{student_id}/status",
+                    json={"status": target, "reason": f"fault workload {n}"},
+                    timeout=15,
+                )
+            except requests.RequestException:
+                self.refused["no answer"] += 1
+                return
+            assert response.status_code != 500, response.text
+            if response.status_code == 202:
+                self.accepted[response.json()["request_id"]] = student_id
+                if on_progress:
+                    on_progress(len(self.accepted))
+            else:
+                self.refused[response.status_code] += 1
+
+        for _ in eventlet.GreenPool(concurrency).imap(send, enumerate(plan)):
+            pass
+
+    def audit(self, timeout: float = 180.0) -> dict:
+        """Wait until no accepted request is pending, then count the outcomes."""
+        states: dict[str, dict] = {}
+        deadline = time.monotonic() + timeout
+        http = requests.Session()
+        while time.monotonic() < deadline:
+            for request_id in [r for r in self.accepted if states.get(r, {}).get("state", "pending") == "pending"]:
+                response = http.get(f"{self.system.base_url}/status-requests/{request_id}", timeout=10)
+                states[request_id] = response.json() if response.status_code == 200 else {"state": "missing"}
+            if all(s["state"] in ("applied", "rejected") for s in states.values()) and len(states) == len(
+                self.accepted
+            ):
+                break
+            time.sleep(0.5)
+        counts = Counter(s["state"] for s in states.values())
+        history_ids, chain_errors, final = [], 0, {}
+        for student_id in self.students:
+            rows = self._history(http, student_id)
+            history_ids += [row["request_id"] for row in rows]
+            expected = "enrolled"
+            for version, row in enumerate(rows, start=1):
+                ok = row["from_status"] == expected and lifecycle.is_allowed(row["from_status"], row["to_status"])
+                chain_errors += not (ok and row["version"] == version)
+                expected = row["to_status"]
+            final[student_id] = expected
+        # the students' read copy is fed by student_status_changed: it must converge
+        read_copy_mismatches = len(final)
+        while read_copy_mismatches and time.monotonic() < deadline + 30:
+            read_copy_mismatches = sum(
+                http.get(f"{self.system.base_url}/students/{sid}", timeout=10).json()["status"] != status
+                for sid, status in final.items()
+            )
+            time.sleep(0.5 if read_copy_mismatches else 0)
+        changed = {r for r, s in states.items() if s["state"] == "applied" and s["from_status"] != s["status"]}
+        return {
+            "submitted": len(self.accepted) + sum(self.refused.values()),
+            "accepted": len(self.accepted),
+            "refused": dict(self.refused),
+            "applied": counts["applied"],
+            "rejected": counts["rejected"],
+            "lost": len(self.accepted) - counts["applied"] - counts["rejected"],
+            "history_rows": len(history_ids),
+            "duplicated": len(history_ids) - len(set(history_ids)),
+            "changes_without_history": len(changed - set(history_ids)),
+            # the broker took it, but the client's answer was lost (503/504/no answer):
+            # applied once, as a retry with an Idempotency-Key would have found it
+            "applied_though_refused": len(set(history_ids) - changed),
+            "chain_errors": chain_errors,
+            "read_copy_mismatches": read_copy_mismatches,
+        }
+
+    def _history(self, http: requests.Session, student_id: int) -> list[dict]:
+        rows, cursor = [], None
+        while True:
+            params = {"limit": 500, **({"cursor": cursor} if cursor else {})}
+            page = http.get(f"{self.system.base_url}/students/{student_id}/history", params=params, timeout=10).json()
+            rows += page["items"]
+            cursor = page["next_cursor"]
+            if not cursor:
+                return rows
+
+
+def assert_nothing_lost(report: dict) -> None:
+    print(f"\nFAULT REPORT {report}")  # the figures quoted in the README
+    assert report["lost"] == 0, report
+    assert report["duplicated"] == 0, report
+    assert report["changes_without_history"] == 0, report
+    assert report["applied_though_refused"] <= sum(report["refused"].values()), report
+    assert report["chain_errors"] == 0, report
+    assert report["read_copy_mismatches"] == 0, report

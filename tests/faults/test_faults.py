@@ -1,0 +1,131 @@
+"""Nothing accepted is lost or applied twice, whatever breaks mid-run.
+
+Each test reports its counts (submitted, accepted, applied, rejected, lost,
+duplicated) on a ``FAULT REPORT`` line; run with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+
+import eventlet
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.e2e.support import start_process
+from tests.faults.support import PrivateBroker, Workload, assert_nothing_lost, port_open
+
+TOTAL = 2000
+STUDENTS = 200
+
+
+def kill_and_restart(system, name: str, pause: float = 1.0) -> None:
+    process = system.processes[name]
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    eventlet.sleep(pause)
+    system.processes[name] = start_process(
+        {"status": "services.status", "students": "services.students"}[name], system.env, system.log_path(name)
+    )
+
+
+def test_status_service_killed_mid_run(make_system, unique):
+    system = make_system("sqlite")
+    workload = Workload(system)
+    workload.create_students(STUDENTS, unique)
+    killed = []
+
+    def on_progress(accepted: int) -> None:
+        if accepted >= TOTAL // 2 and not killed:
+            killed.append(accepted)
+            eventlet.spawn(kill_and_restart, system, "status")
+
+    workload.submit(TOTAL, on_progress=on_progress)
+    report = workload.audit()
+    assert killed, "the status service was killed mid-run"
+    assert report["accepted"] == TOTAL, report  # the gateway kept accepting while status was down
+    assert_nothing_lost(report)
+
+
+def test_broker_restarted_mid_run(make_system, unique):
+    broker = PrivateBroker(port=_free_port(), dist_port=_free_port())
+    broker.start()
+    try:
+        system = make_system("sqlite", amqp_uri=broker.amqp_uri, supervised=True)
+        workload = Workload(system)
+        workload.create_students(STUDENTS // 2, unique)
+        restarted = []
+
+        def on_progress(accepted: int) -> None:
+            if accepted >= TOTAL // 4 and not restarted:
+                restarted.append(accepted)
+                eventlet.spawn(_restart, broker)
+
+        workload.submit(TOTAL // 2, on_progress=on_progress)
+        assert restarted
+        poll_ready(system)
+        report = workload.audit()
+        assert report["accepted"] > 0 and set(report["refused"]) <= {503, 504, "no answer"}, report
+        assert_nothing_lost(report)
+    finally:
+        broker.remove()
+
+
+def test_postgres_connections_cut_mid_run(make_system, unique):
+    system = make_system("postgresql")
+    workload = Workload(system)
+    workload.create_students(STUDENTS // 2, unique)
+    databases = [uri.rsplit("/", 1)[1] for uri in (system.env["STUDENTS_DB_URI"], system.env["STATUS_DB_URI"])]
+    cuts = []
+
+    def cut() -> None:
+        from tests.conftest import pg_admin_uri
+
+        engine = create_engine(pg_admin_uri(), isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            for _ in range(3):
+                killed = connection.execute(
+                    text(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                        "WHERE datname = ANY(:names) AND pid <> pg_backend_pid()"
+                    ),
+                    {"names": databases},
+                ).scalar()
+                cuts.append(killed)
+                eventlet.sleep(0.5)
+        engine.dispose()
+
+    def on_progress(accepted: int) -> None:
+        if accepted >= TOTAL // 4 and not cuts:
+            cuts.append(0)
+            eventlet.spawn(cut)
+
+    workload.submit(TOTAL // 2, on_progress=on_progress)
+    report = workload.audit()
+    assert sum(cuts) > 0, "connections were cut"
+    assert_nothing_lost(report)
+
+
+def _restart(broker: PrivateBroker) -> None:
+    broker.stop()
+    eventlet.sleep(1)
+    broker.start()
+
+
+def _free_port() -> int:
+    from tests.e2e.support import free_port
+
+    port = free_port()
+    assert not port_open(port)
+    return port
+
+
+def poll_ready(system) -> None:
+    system.wait_ready(timeout=90)
+
+
+@pytest.fixture(autouse=True)
+def _rabbitmq_cli_available():
+    if subprocess.run(["which", "rabbitmqctl"], capture_output=True).returncode != 0:
+        pytest.fail("rabbitmqctl is needed to run a private broker node")

@@ -1,0 +1,606 @@
+"""The pika client (``clients/``) against the real services on a real broker.
+
+The client is for programs that do not run eventlet, while these tests run under
+eventlet's monkey-patching (the services run in this process). So the client
+runs where its users run it: in a plain child Python process, started as
+``python -m tests.integration.test_client <scenario> <json params>``. Each
+scenario below is such a child: it drives the client and prints one JSON line of
+what it saw; the test asserts on that. The child also checks that importing the
+client loaded neither nameko nor eventlet.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHILD_TIMEOUT = 60.0
+
+# --- the parent side: pytest -------------------------------------------------
+
+
+@pytest.fixture
+def db_uris(request, tmp_path) -> dict[str, str]:
+    """SQLite only: these tests are about the wire, which no database changes."""
+    from tests.conftest import make_db_uris
+
+    return make_db_uris("sqlite", tmp_path, request)
+
+
+def run_client(scenario: str, **params: Any) -> dict:
+    """Run ``scenario`` in a child process without eventlet; return what it printed."""
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.integration.test_client", scenario, json.dumps(params)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+    )
+    assert result.returncode == 0, f"{scenario} failed:\n{result.stdout}\n{result.stderr}"
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_rpc_round_trip_and_typed_errors(config, services, unique):
+    seen = run_client("round_trip_and_errors", url=config["AMQP_URI"], unique=unique)
+
+    assert seen["forbidden_modules"] == []
+    created = seen["created"]
+    assert created["email"] == f"ada.{unique}@school.example" and created["status"] == "enrolled"
+    assert seen["got"] == created and seen["ping"] == {"service": "status", "ok": True}
+
+    errors = seen["errors"]
+    assert errors["missing_student"] | {"elapsed": None} == {
+        "class": "StudentNotFound",
+        "bases": ["NotFound", "ServiceError", "RemoteError", "ClientError"],
+        "code": "STUDENT_NOT_FOUND",
+        "message": "Student 10000000 not found.",
+        "details": {"student_id": 10**7},
+        "exc_path": "services.exceptions.StudentNotFound",
+        "elapsed": None,
+    }
+    invalid = errors["invalid_student"]
+    assert (invalid["class"], invalid["code"]) == ("ValidationFailed", "VALIDATION_ERROR")
+    assert set(invalid["details"]) == {"name", "email", "course"}
+    assert all(isinstance(messages, list) and messages for messages in invalid["details"].values())
+    expected = {
+        "duplicate_email": ("EmailAlreadyExists", "EMAIL_ALREADY_EXISTS"),
+        "stale_version": ("VersionMismatch", "VERSION_MISMATCH"),
+        "missing_request": ("StatusRequestNotFound", "STATUS_REQUEST_NOT_FOUND"),
+        "reused_key": ("IdempotencyKeyReused", "IDEMPOTENCY_KEY_REUSED"),
+        "no_such_method": ("MethodNotFound", "METHOD_NOT_FOUND"),
+        "wrong_arguments": ("IncorrectSignature", "INCORRECT_SIGNATURE"),
+    }
+    assert {name: (errors[name]["class"], errors[name]["code"]) for name in expected} == expected
+    assert errors["stale_version"]["details"]["current_version"] == 1
+    assert errors["reused_key"]["details"]["idempotency_key"] == unique
+    assert errors["no_such_method"]["bases"][:2] == ["BadRequest", "RemoteError"]
+
+
+def test_wire_format_is_nameko_s(rabbit_config, container_factory):
+    from nameko.extensions import DependencyProvider
+    from nameko.rpc import rpc
+
+    class WorkerContext(DependencyProvider):
+        def get_dependency(self, worker_ctx):
+            return worker_ctx
+
+    class Echo:
+        name = "echo"
+        context = WorkerContext()
+
+        @rpc
+        def echo(self, *args, **kwargs):
+            data = self.context.context_data
+            return {
+                "args": args,
+                "kwargs": kwargs,
+                "types": [type(arg).__name__ for arg in args],
+                "call_id_stack": self.context.call_id_stack,
+                "context": {key: value for key, value in data.items() if key != "call_id_stack"},
+            }
+
+    container_factory(Echo, rabbit_config).start()
+    seen = run_client("wire", url=rabbit_config["AMQP_URI"])
+
+    request = seen["request"]  # as a tap queue bound to echo.* received it
+    assert (request["exchange"], request["routing_key"]) == ("nameko-rpc", "echo.echo")
+    assert (request["content_type"], request["content_encoding"], request["delivery_mode"]) == (
+        "application/json",
+        "utf-8",
+        2,
+    )
+    assert re.fullmatch(r"pika_client-reply-[0-9a-f-]{36}", request["reply_to"]) and request["correlation_id"]
+    caller_id = request["headers"]["nameko.call_id_stack"][0]
+    assert re.fullmatch(r"pika_client\.[0-9a-f-]{36}", caller_id)
+    assert request["headers"] == {
+        "nameko.call_id_stack": [caller_id],
+        "nameko.user_id": "u-1",
+        "nameko.language": "pt-BR",
+    }
+    assert request["body"] == {
+        "args": [
+            1,
+            "dois",
+            {"__type__": "datetime", "__value__": "2026-03-01T12:30:00+00:00"},
+            {"__type__": "decimal", "__value__": "3.10"},
+        ],
+        "kwargs": {"flag": True},
+    }
+
+    echoed = seen["echoed"]  # what the nameko worker saw, and what came back
+    assert echoed["types"] == ["int", "str", "datetime", "Decimal"]
+    assert echoed["call_id_stack"][0] == caller_id and echoed["call_id_stack"][1].startswith("echo.echo.")
+    assert echoed["context"] == {"user_id": "u-1", "language": "pt-BR"}
+    assert seen["returned_types"] == ["int", "str", "datetime", "Decimal"]
+
+
+def test_unknown_service_fails_fast_and_stopped_service_times_out(config, services):
+    from nameko.testing.utils import get_container
+
+    from services.status import StatusService
+
+    get_container(services, StatusService).stop()  # its durable queue rpc-status stays, unconsumed
+
+    seen = run_client("unknown_and_timeout", url=config["AMQP_URI"])
+
+    assert seen["unknown"]["class"] == "UnknownService" and seen["unknown"]["code"] == "UNKNOWN_SERVICE"
+    assert seen["unknown"]["elapsed"] < 1.0
+    assert seen["timeout"]["class"] == "RpcTimeout" and seen["timeout"]["code"] == "RPC_TIMEOUT"
+    assert 1.0 <= seen["timeout"]["elapsed"] < 2.0
+    assert seen["per_call_timeout"]["class"] == "RpcTimeout"
+    assert 0.5 <= seen["per_call_timeout"]["elapsed"] < 1.5
+    assert seen["afterwards"] == {"service": "students", "ok": True}  # the connection survived the timeouts
+
+
+def test_many_threads_share_one_client(config, services, unique):
+    seen = run_client("threads", url=config["AMQP_URI"], unique=unique, threads=8, calls=200)
+
+    assert seen["errors"] == [] and seen["wrong"] == []
+    assert seen["correct"] == 8 * 200
+    assert seen["connections"] == 8  # one per thread
+    assert seen["open_after_close"] == 0
+
+
+def test_published_event_is_handled_by_the_status_service(config, services, unique):
+    request_id = str(uuid.uuid4())
+    seen = run_client("publish_event", url=config["AMQP_URI"], unique=unique, request_id=request_id)
+
+    request = seen["request"]
+    assert request["request_id"] == request_id and request["state"] == "applied"
+    assert (request["status"], request["reason"], request["actor"]) == ("active", "via pika", "pika-client")
+    assert [h["request_id"] for h in seen["history"]] == [request_id]
+    assert seen["unroutable"] == {"class": "UnroutableEvent", "code": "UNROUTABLE_EVENT"}
+    assert seen["not_mandatory"] == "published"
+
+
+def test_subscriber_receives_nameko_events_once_and_after_a_restart(config, services, unique):
+    queue = f"evt-status-student_status_changed--pika_test_{unique}"
+    seen = run_client("subscribe", url=config["AMQP_URI"], unique=unique, queue=queue)
+
+    first, second = seen["first_request"], seen["second_request"]
+    assert [e["request_id"] for e in seen["received"]] == [first, second]  # each exactly once, in order
+    assert [(e["from_status"], e["to_status"]) for e in seen["received"]] == [
+        ("enrolled", "active"),
+        ("active", "suspended"),
+    ]
+    assert seen["left_after_first_run"] == 0  # acked
+    assert seen["waiting_while_stopped"] == 1  # durable queue kept it
+    assert seen["attempts_for_second"] == 2  # the callback failed once: requeued, then handled
+    assert seen["left_at_end"] == 0
+
+
+def test_client_and_subscriber_reconnect_after_the_broker_drops_them(config, services, unique, request):
+    seen = run_client(
+        "reconnect",
+        url=config["AMQP_URI"],
+        api=request.config.getoption("RABBIT_API_URI"),
+        vhost=config["AMQP_URI"].rsplit("/", 1)[1],
+        unique=unique,
+    )
+
+    assert seen["closed_by_broker"] >= 2  # the client's and the subscriber's connections
+    assert seen["before"] == seen["after"] == {"service": "students", "ok": True}
+    assert any(line.startswith("RpcClient: connection lost") for line in seen["log"]), seen["log"]
+    assert any(line.startswith("<EventSubscriber students.student_updated") for line in seen["log"]), seen["log"]
+    assert seen["event_after_reconnect"] is True
+
+
+# No broker needed: the error table and the body codec.
+
+
+@pytest.mark.parametrize(
+    ("exc_path", "expected"),
+    [
+        ("services.exceptions.ValidationFailed", "ValidationFailed"),
+        ("services.exceptions.StudentNotFound", "StudentNotFound"),
+        ("services.exceptions.StatusRequestNotFound", "StatusRequestNotFound"),
+        ("services.exceptions.EmailAlreadyExists", "EmailAlreadyExists"),
+        ("services.exceptions.VersionMismatch", "VersionMismatch"),
+        ("services.exceptions.IdempotencyKeyReused", "IdempotencyKeyReused"),
+        ("nameko.exceptions.MethodNotFound", "MethodNotFound"),
+        ("nameko.exceptions.IncorrectSignature", "IncorrectSignature"),
+        ("nameko.exceptions.MalformedRequest", "MalformedRequest"),
+        ("builtins.KeyError", "RemoteError"),
+    ],
+)
+def test_every_wire_error_maps_to_its_class(exc_path, expected):
+    from nameko.exceptions import serialize
+
+    from clients.errors import remote_error
+
+    module, name = exc_path.rsplit(".", 1)
+    original = getattr(importlib.import_module(module), name)("boom", {"field": ["bad"]})
+    error = remote_error(serialize(original))
+
+    assert type(error).__name__ == expected
+    assert (error.exc_path, error.exc_type) == (exc_path, name)
+    if module == "services.exceptions":
+        assert (error.code, error.message, error.details) == (original.code, "boom", {"field": ["bad"]})
+
+
+def test_bodies_are_encoded_as_kombu_encodes_them():
+    from kombu.utils import json as kombu_json
+
+    from clients import codec
+
+    value = {
+        "when": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        "day": date(2026, 1, 2),
+        "amount": Decimal("1.10"),
+        "id": uuid.UUID(int=7),
+        "raw": b"\xff",
+        "plain": [1, "two", None, True],
+    }
+    assert codec.loads(kombu_json.dumps(value).encode()) == value
+    assert kombu_json.loads(codec.dumps(value)) == value
+
+
+# --- the child side: the client, without eventlet ------------------------------
+
+SCENARIOS: dict[str, Callable[..., dict]] = {}
+FORBIDDEN = ("eventlet", "nameko", "kombu", "services")
+
+
+def scenario(function: Callable[..., dict]) -> Callable[..., dict]:
+    SCENARIOS[function.__name__] = function
+    return function
+
+
+def caught(call: Callable[[], Any]) -> dict:
+    """What ``call`` raised, as the test wants to see it."""
+    started = time.monotonic()
+    try:
+        call()
+    except Exception as exc:
+        return {
+            "class": type(exc).__name__,
+            "bases": [base.__name__ for base in type(exc).__mro__[1:-3]],  # up to Exception
+            "code": getattr(exc, "code", None),
+            "message": getattr(exc, "message", str(exc)),
+            "details": getattr(exc, "details", None),
+            "exc_path": getattr(exc, "exc_path", None),
+            "elapsed": round(time.monotonic() - started, 3),
+        }
+    raise AssertionError(f"{call} did not raise")
+
+
+def poll(fetch: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """Call ``fetch`` until it returns something truthy; fail at the deadline."""
+    deadline = time.monotonic() + timeout
+    while not (value := fetch()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(0.05)
+    return value
+
+
+def applied(client: Any, request_id: str) -> dict | None:
+    from clients import StatusRequestNotFound
+
+    try:
+        request = client.status.get_status_request(request_id)
+    except StatusRequestNotFound:  # not recorded yet
+        return None
+    return request if request["state"] != "pending" else None
+
+
+def new_student(client: Any, unique: str, name: str = "ada") -> dict:
+    return client.students.create_student(
+        {"name": name.title(), "email": f"{name}.{unique}@school.example", "course": f"course-{unique}"}
+    )
+
+
+def queue_depth(url: str, queue: str) -> int:
+    import pika
+
+    with pika.BlockingConnection(pika.URLParameters(url)) as connection:
+        return connection.channel().queue_declare(queue, passive=True).method.message_count
+
+
+@scenario
+def round_trip_and_errors(url: str, unique: str) -> dict:
+    from clients import RpcClient
+
+    with RpcClient(url, timeout=5.0) as client:
+        created = new_student(client, unique)
+        student_id = created["id"]
+        client.status.request_status_change(student_id, "active", idempotency_key=unique)
+        return {
+            "forbidden_modules": sorted({name.split(".")[0] for name in sys.modules} & set(FORBIDDEN)),
+            "created": created,
+            "got": client.call("students", "get_student", student_id),
+            "ping": client["status"].ping(),
+            "errors": {
+                "missing_student": caught(lambda: client.students.get_student(10**7)),
+                "invalid_student": caught(lambda: client.students.create_student({"name": "", "email": "nope"})),
+                "duplicate_email": caught(lambda: new_student(client, unique)),
+                "stale_version": caught(
+                    lambda: client.students.update_student(student_id, {"name": "x"}, expected_version=7)
+                ),
+                "missing_request": caught(lambda: client.status.get_status_request(str(uuid.uuid4()))),
+                "reused_key": caught(
+                    lambda: client.status.request_status_change(student_id, "withdrawn", idempotency_key=unique)
+                ),
+                "no_such_method": caught(lambda: client.students.enroll_everyone()),
+                "wrong_arguments": caught(lambda: client.students.get_student()),
+            },
+        }
+
+
+@scenario
+def wire(url: str) -> dict:
+    import pika
+
+    from clients import RpcClient
+
+    with pika.BlockingConnection(pika.URLParameters(url)) as tap:
+        channel = tap.channel()
+        channel.queue_declare("tap", exclusive=True)
+        channel.queue_bind("tap", "nameko-rpc", routing_key="echo.*")
+        with RpcClient(url, context_data={"user_id": "u-1", "language": "pt-BR"}) as client:
+            when = datetime(2026, 3, 1, 12, 30, tzinfo=UTC)
+            echoed = client.echo.echo(1, "dois", when, Decimal("3.10"), flag=True)
+        method, properties, body = channel.basic_get("tap", auto_ack=True)
+    return {
+        "request": {
+            "exchange": method.exchange,
+            "routing_key": method.routing_key,
+            "content_type": properties.content_type,
+            "content_encoding": properties.content_encoding,
+            "delivery_mode": properties.delivery_mode,
+            "reply_to": properties.reply_to,
+            "correlation_id": properties.correlation_id,
+            "headers": properties.headers,
+            "body": json.loads(body),
+        },
+        "echoed": {key: echoed[key] for key in ("types", "call_id_stack", "context")},
+        "returned_types": [type(arg).__name__ for arg in echoed["args"]],
+    }
+
+
+@scenario
+def unknown_and_timeout(url: str) -> dict:
+    from clients import RpcClient
+
+    with RpcClient(url, timeout=5.0) as client, RpcClient(url, timeout=1.0) as impatient:
+        return {
+            "unknown": caught(lambda: client.call("nosuch", "ping")),
+            "timeout": caught(lambda: impatient.status.ping()),
+            "per_call_timeout": caught(lambda: client.status.ping(timeout=0.5)),
+            "afterwards": client.students.ping(),
+        }
+
+
+@scenario
+def threads(url: str, unique: str, threads: int, calls: int) -> dict:
+    from clients import RpcClient
+
+    client = RpcClient(url, timeout=10.0)
+    ids = [new_student(client, unique, f"student{n}")["id"] for n in range(threads)]
+    correct, wrong, errors = [0] * threads, [], []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(calls):
+                student_id = ids[(n + i) % len(ids)]
+                if client.students.get_student(student_id)["id"] == student_id:
+                    correct[n] += 1
+                else:
+                    wrong.append(student_id)
+        except Exception as exc:
+            errors.append(repr(exc))
+        # the connection stays open until the thread has ended: counted below
+
+    workers = [threading.Thread(target=work, args=(n,)) for n in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    connections = len(client._links._links) - 1  # minus the main thread's
+    client.close()  # the main thread's, and those of the threads that have ended
+    return {
+        "correct": sum(correct),
+        "wrong": wrong,
+        "errors": errors,
+        "connections": connections,
+        "open_after_close": len(client._links._links),
+    }
+
+
+@scenario
+def publish_event(url: str, unique: str, request_id: str) -> dict:
+    from clients import EventPublisher, RpcClient
+
+    with RpcClient(url) as client, EventPublisher(url) as publisher:
+        student = new_student(client, unique)
+        publisher.publish(
+            "gateway",
+            "status_change_requested",
+            {
+                "request_id": request_id,
+                "student_id": student["id"],
+                "status": "active",
+                "reason": "via pika",
+                "actor": "pika-client",
+                "idempotency_key": None,
+            },
+        )
+        request = poll(lambda: applied(client, request_id))
+        unroutable = caught(lambda: publisher.publish("gateway", "nobody_listens", {}))
+        publisher.publish("gateway", "nobody_listens", {}, mandatory=False)
+        return {
+            "request": request,
+            "history": client.status.get_status_history(student["id"])["items"],
+            "unroutable": {"class": unroutable["class"], "code": unroutable["code"]},
+            "not_mandatory": "published",
+        }
+
+
+@scenario
+def subscribe(url: str, unique: str, queue: str) -> dict:
+    from clients import EventSubscriber, RpcClient
+
+    received: list[dict] = []
+    attempts: list[str] = []
+    fail_once: set[str] = set()
+
+    def handle(payload: dict) -> None:
+        attempts.append(payload["request_id"])
+        if payload["request_id"] in fail_once:
+            fail_once.discard(payload["request_id"])
+            raise RuntimeError("a transient failure")
+        received.append(payload)
+
+    @contextlib.contextmanager
+    def subscribed() -> Iterator[None]:
+        subscriber = EventSubscriber(url, "status", "student_status_changed", queue, handle, retry_delay=0.2)
+        thread = threading.Thread(target=subscriber.run)
+        thread.start()
+        try:
+            assert subscriber.ready.wait(10), "subscriber not ready"
+            yield
+        finally:
+            subscriber.stop()
+            thread.join(10)
+        assert not thread.is_alive(), "run() did not return after stop()"
+
+    def received_request(request_id: str) -> Callable[[], bool]:
+        return lambda: any(event["request_id"] == request_id for event in received)
+
+    with RpcClient(url) as client:
+        student = new_student(client, unique)
+
+        def change(status: str) -> str:
+            request_id = client.status.request_status_change(student["id"], status)["request_id"]
+            poll(lambda: applied(client, request_id))
+            return request_id
+
+        with subscribed():
+            first = change("active")
+            poll(received_request(first))
+        left_after_first_run = queue_depth(url, queue)
+
+        second = change("suspended")  # while nobody consumes
+        waiting = poll(lambda: queue_depth(url, queue))
+        fail_once.add(second)
+        with subscribed():
+            poll(received_request(second))
+        return {
+            "first_request": first,
+            "second_request": second,
+            "received": received,
+            "left_after_first_run": left_after_first_run,
+            "waiting_while_stopped": waiting,
+            "attempts_for_second": attempts.count(second),
+            "left_at_end": queue_depth(url, queue),
+        }
+
+
+@scenario
+def reconnect(url: str, api: str, vhost: str, unique: str) -> dict:
+    from clients import EventSubscriber, RpcClient
+
+    parts = urllib.parse.urlsplit(api)
+    auth = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
+    base = f"{parts.scheme}://{parts.hostname}:{parts.port}/api"
+
+    def management(method: str, path: str) -> Any:
+        request = urllib.request.Request(base + path, method=method, headers={"Authorization": f"Basic {auth}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            body = response.read()
+        return json.loads(body) if body else None
+
+    def connections(role: str) -> list[str]:
+        listed = management("GET", f"/vhosts/{urllib.parse.quote(vhost, safe='')}/connections")
+        return [c["name"] for c in listed if c["client_properties"].get("connection_name", "").startswith(role)]
+
+    reconnects: list[str] = []
+    logging.getLogger("clients").addHandler(Recorder(reconnects))
+    logging.getLogger("clients").setLevel(logging.INFO)
+    received: list[dict] = []
+    queue = f"evt-students-student_updated--pika_test_{unique}"
+    subscriber = EventSubscriber(url, "students", "student_updated", queue, received.append, reconnect_delay=0.2)
+    thread = threading.Thread(target=subscriber.run)
+    thread.start()
+    try:
+        with RpcClient(url) as client:
+            before = client.students.ping()
+            assert subscriber.ready.wait(10)
+            doomed = poll(lambda: connections("RpcClient")) + poll(lambda: connections("EventSubscriber"))
+            for name in doomed:  # CONNECTION_FORCED, as in a broker restart; the idle client's first
+                management("DELETE", f"/connections/{urllib.parse.quote(name, safe='')}")
+            # the consuming subscriber answers the close at once; the idle client reads it on its next call
+            poll(lambda: not set(doomed) & set(connections("EventSubscriber")))
+            after = client.students.ping()  # no error: the dead connection is noticed before publishing
+            student = new_student(client, unique)
+            client.students.update_student(student["id"], {"name": "Ada L."})
+            poll(lambda: any(event["student"]["id"] == student["id"] for event in received))
+    finally:
+        subscriber.stop()
+        thread.join(10)
+    return {
+        "closed_by_broker": len(doomed),
+        "before": before,
+        "after": after,
+        "log": reconnects,
+        "event_after_reconnect": True,
+    }
+
+
+class Recorder(logging.Handler):
+    def __init__(self, records: list[str]):
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record.getMessage())
+
+
+def main(argv: list[str]) -> None:
+    name, params = argv[0], json.loads(argv[1])
+    print(json.dumps(SCENARIOS[name](**params), default=str))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,119 @@
+"""tools/shell.py in a real ``nameko shell --config config.yaml`` session.
+
+The shell runs as operators run it (a subprocess in the project directory,
+``AMQP_URI`` pointing at this test's vhost), fed a script on stdin; the
+services run in this process. The tests assert on what the session printed.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMEKO = str(Path(sys.executable).parent / "nameko")
+PROMPTS = re.compile(r"^(?:(?:>>>|\.\.\.) ?)+")
+
+
+@pytest.fixture
+def db_uris(request, tmp_path) -> dict[str, str]:
+    """SQLite only: the shell talks RPC; the services' database is not what is tested."""
+    from tests.conftest import make_db_uris
+
+    return make_db_uris("sqlite", tmp_path, request)
+
+
+def nameko_shell(amqp_uri: str, script: str, startup: bool = True) -> list[str]:
+    """Run ``script`` in ``nameko shell``; return its output lines, prompts removed."""
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONSTARTUP", "PYTHONPATH")}
+    env["AMQP_URI"] = amqp_uri
+    env.update({"PYTHONSTARTUP": "tools/shell.py"} if startup else {"PYTHONPATH": str(ROOT)})
+    result = subprocess.run(
+        [NAMEKO, "shell", "--config", "config.yaml"],
+        cwd=ROOT,
+        env=env,
+        input=script,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
+    return [PROMPTS.sub("", line) for line in result.stdout.splitlines()]
+
+
+def line_with(lines: list[str], *parts: str) -> str:
+    found = [line for line in lines if all(part in line for part in parts)]
+    assert found, f"no line with {parts} in:\n" + "\n".join(lines)
+    return found[0]
+
+
+def test_operator_finds_a_student_changes_the_status_and_reads_the_history(config, rpc, unique):
+    course = f"course-{unique}"
+    ada = rpc.students.create_student({"name": "Ada", "email": f"ada.{unique}@school.example", "course": course})
+    rpc.students.create_student({"name": "Alan", "email": f"alan.{unique}@school.example", "course": course})
+
+    lines = nameko_shell(
+        config["AMQP_URI"],
+        f"""\
+student = find_student("ADA.{unique}@School.Example")
+print("FOUND", student["id"], student["email"])
+done = change_status(student["id"], "active", reason="term starts")
+print("CHANGED", done["state"], done["from_status"], done["status"], done["actor"], done["request_id"])
+refused = change_status(student["id"], "enrolled")
+print("REFUSED", refused["state"], refused["error"]["code"])
+history(student["id"])
+students(course="{course}")
+students(course="{course}", limit=1)
+find_student("nobody.{unique}@school.example")
+help(tools.shell)
+""",
+    )
+
+    assert line_with(lines, "mensageria helpers:", "find_student", "change_status", "history", "students")
+    assert line_with(lines, "FOUND").split() == ["FOUND", str(ada["id"]), ada["email"]]
+    changed = line_with(lines, "CHANGED").split()
+    assert changed[1:4] == ["applied", "enrolled", "active"] and changed[4].startswith("shell")
+    request_id = changed[5]
+    assert line_with(lines, "REFUSED").split() == ["REFUSED", "rejected", "INVALID_TRANSITION"]
+
+    # history: a table with one applied change (the refused one left none)
+    header = line_with(lines, "occurred_at", "from_status", "to_status", "reason", "actor", "request_id")
+    row = lines[lines.index(header) + 2].split()
+    assert row[1:4] == ["enrolled", "active", "term"] and request_id in row
+    assert lines[lines.index(header) + 3] == "(1 row)"
+
+    # students: both of the course, oldest first
+    header = line_with(lines, "id", "name", "email", "course", "status", "version")
+    rows = lines[lines.index(header) + 2 : lines.index(header) + 5]
+    assert [row.split()[0] for row in rows[:2]] == [str(ada["id"]), str(ada["id"] + 1)]
+    assert f"ada.{unique}@school.example" in rows[0] and f"alan.{unique}@school.example" in rows[1]
+    assert rows[2] == "(2 rows)"
+    assert line_with(lines, "(1 row; more exist: pass a larger limit=)")
+
+    assert line_with(lines, "no student with e-mail", f"nobody.{unique}")
+    for signature in ("change_status(student_id", "find_student(email", "history(student_id", "students(status"):
+        assert line_with(lines, signature)  # help(tools.shell) lists the helpers
+
+
+def test_helpers_imported_by_hand_find_the_shells_n(config, rpc, unique):
+    student = rpc.students.create_student({"name": "Grace", "email": f"grace.{unique}@school.example", "course": "x"})
+
+    lines = nameko_shell(
+        config["AMQP_URI"],
+        f"""\
+from tools.shell import *
+print("FOUND", find_student("grace.{unique}@school.example")["id"])
+print("STATE", change_status({student["id"]}, "withdrawn", reason="moved away")["state"])
+print("ROWS", len(history({student["id"]})))
+""",
+        startup=False,
+    )
+
+    assert line_with(lines, "FOUND").split() == ["FOUND", str(student["id"])]
+    assert line_with(lines, "STATE").split() == ["STATE", "applied"]
+    assert line_with(lines, "ROWS").split() == ["ROWS", "1"]

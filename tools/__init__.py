@@ -1,0 +1,1 @@
+"""Operator tools for mensageria (``tools.shell``: helpers for ``nameko shell``)."""

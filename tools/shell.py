@@ -1,0 +1,196 @@
+"""Operator helpers for ``nameko shell``: find students, change a status, read its history.
+
+Start the shell with them loaded (``make shell`` does this)::
+
+    PYTHONSTARTUP=tools/shell.py nameko shell --config config.yaml
+
+or, in a shell started with the project on ``sys.path`` (``PYTHONPATH=.``)::
+
+    >>> from tools.shell import *
+
+Then::
+
+    >>> find_student("ada@example.org")                  # the student, or None
+    >>> students(status="active", course="Biology")       # a table (a list of dicts)
+    >>> change_status(1, "active", reason="term starts")  # waits for the outcome, returns the request
+    >>> history(1)                                        # applied changes, oldest first, as a table
+
+The helpers call the services through the shell's ``n.rpc`` (found in the
+shell's namespace, or bound with ``use(n)``). Changes are recorded with the
+actor ``shell:<your user name>``. ``help(tools.shell)`` lists them.
+"""
+
+from __future__ import annotations
+
+import getpass
+import inspect
+import os
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["change_status", "find_student", "history", "students", "use"]
+
+PAGE = 500  # the largest page list_students and get_status_history serve
+_helper = None  # the shell's `n`, once bound by use()
+
+
+class Table(list):
+    """Rows (dicts) that the shell shows as a table; still a plain list to code."""
+
+    def __init__(self, rows: list[dict], columns: tuple[str, ...], note: str = ""):
+        super().__init__(rows)
+        self.columns = columns
+        self.note = note
+
+    def __repr__(self) -> str:
+        cells = [[_cell(row.get(column)) for column in self.columns] for row in self]
+        widths = [max([len(column), *(len(line[i]) for line in cells)]) for i, column in enumerate(self.columns)]
+        lines = [
+            "  ".join(text.ljust(width) for text, width in zip(line, widths, strict=True)).rstrip()
+            for line in [list(self.columns), ["-" * width for width in widths], *cells]
+        ]
+        lines.append(f"({len(self)} row{'s' if len(self) != 1 else ''}{self.note})")
+        return "\n".join(lines)
+
+    __str__ = __repr__
+
+
+def use(helper: Any) -> None:
+    """Use ``helper`` (the shell's ``n``) for every call, instead of looking for ``n``."""
+    global _helper
+    _helper = helper
+
+
+def find_student(email: str) -> dict | None:
+    """The student with this e-mail (case-insensitive), or None; pages through every student."""
+    wanted = email.strip().lower()
+    for student in _all(_rpc().students.list_students):
+        if student["email"].lower() == wanted:
+            return student
+    print(f"no student with e-mail {email!r}")
+    return None
+
+
+def students(status: str | None = None, course: str | None = None, limit: int = 100) -> Table:
+    """Students (optionally by status and course), oldest first, at most ``limit``; shown as a table."""
+    rows = []
+    list_students = _rpc().students.list_students
+    for student in _all(list_students, page=min(limit + 1, PAGE), status=status, course=course):
+        if len(rows) == limit:
+            return Table(rows, STUDENT_COLUMNS, "; more exist: pass a larger limit=")
+        rows.append(student)
+    return Table(rows, STUDENT_COLUMNS)
+
+
+def change_status(
+    student_id: int, status: str, reason: str | None = None, wait: bool = True, timeout: float = 10
+) -> dict:
+    """Request a status change and, with ``wait``, return the request once it is
+    applied or rejected (``state`` and ``error`` say which). After ``timeout``
+    seconds it returns the request as it stands (still ``pending``)."""
+    rpc = _rpc()
+    request = rpc.status.request_status_change(student_id, status, reason=reason, actor=_actor())
+    deadline = time.monotonic() + timeout
+    while wait and request["state"] == "pending":
+        if time.monotonic() >= deadline:
+            print(f"still pending after {timeout}s: n.rpc.status.get_status_request({request['request_id']!r})")
+            break
+        time.sleep(0.1)
+        request = rpc.status.get_status_request(request["request_id"])
+    return request
+
+
+def history(student_id: int) -> Table:
+    """Every applied status change of the student, oldest first; shown as a table."""
+    changes = _all(lambda **page: _rpc().status.get_status_history(student_id, **page))
+    return Table(list(changes), HISTORY_COLUMNS)
+
+
+STUDENT_COLUMNS = ("id", "name", "email", "course", "status", "version")
+HISTORY_COLUMNS = ("occurred_at", "from_status", "to_status", "reason", "actor", "request_id")
+
+
+def _all(list_page: Any, page: int = PAGE, **filters: Any) -> Iterator[dict]:
+    """Every item of a keyset-paged RPC method (``{"items", "next_cursor"}``)."""
+    cursor = None
+    while True:
+        result = list_page(**filters, limit=page, cursor=cursor)
+        yield from result["items"]
+        cursor = result["next_cursor"]
+        if not cursor:
+            return
+
+
+def _cell(value: Any, width: int = 40) -> str:
+    text = "-" if value is None else str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _actor() -> str:
+    try:
+        return f"shell:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in this environment
+        return "shell"
+
+
+def _rpc() -> Any:
+    return _nameko().rpc
+
+
+def _nameko() -> Any:
+    """The shell's ``n``: bound with ``use``, else found in ``__main__`` or a caller's globals."""
+    if _helper is not None:
+        return _helper
+    namespaces = [vars(sys.modules["__main__"])]
+    frame = inspect.currentframe()
+    while frame is not None:  # nameko shell runs typed code with its own namespace as globals
+        namespaces.append(frame.f_globals)
+        frame = frame.f_back
+    for namespace in namespaces:
+        helper = namespace.get("n")
+        if hasattr(helper, "rpc"):
+            return helper
+    raise RuntimeError("no `n` found: use these helpers inside `nameko shell`, or call use(n) first")
+
+
+def with_timeout(helper: Any) -> None:
+    """Give the shell's ``n.rpc`` the configured ``RPC_TIMEOUT`` (nameko's has none),
+    so a call to a service that is down raises ``RpcTimeout`` instead of hanging."""
+    from nameko.standalone.rpc import ClusterRpcProxy
+
+    proxy = ClusterRpcProxy(helper.config, timeout=float(helper.config.get("RPC_TIMEOUT", 5)))
+    close_original = helper.disconnect
+    helper.rpc = proxy.start()
+
+    def disconnect() -> None:
+        proxy.stop()
+        close_original()
+
+    helper.disconnect = disconnect
+
+
+def _start_in_nameko_shell(namespace: dict) -> None:
+    """Run as ``PYTHONSTARTUP`` by nameko shell: this file was executed in the
+    shell's namespace. Import it as ``tools.shell`` instead, bound to ``n``, and
+    leave the shell its helpers and ``tools`` (for ``help(tools.shell)``)."""
+    here = os.path.abspath(_start_in_nameko_shell.__code__.co_filename)
+    root = os.path.dirname(os.path.dirname(here))
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    import tools.shell as module
+
+    module.with_timeout(namespace["n"])
+    module.use(namespace["n"])
+    helpers = {name: getattr(module, name) for name in module.__all__}
+    package = sys.modules["tools"]
+    # namespace is also this function's globals: from here on, use locals only
+    for name in [name for name in namespace if name not in ("n", "__builtins__")]:
+        del namespace[name]
+    namespace.update(helpers, tools=package)
+    print(f"mensageria helpers: {', '.join(helpers)} (help(tools.shell))")
+
+
+if __name__ != "tools.shell" and "n" in globals():
+    _start_in_nameko_shell(globals())

@@ -114,9 +114,11 @@ class Workload:
     def submit(self, total: int, concurrency: int = 16, on_progress=None) -> None:
         """``total`` requests, round-robin over the students, alternating targets
         so that most are real transitions; ``on_progress(n)`` after each accept."""
-        rounds = ["active", "suspended"]  # each student's own sequence: real transitions
+        # each student's own sequence: real transitions, then "completed" (final),
+        # after which every further change is rejected with INVALID_TRANSITION
+        rounds = ["active", "suspended", "active", "completed", "active"]
         count = len(self.students)
-        plan = [(self.students[n % count], rounds[(n // count) % 2]) for n in range(total)]
+        plan = [(self.students[n % count], rounds[(n // count) % len(rounds)]) for n in range(total)]
         session_pool = [requests.Session() for _ in range(concurrency)]
 
         def send(item: tuple[int, tuple[int, str]]) -> None:

@@ -58,11 +58,11 @@ def test_broker_restarted_mid_run(make_system, unique):
         restarted = []
 
         def on_progress(accepted: int) -> None:
-            if accepted >= TOTAL // 4 and not restarted:
+            if accepted >= TOTAL // 3 and not restarted:
                 restarted.append(accepted)
                 eventlet.spawn(_restart, broker)
 
-        workload.submit(TOTAL // 2, on_progress=on_progress)
+        workload.submit(TOTAL, on_progress=on_progress)
         assert restarted
         poll_ready(system)
         report = workload.audit()
@@ -97,11 +97,11 @@ def test_postgres_connections_cut_mid_run(make_system, unique):
         engine.dispose()
 
     def on_progress(accepted: int) -> None:
-        if accepted >= TOTAL // 4 and not cuts:
+        if accepted >= TOTAL // 3 and not cuts:
             cuts.append(0)
             eventlet.spawn(cut)
 
-    workload.submit(TOTAL // 2, on_progress=on_progress)
+    workload.submit(TOTAL, on_progress=on_progress)
     report = workload.audit()
     assert sum(cuts) > 0, "connections were cut"
     assert_nothing_lost(report)

@@ -13,7 +13,7 @@ import eventlet
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.e2e.support import start_process
+from tests.e2e.support import poll, start_process
 from tests.faults.support import PrivateBroker, Workload, assert_nothing_lost, port_open
 
 TOTAL = 2000
@@ -50,9 +50,12 @@ def test_status_service_killed_mid_run(make_system, unique):
 
 def test_broker_restarted_mid_run(make_system, unique):
     broker = PrivateBroker(port=_free_port(), dist_port=_free_port())
-    broker.start()
     try:
-        system = make_system("sqlite", amqp_uri=broker.amqp_uri, supervised=True)
+        # started before the broker: the services wait for it, one log line per attempt
+        system = make_system("sqlite", amqp_uri=broker.amqp_uri, supervised=True, wait=False)
+        poll(lambda: system.log_path("status").read_text(), lambda log: "not reachable (attempt 2)" in log)
+        broker.start()
+        system.wait_ready(timeout=90)
         workload = Workload(system)
         workload.create_students(STUDENTS // 2, unique)
         restarted = []

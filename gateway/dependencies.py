@@ -6,70 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import eventlet
-from amqp.exceptions import ChannelError
-from amqp.exceptions import ConnectionError as AmqpConnectionError
-from kombu.exceptions import OperationalError
 from nameko.amqp.publish import UndeliverableMessage
 from nameko.events import EventDispatcher
-from nameko.exceptions import RemoteError, UnknownService
 from nameko.extensions import DependencyProvider
-from nameko.rpc import RpcProxy
 
-from gateway.exceptions import BackendTimeout, ServiceUnavailable
+from services.exceptions import ServiceUnavailable
+from services.rpc import BROKER_ERRORS, TimedRpcProxy, TimedServiceProxy
 from services.topology import subscriber_queues
 
-BROKER_ERRORS = (OSError, OperationalError, AmqpConnectionError)
-
-
-class TimedServiceProxy:
-    """``proxy.method(*args)`` with a deadline; failures become gateway errors."""
-
-    def __init__(self, proxy: Any, service: str, timeout: float):
-        self._proxy = proxy
-        self._service = service
-        self._timeout = timeout
-
-    def __getattr__(self, method: str):
-        def call(*args: Any, **kwargs: Any) -> Any:
-            return self.call(method, self._timeout, *args, **kwargs)
-
-        return call
-
-    def call(self, method: str, timeout: float, *args: Any, **kwargs: Any) -> Any:
-        deadline = eventlet.Timeout(timeout)
-        try:
-            return getattr(self._proxy, method)(*args, **kwargs)
-        except eventlet.Timeout as exc:
-            if exc is not deadline:
-                raise
-            raise BackendTimeout(
-                f"The {self._service} service did not answer within {timeout:g}s.",
-                {"service": self._service, "timeout": timeout},
-            ) from None
-        except UnknownService:
-            raise ServiceUnavailable(
-                f"The {self._service} service is not running.", {"service": self._service}
-            ) from None
-        except BROKER_ERRORS as exc:
-            raise ServiceUnavailable("The message broker is unreachable.", {"reason": str(exc)}) from None
-        except RemoteError as exc:  # the service failed unexpectedly (it logged why)
-            raise ServiceUnavailable(
-                f"The {self._service} service failed; try again.", {"service": self._service, "reason": exc.exc_type}
-            ) from None
-        except ChannelError as exc:  # e.g. no RPC exchange yet: no service has ever started
-            raise ServiceUnavailable(f"The {self._service} service is not available.", {"reason": str(exc)}) from None
-        finally:
-            deadline.cancel()
-
-
-class TimedRpcProxy(RpcProxy):
-    """nameko's ``RpcProxy`` with the configured ``RPC_TIMEOUT`` on every call
-    (nameko 2.x service proxies have no timeout of their own)."""
-
-    def get_dependency(self, worker_ctx: Any) -> TimedServiceProxy:
-        timeout = float(self.container.config.get("RPC_TIMEOUT", 5))
-        return TimedServiceProxy(super().get_dependency(worker_ctx), self.target_service, timeout)
+__all__ = ["DurableEventDispatcher", "GatewaySettings", "Settings", "TimedRpcProxy", "TimedServiceProxy"]
 
 
 class DurableEventDispatcher(EventDispatcher):

@@ -114,12 +114,19 @@ class IdConverter(BaseConverter):
         return str(value)
 
 
+class CodeConverter(BaseConverter):
+    """``<code:name>``: a certificate code (URL-safe base64, no dots: ``<code>.pdf`` stays apart)."""
+
+    regex = r"[A-Za-z0-9_-]{1,64}"
+    part_isolating = True
+
+
 class JsonWebServer(WebServer):
     def get_wsgi_app(self) -> JsonWsgiApp:
         return JsonWsgiApp(self)
 
     def make_url_map(self) -> Map:
-        url_map = Map(converters={"id": IdConverter})
+        url_map = Map(converters={"id": IdConverter, "code": CodeConverter})
         for provider in self._providers:
             rule = provider.get_url_rule()
             rule.endpoint = provider

@@ -4,7 +4,17 @@ shape, so one table maps every error to an HTTP status."""
 
 from __future__ import annotations
 
-from services.exceptions import NotFound, ServiceError
+from services.exceptions import BackendTimeout, NotFound, ServiceError, ServiceUnavailable
+
+__all__ = [
+    "BackendTimeout",
+    "MalformedJson",
+    "MethodNotAllowed",
+    "PayloadTooLarge",
+    "RouteNotFound",
+    "ServiceUnavailable",
+    "UnsupportedMediaType",
+]
 
 
 class MalformedJson(ServiceError):
@@ -25,11 +35,3 @@ class RouteNotFound(NotFound):
 
 class MethodNotAllowed(ServiceError):
     code = "METHOD_NOT_ALLOWED"
-
-
-class BackendTimeout(ServiceError):
-    code = "BACKEND_TIMEOUT"
-
-
-class ServiceUnavailable(ServiceError):
-    code = "SERVICE_UNAVAILABLE"

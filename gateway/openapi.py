@@ -36,11 +36,14 @@ SCHEMAS = {
     "StatusRequest": schemas.StatusRequestSchema,
     "HistoryPage": schemas.HistoryPageSchema,
     "HistoryQuery": schemas.HistoryQuerySchema,
+    "Certificate": schemas.CertificateSchema,
+    "CompletionBody": schemas.CompletionBodySchema,
 }
 
 ERROR_RESPONSES = {
     "MalformedJson": "The body is not valid JSON (MALFORMED_JSON).",
-    "NotFound": "No such student, request or route (STUDENT_NOT_FOUND, STATUS_REQUEST_NOT_FOUND, NOT_FOUND).",
+    "NotFound": "No such student, request, certificate or route "
+    "(STUDENT_NOT_FOUND, STATUS_REQUEST_NOT_FOUND, CERTIFICATE_NOT_FOUND, NOT_FOUND).",
     "Conflict": "Duplicate e-mail or reused idempotency key (EMAIL_ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED).",
     "PreconditionFailed": "If-Match does not name the current version (VERSION_MISMATCH).",
     "PayloadTooLarge": "The body exceeds MAX_BODY_BYTES (PAYLOAD_TOO_LARGE).",

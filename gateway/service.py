@@ -6,6 +6,7 @@ Each handler's docstring carries its OpenAPI operation (see gateway.openapi).
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -16,8 +17,16 @@ from gateway.entrypoints import http, json_response
 from gateway.exceptions import ServiceUnavailable
 from gateway.http import idempotency_key, if_match_version, read_json, read_query
 from gateway.openapi import build_spec
-from services.exceptions import IdempotencyKeyReused, ServiceError, StatusRequestNotFound
-from services.schemas import HistoryQuerySchema, ListStudentsSchema, StatusChangeBodySchema, load
+from services import lifecycle
+from services.exceptions import EmailAlreadyExists, IdempotencyKeyReused, ServiceError, StatusRequestNotFound
+from services.schemas import (
+    CompletionBodySchema,
+    HistoryQuerySchema,
+    ListStudentsSchema,
+    StatusChangeBodySchema,
+    StudentCreateSchema,
+    load,
+)
 
 STUDENT = "/students/<id:student_id>"
 
@@ -27,6 +36,7 @@ class GatewayService:
 
     students = TimedRpcProxy("students")
     status = TimedRpcProxy("status")
+    certificates = TimedRpcProxy("certificates")
     dispatch = DurableEventDispatcher()
     settings: GatewaySettings = Settings()
 
@@ -226,25 +236,124 @@ class GatewayService:
         key = idempotency_key(request)
         body = load(StatusChangeBodySchema(), read_json(request, self.settings.max_body_bytes))
         self.students.get_student(student_id)  # 404 now rather than a rejection later
+        return _accepted(self._submit(request, student_id, body["status"], body["reason"], key))
+
+    @http("POST", STUDENT + "/completion")
+    def complete_course(self, request: Request, student_id: int) -> Response:
+        """Complete the course: the status becomes ``completed`` through the lifecycle
+        (rejected unless the student is ``active``), then a certificate is issued and
+        the student is notified. Answered once the request is durably queued.
+        ---
+        post:
+          tags: [completion]
+          parameters:
+          - StudentId
+          - {in: header, name: Idempotency-Key, schema: {type: string, maxLength: 200}}
+          requestBody:
+            required: false
+            content:
+              application/json:
+                schema: CompletionBodySchema
+          responses:
+            202:
+              description: Accepted; poll ``Location``.
+              headers:
+                Location: {schema: {type: string}}
+              content:
+                application/json:
+                  schema: StatusRequestSchema
+            400: MalformedJson
+            404: NotFound
+            409: Conflict
+            413: PayloadTooLarge
+            415: UnsupportedMediaType
+            422: ValidationError
+            503: ServiceUnavailable
+            504: Timeout
+        """
+        key = idempotency_key(request)
+        body = load(CompletionBodySchema(), read_json(request, self.settings.max_body_bytes, required=False))
+        student = self.students.get_student(student_id)
+        course = body["course"] or student["course"]
+        return _accepted(self._submit(request, student_id, lifecycle.COMPLETED, "course completed", key, course))
+
+    @http("POST", "/api/v1/certificate/")
+    def legacy_certificate(self, request: Request) -> Response:
+        """The original system's endpoint: finds the student by e-mail or creates it,
+        then runs the completion flow (activating an ``enrolled`` student first).
+        Answers 202 with the completion request to poll, not a premature 201.
+        ---
+        post:
+          tags: [completion]
+          parameters:
+          - {in: header, name: Idempotency-Key, schema: {type: string, maxLength: 200}}
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: StudentCreateSchema
+          responses:
+            202:
+              description: Accepted; poll ``Location``; ``student`` is the student found or created.
+              headers:
+                Location: {schema: {type: string}}
+              content:
+                application/json:
+                  schema: StatusRequestSchema
+            400: MalformedJson
+            409: Conflict
+            413: PayloadTooLarge
+            415: UnsupportedMediaType
+            422: ValidationError
+            503: ServiceUnavailable
+            504: Timeout
+        """
+        key = idempotency_key(request)
+        fields = load(StudentCreateSchema(), read_json(request, self.settings.max_body_bytes))
+        try:
+            student = self.students.create_student(fields)
+        except EmailAlreadyExists:
+            student = self.students.get_student_by_email(fields["email"])
+        if student["status"] == lifecycle.ENROLLED:
+            # recorded (RPC) before the completion is queued, so applied before it
+            self.status.request_status_change(
+                student["id"],
+                lifecycle.ACTIVE,
+                reason="course started",
+                actor=_actor(request),
+                idempotency_key=f"{key}:active" if key else None,
+            )
+        accepted = self._submit(request, student["id"], lifecycle.COMPLETED, "course completed", key, fields["course"])
+        return _accepted({**accepted, "student": student})
+
+    def _submit(
+        self,
+        request: Request,
+        student_id: int,
+        status: str,
+        reason: str | None,
+        key: str | None,
+        course: str | None = None,
+    ) -> dict:
+        """Queue a status change durably; a repeated idempotency key returns the original."""
         request_id = request_ids.issue(self.settings.request_id_secret, student_id, key)
         if key is not None:
-            existing = self._repeat_of(request_id, student_id, body["status"], key)
+            existing = self._repeat_of(request_id, student_id, status, key)
             if existing is not None:
-                return _accepted(existing)
+                return existing
         self.dispatch(
             "status_change_requested",
             {
                 "request_id": request_id,
                 "student_id": student_id,
-                "status": body["status"],
-                "reason": body["reason"],
-                "actor": (request.headers.get("X-Actor") or "http")[:200],
+                "status": status,
+                "reason": reason,
+                "actor": _actor(request),
                 "idempotency_key": key,
+                "course": course,
             },
         )
-        return _accepted(
-            {"request_id": request_id, "student_id": student_id, "status": body["status"], "state": "pending"}
-        )
+        return {"request_id": request_id, "student_id": student_id, "status": status, "state": "pending"}
 
     def _repeat_of(self, request_id: str, student_id: int, status: str, key: str) -> dict | None:
         try:
@@ -257,6 +366,60 @@ class GatewayService:
                 {"idempotency_key": key, "request_id": request_id},
             )
         return existing
+
+    # --- certificates --------------------------------------------------------
+
+    @http("GET", "/certificates/<code:code>")
+    def get_certificate(self, request: Request, code: str) -> Response:
+        """Public verification of a certificate: valid or revoked, name, course, issued at.
+        ---
+        get:
+          tags: [certificates]
+          parameters: [{in: path, name: code, required: true, schema: {type: string}}]
+          responses:
+            200:
+              description: The certificate (``status`` is ``valid`` or ``revoked``).
+              content:
+                application/json:
+                  schema: CertificateSchema
+            404: NotFound
+        """
+        return json_response(200, self.certificates.get_certificate(code))
+
+    @http("GET", "/certificates/<code:code>.pdf")
+    def get_certificate_pdf(self, request: Request, code: str) -> Response:
+        """The certificate as a PDF (marked REVOKED if it was revoked).
+        ---
+        get:
+          tags: [certificates]
+          parameters: [{in: path, name: code, required: true, schema: {type: string}}]
+          responses:
+            200:
+              description: The PDF.
+              content:
+                application/pdf:
+                  schema: {type: string, format: binary}
+            404: NotFound
+        """
+        return _pdf_response(self.certificates.get_certificate_pdf(code))
+
+    @http("GET", STUDENT + "/certificates")
+    def list_certificates(self, request: Request, student_id: int) -> Response:
+        """A student's certificates, oldest first.
+        ---
+        get:
+          tags: [certificates]
+          parameters: [StudentId]
+          responses:
+            200:
+              description: The certificates.
+              content:
+                application/json:
+                  schema: {type: array, items: CertificateSchema}
+            404: NotFound
+        """
+        self.students.get_student(student_id)
+        return json_response(200, self.certificates.list_certificates(student_id))
 
     @http("GET", "/status-requests/<request_id>")
     def get_status_request(self, request: Request, request_id: str) -> Response:
@@ -303,6 +466,19 @@ class GatewayService:
         query = read_query(request, HistoryQuerySchema())
         self.students.get_student(student_id)
         return json_response(200, self.status.get_status_history(student_id, **query))
+
+
+def _pdf_response(document: dict) -> Response:
+    return Response(
+        base64.b64decode(document["data"]),
+        status=200,
+        mimetype=document["content_type"],
+        headers={"Content-Disposition": f'inline; filename="{document["filename"]}"'},
+    )
+
+
+def _actor(request: Request) -> str:
+    return (request.headers.get("X-Actor") or "http")[:200]
 
 
 def _student_response(status: int, student: dict, headers: dict | None = None) -> Response:

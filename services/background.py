@@ -21,6 +21,7 @@ from nameko.extensions import DependencyProvider
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF = 30.0
+STOP_GRACE = 10.0  # seconds a stopping loop gets to finish its step
 
 
 class BackgroundLoop(DependencyProvider):
@@ -41,7 +42,9 @@ class BackgroundLoop(DependencyProvider):
     def stop(self) -> None:
         self.running = False
         self.wake()
-        self.gt.wait()
+        with eventlet.Timeout(STOP_GRACE, False):  # a step stuck on a dead peer must not block the stop
+            self.gt.wait()
+        self.gt.kill()
 
     def kill(self) -> None:
         self.running = False
@@ -64,7 +67,8 @@ class BackgroundLoop(DependencyProvider):
                 if not self.running:
                     return
                 log.exception("%s failed; retrying in %.1fs", type(self).__name__, backoff)
-                eventlet.sleep(backoff)
+                with contextlib.suppress(Empty):  # a wake-up (or stop) cuts the pause short
+                    self.wakeups.get(timeout=backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if not self.running:

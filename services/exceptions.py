@@ -84,6 +84,30 @@ class VersionMismatch(Conflict):
 
 
 @deserialize_to_instance
+class CertificateNotFound(NotFound):
+    code = "CERTIFICATE_NOT_FOUND"
+
+
+@deserialize_to_instance
+class NotificationNotFound(NotFound):
+    code = "NOTIFICATION_NOT_FOUND"
+
+
+@deserialize_to_instance
+class BackendTimeout(ServiceError):
+    """A service this one called did not answer within ``RPC_TIMEOUT``."""
+
+    code = "BACKEND_TIMEOUT"
+
+
+@deserialize_to_instance
+class ServiceUnavailable(ServiceError):
+    """The broker or a service this one needs is not reachable."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
+@deserialize_to_instance
 class IdempotencyKeyReused(Conflict):
     """The idempotency key was already used for a different request."""
 

@@ -14,7 +14,12 @@ from alembic.config import Config
 from services.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
-HISTORIES = {"students": "students:StudentsBase", "status": "status:StatusBase"}
+HISTORIES = {
+    "students": "students:StudentsBase",
+    "status": "status:StatusBase",
+    "certificates": "certificates:CertificatesBase",
+    "notifications": "notifications:NotificationsBase",
+}
 
 
 def upgrade(config: dict, services: tuple[str, ...] = tuple(HISTORIES)) -> None:

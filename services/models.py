@@ -3,6 +3,8 @@ no service reads another's tables.
 
 - ``StudentsBase``: the students service (profiles + a read copy of the status).
 - ``StatusBase``: the status service (current status, requests, history).
+- ``CertificatesBase``: the certificates service.
+- ``NotificationsBase``: the notifications service (the mail log).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sqlalchemy import (
     Boolean,
     DateTime,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -113,6 +116,8 @@ class StatusRequest(StatusBase):
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str | None] = mapped_column(String(200))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    # the course a completion is for (None: the student's own course)
+    course: Mapped[str | None] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(10), index=True)
     from_status: Mapped[str | None] = mapped_column(String(20))
     error_code: Mapped[str | None] = mapped_column(String(50))
@@ -141,3 +146,65 @@ class StatusHistory(StatusBase):
 
 class StatusOutbox(OutboxMixin, StatusBase):
     pass
+
+
+# --- certificates service ---------------------------------------------------
+
+
+class CertificatesBase(DeclarativeBase):
+    pass
+
+
+class Certificate(CertificatesBase):
+    """One per student and course; ``code`` is the public, unguessable key."""
+
+    __tablename__ = "certificates"
+    __table_args__ = (UniqueConstraint("student_id", "course"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    student_id: Mapped[int] = mapped_column(Integer, index=True)
+    course: Mapped[str] = mapped_column(String(200))
+    student_name: Mapped[str] = mapped_column(String(200))
+    student_email: Mapped[str] = mapped_column(String(320))
+    request_id: Mapped[str | None] = mapped_column(String(36))
+    issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoke_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class CertificatesOutbox(OutboxMixin, CertificatesBase):
+    pass
+
+
+# --- notifications service --------------------------------------------------
+
+
+class NotificationsBase(DeclarativeBase):
+    pass
+
+
+class Notification(NotificationsBase):
+    """One e-mail: rendered when its event arrives, sent (and retried) by the sender."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # one mail per event and recipient, however often the event is delivered
+    dedup_key: Mapped[str] = mapped_column(String(400), unique=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    student_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    attachment_name: Mapped[str | None] = mapped_column(String(200))
+    attachment: Mapped[bytes | None] = mapped_column(LargeBinary)
+    message_id: Mapped[str] = mapped_column(String(300))
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -127,6 +127,8 @@ class StatusChangeSchema(StatusChangeBodySchema):
     actor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
     idempotency_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
     request_id = fields.UUID(load_default=None, allow_none=True)
+    # a completion's course, carried to student_status_changed (None: the student's course)
+    course = fields.String(load_default=None, allow_none=True, validate=NAME)
 
 
 class StatusRequestErrorSchema(Schema):
@@ -141,6 +143,7 @@ class StatusRequestSchema(Schema):
     reason = fields.String(allow_none=True)
     actor = fields.String(allow_none=True)
     idempotency_key = fields.String(allow_none=True)
+    course = fields.String(allow_none=True)
     state = fields.String(metadata={"enum": ["pending", "applied", "rejected", "failed"]})
     from_status = fields.String(allow_none=True)
     error = fields.Method("dump_error", allow_none=True)
@@ -155,13 +158,13 @@ class StatusRequestSchema(Schema):
 
 class HistoryEntrySchema(Schema):
     id = fields.Integer()
-    student_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    student_id = fields.Integer()
     from_status = fields.String()
-    to_status = fields.String(required=True, validate=validate.OneOf(lifecycle.STATUSES))
+    to_status = fields.String()
     reason = fields.String(allow_none=True)
     actor = fields.String(allow_none=True)
     request_id = fields.String()
-    version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
+    version = fields.Integer()
     occurred_at = fields.AwareDateTime()
 
 
@@ -193,3 +196,31 @@ class StudentStatusChangedSchema(Schema):
     request_id = fields.String()
     version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     occurred_at = fields.AwareDateTime()
+    course = fields.String(allow_none=True, load_default=None)  # a completion's course, if given
+
+
+# --- certificates -----------------------------------------------------------
+
+
+class CertificateSchema(Schema):
+    """What anyone holding the code may see (no e-mail address)."""
+
+    code = fields.String()
+    student_id = fields.Integer()
+    student_name = fields.String()
+    course = fields.String()
+    issued_at = fields.AwareDateTime()
+    status = fields.Method("dump_status", metadata={"enum": ["valid", "revoked"]})
+    revoked_at = fields.AwareDateTime(allow_none=True)
+    revoke_reason = fields.String(allow_none=True)
+    verification_url = fields.String(dump_only=True)
+    pdf_url = fields.String(dump_only=True)
+
+    def dump_status(self, certificate: Any) -> str:
+        return "revoked" if certificate.revoked_at is not None else "valid"
+
+
+class CompletionBodySchema(StrictSchema):
+    """Body of ``POST /students/{id}/completion`` (may be empty)."""
+
+    course = fields.String(load_default=None, allow_none=True, validate=NAME)

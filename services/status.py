@@ -43,7 +43,9 @@ class StatusService(dead_letters.DeadLetterRpc):
         return {"service": self.name, "ok": True}
 
     @rpc
-    def request_status_change(self, student_id, status, reason=None, actor=None, idempotency_key=None) -> dict:
+    def request_status_change(
+        self, student_id, status, reason=None, actor=None, idempotency_key=None, course=None
+    ) -> dict:
         command = load(
             StatusChangeSchema(),
             {
@@ -52,6 +54,7 @@ class StatusService(dead_letters.DeadLetterRpc):
                 "reason": reason,
                 "actor": actor,
                 "idempotency_key": idempotency_key,
+                "course": course,
             },
         )
         request, created = repo.submit(self.db.Session, command)

@@ -1,6 +1,7 @@
 """students: owns student profiles; keeps a read copy of each current status.
 
-RPC: create_student, get_student, list_students, update_student, delete_student, ping.
+RPC: create_student, get_student, get_student_by_email, list_students,
+update_student, delete_student, ping, and the dead-letter methods.
 Events: student_created, student_updated, student_deleted (via the outbox).
 Handles: status.student_status_changed (read copy).
 """
@@ -53,6 +54,11 @@ class StudentsService(dead_letters.DeadLetterRpc):
     def get_student(self, student_id: int) -> dict:
         with self.db.get_session() as session:
             return student_schema.dump(repo.get(session, positive_id(student_id)))
+
+    @rpc
+    def get_student_by_email(self, email: str) -> dict:
+        with self.db.get_session() as session:
+            return student_schema.dump(repo.get_by_email(session, email))
 
     @rpc
     def list_students(self, status=None, course=None, limit=50, cursor=None) -> dict:

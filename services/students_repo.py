@@ -19,6 +19,14 @@ def get(session: Session, student_id: int) -> Student:
     return student
 
 
+def get_by_email(session: Session, email: str) -> Student:
+    normalised = email.strip().lower() if isinstance(email, str) else ""
+    student = session.scalar(select(Student).where(Student.email == normalised)) if normalised else None
+    if student is None:
+        raise StudentNotFound("No student has this e-mail address.", {"email": str(email)[:320]})
+    return student
+
+
 def _ensure_email_free(session: Session, email: str, student_id: int | None = None) -> None:
     owner = session.scalar(select(Student.id).where(Student.email == email))
     if owner is not None and owner != student_id:

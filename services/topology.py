@@ -32,6 +32,7 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("students", "student_created", "status", "handle_student_created"),
     Subscription("students", "student_deleted", "status", "handle_student_deleted"),
     Subscription("status", "student_status_changed", "students", "handle_student_status_changed"),
+    Subscription("status", "student_status_changed", "certificates", "handle_student_status_changed"),
 )
 
 

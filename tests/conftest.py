@@ -16,14 +16,17 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from services.migrate import upgrade
+from services.migrate import HISTORIES, upgrade
 
 BACKENDS = ("sqlite", "postgresql")
 # per test session, so that concurrent sessions on one server never meet
-PG_DATABASES = {service: f"mensageria_test_{os.getpid()}_{service}" for service in ("students", "status")}
+SERVICES = ("students", "status", "certificates", "notifications")
+PG_DATABASES = {service: f"mensageria_test_{os.getpid()}_{service}" for service in SERVICES}
 TABLES = {
     "students": ["students", "outbox"],
     "status": ["student_statuses", "status_requests", "status_history", "outbox"],
+    "certificates": ["certificates", "outbox"],
+    "notifications": ["notifications"],
 }
 
 
@@ -41,7 +44,7 @@ def pg_admin_uri() -> str:
 
 
 def _uris(paths: dict[str, str]) -> dict[str, str]:
-    return {"students:StudentsBase": paths["students"], "status:StatusBase": paths["status"]}
+    return {HISTORIES[service]: uri for service, uri in paths.items()}
 
 
 def _pg_admin(statements: list[str]) -> None:

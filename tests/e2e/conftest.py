@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import BACKENDS, make_db_uris
 from tests.e2e.support import (
+    MODULES,
     System,
     amqp_username,
     free_port,
@@ -23,8 +24,6 @@ from tests.e2e.support import (
     stop_processes,
     vhost_uri,
 )
-
-MODULES = {"students": "services.students", "status": "services.status", "gateway": "gateway.service"}
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,14 @@ HTTP_TIMEOUT = 10.0
 
 ERROR_KEYS = {"error", "message", "details"}
 
+# every process of the system, as `make run` starts them
+MODULES = {
+    "students": "services.students",
+    "status": "services.status",
+    "certificates": "services.certificates",
+    "gateway": "gateway.service",
+}
+
 T = TypeVar("T")
 
 
@@ -86,12 +94,15 @@ def free_port() -> int:
 
 def process_env(amqp_uri: str, db_uris: dict[str, str], port: int) -> dict[str, str]:
     """The environment ``config.yaml`` reads, for every process of one system."""
+    databases = {
+        f"{key.split(':')[0].upper()}_DB_URI": uri for key, uri in db_uris.items()
+    }  # STUDENTS_DB_URI, STATUS_DB_URI, CERTIFICATES_DB_URI, NOTIFICATIONS_DB_URI
     return {
         **os.environ,
+        **databases,
         "AMQP_URI": amqp_uri,
-        "STUDENTS_DB_URI": db_uris["students:StudentsBase"],
-        "STATUS_DB_URI": db_uris["status:StatusBase"],
         "GATEWAY_ADDRESS": f"127.0.0.1:{port}",
+        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
         "RPC_TIMEOUT": f"{RPC_TIMEOUT:g}",
         "READY_TIMEOUT": f"{READY_TIMEOUT:g}",
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),

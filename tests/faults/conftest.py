@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import make_db_uris
 from tests.e2e.support import (
     CONFIG,
+    MODULES,
     ROOT,
     System,
     amqp_username,
@@ -21,8 +22,6 @@ from tests.e2e.support import (
     stop_processes,
     vhost_uri,
 )
-
-MODULES = {"students": "services.students", "status": "services.status", "gateway": "gateway.service"}
 
 
 def pytest_collection_modifyitems(items):

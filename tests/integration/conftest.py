@@ -9,6 +9,7 @@ import pytest
 from nameko.events import event_handler
 from nameko.standalone.rpc import ClusterRpcProxy
 
+from services.certificates import CertificatesService
 from services.status import StatusService
 from services.students import StudentsService
 
@@ -33,7 +34,7 @@ def received() -> list[dict]:
 
 @pytest.fixture
 def services(runner_factory, config, received):
-    runner = runner_factory(config, EventRecorder, StudentsService, StatusService)
+    runner = runner_factory(config, EventRecorder, StudentsService, StatusService, CertificatesService)
     runner.start()
     return runner
 

@@ -49,6 +49,9 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         AMQP_URI=rabbit_config["AMQP_URI"],
         STUDENTS_DB_URI=f"sqlite:///{tmp_path}/students.db",
         STATUS_DB_URI=f"sqlite:///{tmp_path}/status.db",
+        CERTIFICATES_DB_URI=f"sqlite:///{tmp_path}/certificates.db",
+        NOTIFICATIONS_DB_URI=f"sqlite:///{tmp_path}/notifications.db",
+        MAIL_DIR=str(tmp_path / "mail"),
         GATEWAY_ADDRESS=f"127.0.0.1:{port}",
     )
     with open(tmp_path / "run.log", "w") as log:
@@ -69,11 +72,11 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         )
         assert created.status_code == 201
         children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
-        assert len(children) >= 3  # students, status, gateway
+        assert len(children) >= 4  # students, status, certificates, gateway
     finally:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             raise

@@ -10,9 +10,13 @@ from nameko.exceptions import RemoteError, deserialize, serialize
 
 from services import exceptions
 from services.exceptions import (
+    BackendTimeout,
+    CertificateNotFound,
     EmailAlreadyExists,
     IdempotencyKeyReused,
+    NotificationNotFound,
     ServiceError,
+    ServiceUnavailable,
     StatusRequestNotFound,
     StudentNotFound,
     ValidationFailed,
@@ -26,6 +30,10 @@ RAISED_BY_SERVICES = [
     (EmailAlreadyExists, "EMAIL_ALREADY_EXISTS"),
     (VersionMismatch, "VERSION_MISMATCH"),
     (IdempotencyKeyReused, "IDEMPOTENCY_KEY_REUSED"),
+    (CertificateNotFound, "CERTIFICATE_NOT_FOUND"),
+    (NotificationNotFound, "NOTIFICATION_NOT_FOUND"),
+    (BackendTimeout, "BACKEND_TIMEOUT"),
+    (ServiceUnavailable, "SERVICE_UNAVAILABLE"),
 ]
 
 DETAILS = {

@@ -139,6 +139,7 @@ def test_status_change_valid_with_defaults():
         "actor": None,
         "idempotency_key": None,
         "request_id": None,
+        "course": None,
     }
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from nameko.events import EventHandler
 
+from services.certificates import CertificatesService
 from services.status import StatusService
 from services.students import StudentsService
 from services.topology import SUBSCRIPTIONS, Subscription, subscriber_queues
 
-SERVICES = (StudentsService, StatusService)
+SERVICES = (StudentsService, StatusService, CertificatesService)
 
 
 def declared_handlers() -> set[Subscription]:

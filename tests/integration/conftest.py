@@ -10,6 +10,7 @@ from nameko.events import event_handler
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.certificates import CertificatesService
+from services.exceptions import StatusRequestNotFound
 from services.status import StatusService
 from services.students import StudentsService
 
@@ -58,5 +59,9 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
 
 
 def settled(rpc, request_id: str) -> dict | None:
-    request = rpc.status.get_status_request(request_id)
+    """The request once it is applied or rejected; None while pending or not yet recorded."""
+    try:
+        request = rpc.status.get_status_request(request_id)
+    except StatusRequestNotFound:  # queued as an event, not recorded yet
+        return None
     return request if request["state"] != "pending" else None

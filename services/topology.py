@@ -33,6 +33,8 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("students", "student_deleted", "status", "handle_student_deleted"),
     Subscription("status", "student_status_changed", "students", "handle_student_status_changed"),
     Subscription("status", "student_status_changed", "certificates", "handle_student_status_changed"),
+    Subscription("status", "student_status_changed", "notifications", "handle_student_status_changed"),
+    Subscription("certificates", "certificate_issued", "notifications", "handle_certificate_issued"),
 )
 
 

@@ -101,6 +101,7 @@ def service_config(amqp_uri: str, db_uris: dict[str, str], **overrides) -> dict:
         "MAX_BODY_BYTES": 4096,
         "REQUEST_ID_SECRET": "test-secret",
         "WEB_SERVER_ADDRESS": "127.0.0.1:0",
+        "SMTP_HOST": None,
         "EVENT_RETRY_ATTEMPTS": 3,
         "EVENT_RETRY_BASE_DELAY": 0.05,
     }
@@ -109,8 +110,8 @@ def service_config(amqp_uri: str, db_uris: dict[str, str], **overrides) -> dict:
 
 
 @pytest.fixture
-def config(rabbit_config, db_uris) -> dict:
-    return service_config(rabbit_config["AMQP_URI"], db_uris)
+def config(rabbit_config, db_uris, tmp_path) -> dict:
+    return service_config(rabbit_config["AMQP_URI"], db_uris, MAIL_DIR=str(tmp_path / "mail"))
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ MODULES = {
     "students": "services.students",
     "status": "services.status",
     "certificates": "services.certificates",
+    "notifications": "services.notifications",
     "gateway": "gateway.service",
 }
 
@@ -103,6 +105,8 @@ def process_env(amqp_uri: str, db_uris: dict[str, str], port: int) -> dict[str, 
         "AMQP_URI": amqp_uri,
         "GATEWAY_ADDRESS": f"127.0.0.1:{port}",
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+        "SMTP_HOST": "",  # mail goes to MAIL_DIR as .eml files
+        "MAIL_DIR": tempfile.mkdtemp(prefix="mensageria-mail-"),
         "RPC_TIMEOUT": f"{RPC_TIMEOUT:g}",
         "READY_TIMEOUT": f"{READY_TIMEOUT:g}",
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
+from pathlib import Path
 
 from nameko.standalone.rpc import ClusterRpcProxy
 from pypdf import PdfReader
@@ -41,6 +45,22 @@ def test_original_endpoint_creates_completes_and_certifies(system: System, uniqu
     assert pdf.status_code == 200 and pdf.headers["Content-Type"] == "application/pdf"
     text = PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
     assert "João Conceição" in text and "Biologia Marinha" in text and code in text
+
+    # the mails (no SMTP host here: .eml files in MAIL_DIR): two status changes and the certificate
+    def mails() -> list[EmailMessage]:
+        found = []
+        for path in Path(system.env["MAIL_DIR"]).glob("*.eml"):
+            message = BytesParser(policy=policy.default).parsebytes(path.read_bytes())
+            if message["To"] and student["email"] in message["To"]:
+                found.append(message)
+        return found
+
+    received = poll(mails, lambda found: len(found) == 3, timeout=30)
+    [certificate_mail] = [m for m in received if m.get_content_type() == "multipart/mixed"]
+    text = certificate_mail.get_body(preferencelist=("plain",)).get_content()
+    assert f"/certificates/{code}" in text and "João Conceição" in text
+    [attachment] = list(certificate_mail.iter_attachments())
+    assert attachment.get_content_type() == "application/pdf" and attachment.get_content().startswith(b"%PDF-")
 
     # the same call again: the same student, no second certificate
     again = system.post("/api/v1/certificate/", json=body)

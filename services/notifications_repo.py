@@ -1,0 +1,281 @@
+"""Database operations of the notifications service (its own table only), and
+the schemas of what it accepts and returns.
+
+A notification is ``pending`` until sent (``sent``) or until its last allowed
+attempt failed (``failed``); an operator's resend makes it ``pending`` again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, defer, sessionmaker
+
+from services.exceptions import NotificationNotFound
+from services.models import Notification, utcnow
+from services.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, decode_cursor, page
+from services.schemas import StrictSchema
+
+if TYPE_CHECKING:
+    from services.mailer import Mail
+
+PENDING, SENT, FAILED = "pending", "sent", "failed"
+STATES = (PENDING, SENT, FAILED)
+
+
+# --- schemas ----------------------------------------------------------------
+
+
+class CertificateIssuedSchema(Schema):
+    """Payload of the ``certificates.certificate_issued`` event (the fields a mail needs)."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    code = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    student_id = fields.Integer(load_default=None, allow_none=True, strict=True)
+    student_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    student_email = fields.Email(required=True, validate=validate.Length(max=320))
+    course = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    issued_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    verification_url = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    pdf_url = fields.String(load_default=None, allow_none=True)
+
+
+class ListNotificationsSchema(StrictSchema):
+    student_id = fields.Integer(load_default=None, allow_none=True, strict=True, validate=validate.Range(1, MAX_ID))
+    state = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(STATES))
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    cursor = fields.String(load_default=None, allow_none=True)
+
+
+class NotificationSchema(Schema):
+    """A log entry without its bodies and attachment bytes."""
+
+    id = fields.Integer()
+    kind = fields.String()
+    dedup_key = fields.String()
+    student_id = fields.Integer(allow_none=True)
+    recipient = fields.String()
+    subject = fields.String()
+    message_id = fields.String()
+    attachment_name = fields.String(allow_none=True)
+    attachment_size = fields.Integer(allow_none=True)
+    state = fields.String(metadata={"enum": list(STATES)})
+    attempts = fields.Integer()
+    last_error = fields.String(allow_none=True)
+    next_attempt_at = fields.AwareDateTime()
+    sent_at = fields.AwareDateTime(allow_none=True)
+    created_at = fields.AwareDateTime()
+    updated_at = fields.AwareDateTime()
+
+
+class NotificationDetailSchema(NotificationSchema):
+    body_text = fields.String()
+    body_html = fields.String()
+
+
+def retry_delay(base_delay: float, failures: int) -> float:
+    """Seconds before the next attempt after ``failures`` failed ones: base x 2^(failures-1)."""
+    return base_delay * 2 ** max(failures - 1, 0)
+
+
+# --- recording --------------------------------------------------------------
+
+
+def exists(session: Session, dedup_key: str) -> bool:
+    return session.scalar(select(Notification.id).where(Notification.dedup_key == dedup_key)) is not None
+
+
+def record(session_factory: sessionmaker, mail: Mail) -> bool:
+    """Record ``mail`` as pending in a transaction of its own; False if it already was."""
+    with session_factory(close_on_exit=True) as session:
+        if exists(session, mail.dedup_key):
+            return False
+        now = utcnow()
+        session.add(
+            Notification(
+                kind=mail.kind,
+                dedup_key=mail.dedup_key,
+                student_id=mail.student_id,
+                recipient=mail.recipient,
+                subject=mail.subject,
+                body_text=mail.body_text,
+                body_html=mail.body_html,
+                attachment_name=mail.attachment_name,
+                attachment=mail.attachment,
+                message_id=mail.message_id,
+                state=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            if exists(session, mail.dedup_key):
+                return False  # a concurrent delivery of the same event recorded it first
+            raise
+    return True
+
+
+# --- sending ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """What the sender needs of one notification, detached from any session."""
+
+    id: int
+    recipient: str
+    subject: str
+    body_text: str
+    body_html: str
+    attachment_name: str | None
+    attachment: bytes | None
+    message_id: str
+    created_at: datetime
+    attempts: int
+
+
+def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Outgoing]:
+    """Up to ``limit`` due pending notifications, oldest due first, leased for ``lease``.
+
+    The lease (``next_attempt_at`` pushed out) keeps other instances off them
+    while they are sent outside this transaction, and brings them back if this
+    process dies before recording the outcome.
+    """
+    rows = list(
+        session.scalars(
+            select(Notification)
+            .where(Notification.state == PENDING, Notification.next_attempt_at <= now)
+            .order_by(Notification.next_attempt_at, Notification.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serialises writers
+        )
+    )
+    claimed = []
+    for row in rows:
+        row.next_attempt_at = now + lease
+        claimed.append(
+            Outgoing(
+                id=row.id,
+                recipient=row.recipient,
+                subject=row.subject,
+                body_text=row.body_text,
+                body_html=row.body_html,
+                attachment_name=row.attachment_name,
+                attachment=bytes(row.attachment) if row.attachment is not None else None,
+                message_id=row.message_id,
+                created_at=row.created_at,
+                attempts=row.attempts,
+            )
+        )
+    return claimed
+
+
+def release(session: Session, ids: list[int], now: datetime) -> None:
+    """Give claimed notifications back unsent (due at once, no attempt counted)."""
+    if ids:
+        session.execute(
+            update(Notification)
+            .where(Notification.id.in_(ids), Notification.state == PENDING)
+            .values(next_attempt_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def mark_sent(session: Session, notification_id: int, now: datetime) -> None:
+    session.execute(
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.state == PENDING)
+        .values(state=SENT, attempts=Notification.attempts + 1, last_error=None, sent_at=now, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def mark_failed(
+    session: Session, notification_id: int, error: str, now: datetime, max_attempts: int, base_delay: float
+) -> str | None:
+    """Count a failed attempt: retry after base x 2^(attempts-1), or ``failed`` after the last.
+
+    Returns the new state (None if the notification was not pending any more).
+    """
+    attempts = session.scalar(
+        select(Notification.attempts).where(Notification.id == notification_id, Notification.state == PENDING)
+    )
+    if attempts is None:
+        return None
+    attempts += 1
+    values: dict[str, Any] = {"attempts": attempts, "last_error": error, "updated_at": now}
+    if attempts >= max_attempts:
+        values["state"] = FAILED
+    else:
+        values["next_attempt_at"] = now + timedelta(seconds=retry_delay(base_delay, attempts))
+    session.execute(
+        update(Notification)
+        .where(Notification.id == notification_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    return values.get("state", PENDING)
+
+
+# --- reading and operating --------------------------------------------------
+
+
+def _with_sizes(session: Session, query: Any) -> list[Notification]:
+    """Rows without their attachment bytes, each with ``attachment_size`` set."""
+    size = func.length(Notification.attachment).label("attachment_size")
+    rows = []
+    for notification, attachment_size in session.execute(
+        query.add_columns(size).options(defer(Notification.attachment))
+    ):
+        notification.attachment_size = attachment_size
+        rows.append(notification)
+    return rows
+
+
+def get(session: Session, notification_id: int) -> Notification:
+    rows = _with_sizes(session, select(Notification).where(Notification.id == notification_id))
+    if not rows:
+        raise NotificationNotFound(f"Notification {notification_id} not found.", {"notification_id": notification_id})
+    return rows[0]
+
+
+def list_page(
+    session: Session, student_id: int | None, state: str | None, limit: int, cursor: str | None
+) -> tuple[list[Notification], str | None]:
+    after = decode_cursor(cursor)
+    query = select(Notification).order_by(Notification.id).limit(limit + 1)
+    if after is not None:
+        query = query.where(Notification.id > after)
+    if student_id is not None:
+        query = query.where(Notification.student_id == student_id)
+    if state is not None:
+        query = query.where(Notification.state == state)
+    return page(_with_sizes(session, query), limit)
+
+
+def resend(session: Session, notification_id: int, now: datetime) -> tuple[Notification, bool]:
+    """Make a ``sent`` or ``failed`` notification pending again, due now, attempts reset.
+
+    A pending one is left as it is (it is going out anyway); returns whether it changed.
+    """
+    notification = get(session, notification_id)
+    if notification.state == PENDING:
+        return notification, False
+    notification.state = PENDING
+    notification.attempts = 0
+    notification.last_error = None
+    notification.next_attempt_at = now
+    notification.updated_at = now
+    return notification, True

@@ -1,0 +1,353 @@
+"""Notifications without a broker: rendering, MIME encoding, the backoff schedule,
+the notification log on a real SQLite file, and the handlers through
+``worker_factory`` (RPC proxies and the sender replaced by mocks)."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+from datetime import UTC, datetime, timedelta
+from unittest.mock import MagicMock
+
+import pytest
+from nameko.testing.services import worker_factory
+from nameko_sqlalchemy.database import DatabaseWrapper, Session
+from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
+
+from services import mailer
+from services import notifications_repo as repo
+from services.db import build_engine
+from services.exceptions import NotificationNotFound, StudentNotFound, ValidationFailed
+from services.models import Notification, NotificationsBase
+from services.notifications import NotificationsService
+
+MAIL_FROM = "Secretaria <secretaria@escola.example>"
+NOW = datetime(2026, 1, 2, 10, 0, tzinfo=UTC)
+PDF = b"%PDF-1.4\n% a tiny stand-in\n%%EOF\n"
+
+CHANGE = {
+    "student_id": 7,
+    "from_status": "active",
+    "to_status": "completed",
+    "reason": "passed <all> exams & more",
+    "actor": "registrar",
+    "request_id": "5f0c3f5e-9b7e-4a52-9d43-2d7d0c6b1a11",
+    "version": 2,
+    "occurred_at": NOW,
+    "course": None,
+}
+STUDENT = {"id": 7, "name": "João Conceição", "email": "joao@escola.example", "course": "Física Nuclear"}
+ISSUED = {
+    "code": "c" * 32,
+    "student_id": 7,
+    "student_name": "João Conceição",
+    "student_email": "joao@escola.example",
+    "course": "Física Nuclear",
+    "issued_at": NOW,
+    "verification_url": f"https://escola.example/certificates/{'c' * 32}",
+    "pdf_url": f"https://escola.example/certificates/{'c' * 32}.pdf",
+}
+
+
+def outgoing(mail: mailer.Mail, notification_id: int = 1) -> repo.Outgoing:
+    return repo.Outgoing(
+        id=notification_id,
+        recipient=mail.recipient,
+        subject=mail.subject,
+        body_text=mail.body_text,
+        body_html=mail.body_html,
+        attachment_name=mail.attachment_name,
+        attachment=mail.attachment,
+        message_id=mail.message_id,
+        created_at=NOW,
+        attempts=0,
+    )
+
+
+def parse(raw: bytes) -> email.message.EmailMessage:
+    return email.message_from_bytes(raw, policy=email.policy.default)
+
+
+class TestRendering:
+    def test_status_change_in_text_and_html(self):
+        mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        assert mail.subject == "João Conceição, your status in Física Nuclear is now completed"
+        assert mail.recipient == "joao@escola.example" and mail.student_id == 7
+        assert mail.dedup_key == f"student_status_changed:{CHANGE['request_id']}:joao@escola.example"
+        for body in (mail.body_text, mail.body_html):
+            assert "João Conceição" in body and "Física Nuclear" in body and "2026-01-02 10:00 UTC" in body
+            assert "Congratulations" in body
+        assert "from active to completed" in mail.body_text
+        assert "Reason: passed <all> exams & more" in mail.body_text, "plain text is not escaped"
+        assert "passed &lt;all&gt; exams &amp; more" in mail.body_html, "HTML is escaped"
+        assert mail.attachment is None
+
+    def test_the_event_course_wins_and_missing_fields_are_fine(self):
+        change = {"student_id": 7, "to_status": "active", "version": 1, "course": "Química"}
+        mail = mailer.status_changed_mail(change, STUDENT, MAIL_FROM)
+        assert mail.subject.endswith("your status in Química is now active")
+        assert "is now active" in mail.body_text and "Reason" not in mail.body_text
+        assert mail.dedup_key == "student_status_changed:7:v1:joao@escola.example"
+
+    def test_certificate_with_links_and_attachment(self):
+        mail = mailer.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM)
+        assert mail.subject == "João Conceição, your certificate for Física Nuclear is ready"
+        assert mail.dedup_key == f"certificate_issued:{'c' * 32}:joao@escola.example"
+        assert ISSUED["verification_url"] in mail.body_text
+        assert f'href="{ISSUED["verification_url"]}"' in mail.body_html
+        assert "attached" in mail.body_text and "attached" in mail.body_html
+        assert (mail.attachment_name, mail.attachment) == ("certificate.pdf", PDF)
+
+    def test_certificate_without_pdf_links_to_it(self):
+        mail = mailer.certificate_issued_mail(ISSUED, None, MAIL_FROM)
+        assert "attached" not in mail.body_text and ISSUED["pdf_url"] in mail.body_text
+        assert mail.attachment is None and mail.attachment_name is None
+
+    def test_a_subject_is_one_line(self):
+        mail = mailer.status_changed_mail(CHANGE, {**STUDENT, "name": "Ana\r\nBcc: x@evil.example"}, MAIL_FROM)
+        assert "\n" not in mail.subject and "\r" not in mail.subject
+
+    def test_attachment_decodes_get_certificate_pdf(self):
+        document = {"filename": "c.pdf", "content_type": "application/pdf", "data": base64.b64encode(PDF).decode()}
+        assert mailer.attachment(document) == {"filename": "c.pdf", "data": PDF}
+        assert mailer.attachment({"filename": "c.pdf", "data": "not base64!"}) is None
+        assert mailer.attachment({}) is None
+
+
+class TestMessage:
+    def test_non_ascii_headers_and_bodies_survive_a_7bit_round_trip(self):
+        mail = mailer.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM)
+        raw = mailer.build_message(outgoing(mail), MAIL_FROM).as_bytes()
+        raw.decode("ascii")  # 7-bit clean: any SMTP server takes it
+        assert b"Subject: =?utf-8?" in raw, "non-ASCII subject is RFC 2047 encoded"
+
+        message = parse(raw)
+        assert message["Subject"] == mail.subject
+        assert message["From"] == MAIL_FROM and message["To"] == "joao@escola.example"
+        assert message["Message-ID"] == mail.message_id
+        assert message["Date"] == "Fri, 02 Jan 2026 10:00:00 +0000"
+        assert message.get_content_type() == "multipart/mixed"
+        assert message.get_body(("plain",)).get_content() == mail.body_text
+        assert message.get_body(("html",)).get_content() == mail.body_html
+        [pdf] = message.iter_attachments()
+        assert pdf.get_content_type() == "application/pdf" and pdf.get_filename() == "certificate.pdf"
+        assert pdf.get_content() == PDF
+
+    def test_without_attachment_it_is_an_alternative(self):
+        mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        message = parse(mailer.build_message(outgoing(mail), MAIL_FROM).as_bytes())
+        assert message.get_content_type() == "multipart/alternative"
+        assert "João Conceição" in message.get_body(("plain",)).get_content()
+
+    def test_message_id_is_stable_per_mail_and_uses_the_sender_domain(self):
+        first = mailer.message_id("certificate_issued:abc:joao@escola.example", MAIL_FROM)
+        assert first == mailer.message_id("certificate_issued:abc:joao@escola.example", MAIL_FROM)
+        assert first != mailer.message_id("certificate_issued:abd:joao@escola.example", MAIL_FROM)
+        assert first.startswith("<notification.") and first.endswith("@escola.example>")
+
+    def test_smtp_errors_are_described_on_one_line(self):
+        import smtplib
+
+        assert mailer.describe_error(ConnectionRefusedError(111, "Connection refused")) == (
+            "ConnectionRefusedError: [Errno 111] Connection refused"
+        )
+        refused = smtplib.SMTPRecipientsRefused({"x@y.example": (550, b"5.1.1 no such\nuser")})
+        assert mailer.describe_error(refused) == "SMTPRecipientsRefused: x@y.example (550 5.1.1 no such user)"
+        assert mailer.describe_error(smtplib.SMTPDataError(451, b"try later")) == "SMTPDataError: 451 try later"
+
+
+class TestSettingsAndBackoff:
+    def test_backoff_doubles_from_the_base_delay(self):
+        settings = mailer.MailSettings(max_attempts=6, retry_base_delay=2)
+        assert mailer.retry_schedule(settings) == [2, 4, 8, 16, 32]
+        assert [repo.retry_delay(0.2, n) for n in (1, 2, 3)] == pytest.approx([0.2, 0.4, 0.8])
+        assert mailer.retry_schedule(mailer.MailSettings(max_attempts=1)) == []
+
+    def test_settings_from_config_yaml_values(self):
+        settings = mailer.MailSettings.from_config(
+            {"SMTP_HOST": None, "SMTP_PORT": "2525", "SMTP_STARTTLS": "true", "SMTP_PASSWORD": None}
+        )
+        assert settings.smtp_host is None and settings.smtp_port == 2525 and settings.smtp_starttls is True
+        assert settings.smtp_password == "" and settings.max_attempts == 6 and settings.retry_base_delay == 2
+        assert mailer.MailSettings.from_config({"SMTP_HOST": " ", "SMTP_STARTTLS": False}).smtp_host is None
+        assert isinstance(mailer.transport_from_config(settings), mailer.DirectoryTransport)
+        assert isinstance(mailer.transport_from_config(mailer.MailSettings(smtp_host="mx")), mailer.SmtpTransport)
+
+
+def test_directory_transport_writes_one_eml_per_mail(tmp_path):
+    mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+    transport = mailer.DirectoryTransport(tmp_path / "mail")
+    transport.send(mailer.build_message(outgoing(mail), MAIL_FROM))
+    transport.send(mailer.build_message(outgoing(mail), MAIL_FROM))  # a resend after a crash
+    [path] = (tmp_path / "mail").iterdir()
+    assert path.name.startswith("20260102T100000Z-notification.") and path.suffix == ".eml"
+    message = parse(path.read_bytes())
+    assert message["Subject"] == mail.subject and message["Message-ID"] == mail.message_id
+
+
+# --- the log ----------------------------------------------------------------
+
+
+@pytest.fixture
+def db(tmp_path):
+    engine = build_engine(f"sqlite:///{tmp_path}/notifications.db")
+    NotificationsBase.metadata.create_all(engine)
+    yield sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+    engine.dispose()
+
+
+def state_of(db, notification_id: int) -> Notification:
+    with db() as session:
+        return session.get(Notification, notification_id)
+
+
+class TestLog:
+    lease = timedelta(seconds=60)
+
+    def record_one(self, db) -> int:
+        assert repo.record(db, mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM))
+        with db() as session:
+            return session.scalar(select(Notification.id))
+
+    def test_a_mail_is_recorded_once_per_dedup_key(self, db):
+        mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        assert repo.record(db, mail) is True
+        assert repo.record(db, mail) is False
+        with db() as session:
+            [row] = session.scalars(select(Notification))
+        assert (row.state, row.attempts, row.kind) == ("pending", 0, "student_status_changed")
+
+    def test_a_twin_recorded_concurrently_is_recognised(self, db, monkeypatch):
+        mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        assert repo.record(db, mail)
+        answers = iter([False, True])  # not there at the check, there after the unique key refused us
+        monkeypatch.setattr(repo, "exists", lambda session, key: next(answers))
+        assert repo.record(db, mail) is False
+
+    def test_claimed_mails_are_leased(self, db):
+        self.record_one(db)
+        with db.begin() as session:
+            [claimed] = repo.claim_due(session, NOW + timedelta(days=999), 10, self.lease)
+        with db.begin() as session:
+            assert repo.claim_due(session, NOW + timedelta(days=999, seconds=59), 10, self.lease) == []
+        with db.begin() as session:
+            assert [m.id for m in repo.claim_due(session, NOW + timedelta(days=1000), 10, self.lease)] == [claimed.id]
+
+    def test_failures_back_off_then_fail_for_good(self, db):
+        notification_id = self.record_one(db)
+        now = NOW
+        for attempt, delay in ((1, 0.5), (2, 1.0)):
+            with db.begin() as session:
+                assert repo.mark_failed(session, notification_id, "SMTP down", now, 3, 0.5) == "pending"
+            row = state_of(db, notification_id)
+            assert row.attempts == attempt and row.last_error == "SMTP down"
+            assert row.next_attempt_at == now + timedelta(seconds=delay)
+        with db.begin() as session:
+            assert repo.mark_failed(session, notification_id, "still down", now, 3, 0.5) == "failed"
+        row = state_of(db, notification_id)
+        assert (row.state, row.attempts, row.last_error) == ("failed", 3, "still down")
+        with db.begin() as session:
+            assert repo.mark_failed(session, notification_id, "late", now, 3, 0.5) is None, "only pending ones count"
+            repo.mark_sent(session, notification_id, now)
+        assert state_of(db, notification_id).state == "failed"
+
+    def test_resend_makes_failed_and_sent_mails_pending_again(self, db):
+        notification_id = self.record_one(db)
+        with db.begin() as session:
+            repo.mark_failed(session, notification_id, "SMTP down", NOW, 1, 1)
+        with db.begin() as session:
+            notification, changed = repo.resend(session, notification_id, NOW)
+        assert changed and (notification.state, notification.attempts, notification.last_error) == ("pending", 0, None)
+        with db.begin() as session:
+            assert repo.resend(session, notification_id, NOW)[1] is False, "pending: nothing to do"
+            repo.mark_sent(session, notification_id, NOW)
+        row = state_of(db, notification_id)
+        assert (row.state, row.attempts, row.sent_at) == ("sent", 1, NOW)
+        with db.begin() as session:
+            assert repo.resend(session, notification_id, NOW)[1] is True
+        with db() as session, pytest.raises(NotificationNotFound):
+            repo.resend(session, 999, NOW)
+
+    def test_pages_filters_and_sizes(self, db):
+        for n in range(3):
+            mail = mailer.certificate_issued_mail(
+                {**ISSUED, "code": f"{n}" * 32}, {"filename": "c.pdf", "data": PDF}, ""
+            )
+            repo.record(db, mail)
+        repo.record(db, mailer.status_changed_mail(CHANGE, {**STUDENT, "id": 8}, MAIL_FROM))
+        with db() as session:
+            first, cursor = repo.list_page(session, 7, None, 2, None)
+            rest, end = repo.list_page(session, 7, None, 2, cursor)
+            assert [n.id for n in first + rest] == [1, 2, 3, 4] and end is None
+            assert first[0].attachment_size == len(PDF)
+            assert [n.id for n in repo.list_page(session, None, "sent", 10, None)[0]] == []
+            assert repo.get(session, 4).attachment_size is None
+
+
+# --- handlers and RPC through worker_factory ------------------------------
+
+
+@pytest.fixture
+def service(db):
+    wrapper = DatabaseWrapper(db)
+    worker = worker_factory(NotificationsService, db=wrapper, config={"MAIL_FROM": MAIL_FROM})
+    yield worker
+    wrapper.close()
+
+
+def event(**changes) -> dict:
+    return {**CHANGE, "occurred_at": NOW.isoformat(), **changes}
+
+
+class TestService:
+    def test_a_redelivered_status_event_records_one_mail(self, service, db):
+        service.students.get_student.return_value = STUDENT
+        for _ in range(3):
+            service.handle_student_status_changed(event())
+        assert service.sender.wake.call_count == 1
+        [item] = service.list_notifications()["items"]
+        assert item["recipient"] == "joao@escola.example" and item["state"] == "pending"
+        assert "body_text" not in item and "attachment" not in item
+        assert service.get_notification(item["id"])["body_text"].startswith("Hello João Conceição")
+
+    def test_nobody_to_notify_records_nothing(self, service):
+        service.students.get_student.side_effect = StudentNotFound("gone", {"student_id": 7})
+        service.handle_student_status_changed(event())
+        assert service.list_notifications()["items"] == [] and not service.sender.wake.called
+
+    def test_an_invalid_event_fails_validation(self, service):
+        from marshmallow import ValidationError
+
+        with pytest.raises(ValidationError):
+            service.handle_student_status_changed({"student_id": "seven"})
+        with pytest.raises(ValidationFailed):
+            service.handle_certificate_issued({"code": "x"})
+
+    def test_a_redelivered_certificate_event_fetches_the_pdf_once(self, service):
+        document = {"filename": "c.pdf", "content_type": "application/pdf", "data": base64.b64encode(PDF).decode()}
+        service.certificates.get_certificate_pdf.return_value = document
+        payload = {**ISSUED, "issued_at": NOW.isoformat(), "status": "valid", "revoked_at": None}
+        for _ in range(2):
+            service.handle_certificate_issued(payload)
+        service.certificates.get_certificate_pdf.assert_called_once_with("c" * 32)
+        [item] = service.list_notifications(student_id=7)["items"]
+        assert (item["attachment_name"], item["attachment_size"]) == ("c.pdf", len(PDF))
+
+    def test_resend_wakes_the_sender_and_bad_ids_are_typed_errors(self, service, db):
+        service.students.get_student.return_value = STUDENT
+        service.handle_student_status_changed(event())
+        service.sender = MagicMock()
+        with db.begin() as session:
+            repo.mark_failed(session, 1, "SMTP down", NOW, 1, 1)
+        resent = service.resend_notification(1)
+        assert resent["state"] == "pending" and resent["attempts"] == 0 and service.sender.wake.called
+        with pytest.raises(NotificationNotFound):
+            service.get_notification(99)
+        for bad in ({"notification_id": 0}, {"notification_id": "1"}):
+            with pytest.raises(ValidationFailed):
+                service.resend_notification(**bad)
+        for bad in ({"state": "lost"}, {"limit": 0}, {"student_id": "7"}, {"cursor": "nope"}):
+            with pytest.raises(ValidationFailed):
+                service.list_notifications(**bad)

@@ -14,6 +14,9 @@ Then::
     >>> students(status="active", course="Biology")       # a table (a list of dicts)
     >>> change_status(1, "active", reason="term starts")  # waits for the outcome, returns the request
     >>> history(1)                                        # applied changes, oldest first, as a table
+    >>> certificates(1); revoke("<code>", "issued in error")
+    >>> notifications(state="failed"); resend(12)
+    >>> dead_letters("status"); replay("status")          # parked events; send them back
 
 The helpers call the services through the shell's ``n.rpc`` (found in the
 shell's namespace, or bound with ``use(n)``). Changes are recorded with the
@@ -30,7 +33,19 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["change_status", "find_student", "history", "students", "use"]
+__all__ = [
+    "certificates",
+    "change_status",
+    "dead_letters",
+    "find_student",
+    "history",
+    "notifications",
+    "replay",
+    "resend",
+    "revoke",
+    "students",
+    "use",
+]
 
 PAGE = 500  # the largest page list_students and get_status_history serve
 _helper = None  # the shell's `n`, once bound by use()
@@ -108,7 +123,41 @@ def history(student_id: int) -> Table:
     return Table(list(changes), HISTORY_COLUMNS)
 
 
+def certificates(student_id: int) -> Table:
+    """The student's certificates (code, course, valid or revoked); shown as a table."""
+    return Table(_rpc().certificates.list_certificates(student_id), CERTIFICATE_COLUMNS)
+
+
+def revoke(code: str, reason: str) -> dict:
+    """Revoke a certificate; it stays verifiable, shown as revoked with the reason."""
+    return _rpc().certificates.revoke_certificate(code, reason)
+
+
+def notifications(student_id: int | None = None, state: str | None = None, limit: int = 50) -> Table:
+    """Mails (optionally of one student, or in one state: pending, sent, failed); a table."""
+    page = _rpc().notifications.list_notifications(student_id=student_id, state=state, limit=limit)
+    return Table(page["items"], NOTIFICATION_COLUMNS, "; more exist" if page["next_cursor"] else "")
+
+
+def resend(notification_id: int) -> dict:
+    """Send a failed (or sent) mail again."""
+    return _rpc().notifications.resend_notification(notification_id)
+
+
+def dead_letters(service: str) -> Table:
+    """Events that ``service`` parked after its handler kept failing; a table."""
+    return Table(getattr(_rpc(), service).list_dead_letters(), DEAD_LETTER_COLUMNS)
+
+
+def replay(service: str, message_ids: list[str] | None = None) -> dict:
+    """Send parked events back to their handler (all of them if no ids are given)."""
+    return getattr(_rpc(), service).replay_dead_letters(message_ids)
+
+
 STUDENT_COLUMNS = ("id", "name", "email", "course", "status", "version")
+CERTIFICATE_COLUMNS = ("code", "course", "status", "issued_at", "revoked_at", "revoke_reason")
+NOTIFICATION_COLUMNS = ("id", "kind", "recipient", "subject", "state", "attempts", "sent_at", "last_error")
+DEAD_LETTER_COLUMNS = ("message_id", "handler", "routing_key", "attempts", "failed_at", "error")
 HISTORY_COLUMNS = ("occurred_at", "from_status", "to_status", "reason", "actor", "request_id")
 
 

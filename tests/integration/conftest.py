@@ -11,6 +11,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.certificates import CertificatesService
 from services.exceptions import StatusRequestNotFound
+from services.notifications import NotificationsService
 from services.status import StatusService
 from services.students import StudentsService
 
@@ -35,7 +36,9 @@ def received() -> list[dict]:
 
 @pytest.fixture
 def services(runner_factory, config, received):
-    runner = runner_factory(config, EventRecorder, StudentsService, StatusService, CertificatesService)
+    runner = runner_factory(
+        config, EventRecorder, StudentsService, StatusService, CertificatesService, NotificationsService
+    )
     runner.start()
     return runner
 

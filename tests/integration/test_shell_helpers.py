@@ -14,6 +14,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from nameko.standalone.events import event_dispatcher
+
+from tests.integration.conftest import settled, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMEKO = str(Path(sys.executable).parent / "nameko")
@@ -117,3 +120,36 @@ print("ROWS", len(history({student["id"]})))
     assert line_with(lines, "FOUND").split() == ["FOUND", str(student["id"])]
     assert line_with(lines, "STATE").split() == ["STATE", "applied"]
     assert line_with(lines, "ROWS").split() == ["ROWS", "1"]
+
+
+def test_operator_revokes_resends_and_replays(config, rpc, unique):
+    student = rpc.students.create_student({"name": "Hedy", "email": f"hedy.{unique}@school.example", "course": "Radio"})
+    for target in ("active", "completed"):
+        request = rpc.status.request_status_change(student["id"], target)
+        wait_for(lambda rid=request["request_id"]: settled(rpc, rid))
+    [certificate] = wait_for(lambda: rpc.certificates.list_certificates(student["id"]))
+    mails = wait_for(lambda: len(rpc.notifications.list_notifications(student_id=student["id"])["items"]) == 3)
+    assert mails
+    event_dispatcher(config)("gateway", "status_change_requested", {"broken": unique})
+    wait_for(rpc.status.list_dead_letters)
+
+    lines = nameko_shell(
+        config["AMQP_URI"],
+        f"""certificates({student["id"]})
+print("REVOKED", revoke("{certificate["code"]}", "issued in error")["status"])
+notifications(student_id={student["id"]})
+first = notifications(student_id={student["id"]})[0]
+print("RESENT", resend(first["id"])["state"])
+dead_letters("status")
+print("REPLAYED", len(replay("status")["replayed"]))
+""",
+    )
+    header = line_with(lines, "code", "course", "status", "issued_at")
+    assert certificate["code"] in lines[lines.index(header) + 2] and "valid" in lines[lines.index(header) + 2]
+    assert line_with(lines, "REVOKED").split() == ["REVOKED", "revoked"]
+    header = line_with(lines, "id", "kind", "recipient", "subject", "state")
+    assert f"hedy.{unique}@school.example" in lines[lines.index(header) + 2]
+    assert line_with(lines, "RESENT").split() == ["RESENT", "pending"]
+    header = line_with(lines, "message_id", "handler", "routing_key", "attempts")
+    assert "status.handle_status_change_requested" in lines[lines.index(header) + 2]
+    assert line_with(lines, "REPLAYED").split() == ["REPLAYED", "1"]

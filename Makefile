@@ -9,7 +9,7 @@ RABBIT_API_URI ?= http://guest:guest@localhost:15672
 TEST_POSTGRES_URI ?= postgresql+psycopg2://postgres@127.0.0.1:5432/postgres
 export AMQP_URI TEST_POSTGRES_URI
 
-.PHONY: install run test test-unit lint format migrate shell clean
+.PHONY: install run test test-unit lint format migrate shell clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,3 +43,14 @@ shell: install
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
+
+# Benchmarks (benchmarks/README.md): benchmark-only dependencies on top of the runtime ones.
+BENCH_STAMP := $(VENV)/.bench-$(shell cat requirements.txt benchmarks/requirements.txt | cksum | cut -d' ' -f1)
+
+$(BENCH_STAMP): $(STAMP) benchmarks/requirements.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
+	rm -f $(VENV)/.bench-* && touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m benchmarks.run --amqp-uri "$(AMQP_URI)" --rabbit-api-uri "$(RABBIT_API_URI)" \
+		--postgres-uri "$(TEST_POSTGRES_URI)" $(BENCH_ARGS)

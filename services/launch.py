@@ -11,12 +11,16 @@
   with backoff. Nothing is lost meanwhile: messages are acked only after their
   work committed, and queues and messages are durable.
 - SIGTERM / SIGINT are passed on to ``nameko run``, which finishes the work in
-  hand and stops; then this exits with its status.
+  hand and stops (killed after ``STOP_GRACE`` seconds if it hangs, e.g. on a
+  broker that is gone); then this exits with its status. If this supervisor is
+  killed, the kernel kills ``nameko run`` with it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import logging
 import signal
 import subprocess
@@ -31,6 +35,15 @@ log = logging.getLogger("mensageria.launch")
 
 MAX_DELAY = 30.0
 STABLE_AFTER = 60.0  # a run this long resets the restart backoff
+STOP_GRACE = 30.0  # seconds nameko gets to stop gracefully before it is killed
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: if this supervisor dies (even by SIGKILL), the kernel kills
+    ``nameko run`` too, so no service outlives its supervisor (Linux)."""
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: the supervisor's own stop still applies
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def wait_for_broker(amqp_uri: str, max_wait: float | None = None) -> bool:
@@ -65,8 +78,8 @@ class Supervisor:
             if self.stopping:
                 break
             started = time.monotonic()
-            self.child = subprocess.Popen(self.command)
-            status = self.child.wait()
+            self.child = subprocess.Popen(self.command, preexec_fn=_die_with_parent)
+            status = self._wait()
             if self.stopping:
                 return status if status > 0 else 0
             if time.monotonic() - started > STABLE_AFTER:
@@ -75,6 +88,17 @@ class Supervisor:
             time.sleep(delay)
             delay = min(delay * 2, MAX_DELAY)
         return 0
+
+    def _wait(self) -> int:
+        """The child's exit status; once a stop was asked, at most STOP_GRACE seconds."""
+        while True:
+            try:
+                return self.child.wait(timeout=STOP_GRACE if self.stopping else None)
+            except subprocess.TimeoutExpired:
+                if not self.stopping:
+                    continue
+                log.error("%s did not stop within %.0fs; killing it", " ".join(self.command[3:]), STOP_GRACE)
+                self.child.kill()
 
 
 def main() -> None:

@@ -135,7 +135,7 @@ def stop_processes(processes: dict[str, subprocess.Popen]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
                 process.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT
+    deadline = time.monotonic() + STOP_TIMEOUT  # a killed services.launch takes its nameko run with it
     for process in processes.values():
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -13,7 +13,7 @@ import eventlet
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.e2e.support import poll, start_process
+from tests.e2e.support import poll, start_process, stop_processes
 from tests.faults.support import PrivateBroker, Workload, assert_nothing_lost, port_open
 
 TOTAL = 2000
@@ -50,9 +50,11 @@ def test_status_service_killed_mid_run(make_system, unique):
 
 def test_broker_restarted_mid_run(make_system, unique):
     broker = PrivateBroker(port=_free_port(), dist_port=_free_port())
+    systems = []
     try:
         # started before the broker: the services wait for it, one log line per attempt
         system = make_system("sqlite", amqp_uri=broker.amqp_uri, supervised=True, wait=False)
+        systems.append(system)
         poll(lambda: system.log_path("status").read_text(), lambda log: "not reachable (attempt 2)" in log)
         broker.start()
         system.wait_ready(timeout=90)
@@ -72,6 +74,8 @@ def test_broker_restarted_mid_run(make_system, unique):
         assert report["accepted"] > 0 and set(report["refused"]) <= {503, 504, "no answer"}, report
         assert_nothing_lost(report)
     finally:
+        for system in systems:  # before their broker goes: a stop needs it
+            stop_processes(system.processes)
         broker.remove()
 
 

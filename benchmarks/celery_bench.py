@@ -1,0 +1,155 @@
+"""Scenario (b): the original design — Celery, one task per status update.
+
+A ``celery worker`` process (prefork pool, concurrency 2 = the default on two
+cores, ``acks_late``) on its own vhost of the same RabbitMQ; the benchmark's own
+tables in a SQLite file or in the PostgreSQL database
+``mensageria_bench_celery``. Updates/s from the first enqueue to the moment the
+last task's transaction is seen committed. Tasks are enqueued the Celery way
+(``delay()``, no publisher confirms: Celery's default).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import func, insert, select
+
+from benchmarks import celery_app
+from benchmarks.core import SQLITE, Context, Row
+from benchmarks.infra import (
+    BIN,
+    ROOT,
+    Cleanup,
+    CpuMeter,
+    descendants,
+    format_cpu,
+    postgres_pids,
+    rabbitmq_pids,
+    start_process,
+    stop_process,
+)
+from services.db import build_engine
+
+PG_DATABASE = "mensageria_bench_celery"
+CONCURRENCY = 2
+START_TIMEOUT = 60.0
+POLL = 0.02
+
+
+def _database(ctx: Context, backend: str, cleanup: Cleanup) -> str:
+    if backend == SQLITE:
+        return f"sqlite:///{ctx.workdir}/celery.db"
+    return ctx.postgres.create_database(cleanup, PG_DATABASE)
+
+
+def _prepare(db_uri: str, students: int):
+    engine = build_engine(db_uri)
+    celery_app.Base.metadata.create_all(engine)
+    with engine.begin() as connection:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        connection.execute(
+            insert(celery_app.BenchStudentStatus),
+            [{"student_id": i, "status": "enrolled", "version": 0, "updated_at": now} for i in range(1, students + 1)],
+        )
+    return engine
+
+
+def _wait_for_worker(worker, log_path, ready: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(f"celery worker exited ({worker.returncode}); see {log_path}")
+        if ready.exists():
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"celery worker not ready within {START_TIMEOUT:g}s; see {log_path}")
+
+
+def run(ctx: Context, backend: str) -> list[Row]:
+    cleanup = Cleanup()  # this scenario's worker and database go as soon as it ends
+    ctx.cleanup.push(f"celery {backend}", cleanup.close)
+    try:
+        return _run(ctx, backend, cleanup)
+    finally:
+        cleanup.close()
+
+
+def _run(ctx: Context, backend: str, cleanup: Cleanup) -> list[Row]:
+    amqp_uri = ctx.broker.create_vhost(cleanup, "celery")
+    db_uri = _database(ctx, backend, cleanup)
+    count, students = ctx.sizes.celery_tasks, ctx.sizes.students
+    engine = _prepare(db_uri, students)
+    cleanup.push("dispose celery engine", engine.dispose)
+
+    celery_app.app.conf.broker_url = amqp_uri
+    connection = celery_app.app.connection_for_write()  # not the app's pool: each run has its own vhost
+    cleanup.push("close celery connection", connection.release)
+    producer = connection.Producer()
+    ready = ctx.workdir / f"celery-{backend}.ready"
+    env = {
+        **os.environ,
+        "BENCH_CELERY_BROKER": amqp_uri,
+        "BENCH_CELERY_DB": db_uri,
+        "BENCH_CELERY_READY": str(ready),
+        "PYTHONPATH": str(ROOT),
+    }
+    log_path = ctx.workdir / f"celery-{backend}.log"
+    command = [str(BIN / "celery"), "-A", "benchmarks.celery_app", "worker", "--pool", "prefork"]
+    command += ["--concurrency", str(CONCURRENCY), "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]
+    worker = start_process(cleanup, "celery worker", command, env, log_path)
+    _wait_for_worker(worker, log_path, ready)
+
+    # each student goes enrolled → active → suspended → active …: every task applies a change
+    plan, current = [], {}
+    for n in range(count):
+        student = n % students + 1
+        target = "active" if current.get(student) in (None, "suspended") else "suspended"
+        current[student] = target
+        plan.append((str(uuid.uuid4()), student, target))
+
+    meter = CpuMeter(
+        {
+            "worker": lambda: [worker.pid, *descendants(worker.pid)],
+            "rabbitmq": rabbitmq_pids,
+            **({} if backend == SQLITE else {"postgres": lambda: postgres_pids([PG_DATABASE])}),
+            "client": lambda: [os.getpid()],
+        }
+    )
+    meter.start()
+    started = time.monotonic()
+    for request_id, student, target in plan:
+        celery_app.apply_status_change.apply_async((request_id, student, target, "benchmark"), producer=producer)
+    enqueued = time.monotonic()
+    done = _wait_committed(engine, count, worker, log_path)
+    cpu = meter.stop()
+    states = _states(engine)
+    stop_process(worker)
+
+    rate = count / (done - started)
+    notes = f"enqueue alone {count / (enqueued - started):,.0f}/s; states {states}; {format_cpu(cpu, rate)}"
+    return [Row("b", "celery task per update", backend, CONCURRENCY, rate, count, notes=notes)]
+
+
+def _wait_committed(engine, count: int, worker, log_path, timeout: float = 300.0) -> float:
+    deadline = time.monotonic() + timeout
+    query = select(func.count()).select_from(celery_app.BenchStatusRequest)
+    while time.monotonic() < deadline:
+        with engine.connect() as connection:
+            if connection.scalar(query) >= count:
+                return time.monotonic()
+        if worker.poll() is not None:
+            raise RuntimeError(f"celery worker exited ({worker.returncode}); see {log_path}")
+        time.sleep(POLL)
+    raise RuntimeError(f"celery tasks not all committed within {timeout:g}s; see {log_path}")
+
+
+def _states(engine) -> dict[str, int]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(celery_app.BenchStatusRequest.state, func.count()).group_by(celery_app.BenchStatusRequest.state)
+        )
+        return dict(rows.all())

@@ -1,0 +1,106 @@
+"""The runner's vocabulary: a result row, a scenario, sizes, and the context
+every scenario function receives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmarks.infra import Broker, Cleanup, Postgres
+
+if TYPE_CHECKING:
+    from benchmarks.system import System
+
+NO_BACKEND = "-"
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+BACKENDS = (SQLITE, POSTGRESQL)
+
+
+@dataclass
+class Row:
+    """One measured line of the table (and of results.csv)."""
+
+    key: str  # the issue's letter: a (raw pika), b (Celery), c, d, e (ours)
+    scenario: str
+    backend: str
+    concurrency: int | None
+    ops: float  # operations per second
+    count: int  # operations measured
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    notes: str = ""
+    ratio_a: float | None = None
+    ratio_b: float | None = None
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One function that measures something and returns rows.
+
+    ``run(ctx, backend)`` is called once per backend. Scenarios with
+    ``needs_system`` get the running mensageria from ``ctx.system(backend)``;
+    the runner orders them so that each backend's system starts only once.
+    """
+
+    key: str
+    name: str
+    run: Callable[[Context, str], list[Row]]
+    backends: tuple[str, ...] = (NO_BACKEND,)
+    needs_system: bool = False
+
+
+@dataclass
+class Sizes:
+    raw_messages: int = 20_000
+    raw_window: int = 1_000  # publisher confirms outstanding at once
+    celery_tasks: int = 4_000
+    students: int = 512
+    status_requests: tuple[int, ...] = (400, 3_000, 3_000)  # per concurrency level
+    concurrency: tuple[int, ...] = (1, 16, 64)
+    backlog: int = 3_000  # status events queued straight into the status service
+    reads: int = 3_000
+    read_concurrency: int = 16
+    echo_calls: int = 6_000
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            raw_messages=2_000,
+            celery_tasks=300,
+            students=128,
+            status_requests=(50, 300, 300),
+            backlog=300,
+            reads=300,
+            echo_calls=600,
+        )
+
+
+@dataclass
+class Context:
+    broker: Broker
+    postgres: Postgres
+    sizes: Sizes
+    cleanup: Cleanup
+    workdir: Path
+    profile_dir: Path | None = None
+    profile_seconds: float = 10.0
+    _system: System | None = field(default=None, repr=False)
+
+    def system(self, backend: str) -> System:
+        """mensageria running on ``backend`` (one at a time: the previous one is stopped)."""
+        from benchmarks.system import System
+
+        if self._system is not None and self._system.backend != backend:
+            self._system.close()
+            self._system = None
+        if self._system is None:
+            self._system = System.start(self, backend)
+        return self._system
+
+    def close_system(self) -> None:
+        if self._system is not None:
+            self._system.close()
+            self._system = None

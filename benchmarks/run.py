@@ -1,0 +1,320 @@
+"""Run every benchmark in one go on one broker; print one table and append it to results.csv.
+
+Results go to ``benchmarks/results/results.csv``.
+
+    .venv/bin/python -m benchmarks.run            # default sizes, ~4 minutes
+    .venv/bin/python -m benchmarks.run --quick    # a smoke run, well under a minute
+    .venv/bin/python -m benchmarks.run --only c --backends sqlite --profile /tmp/prof
+
+A scenario is one function ``(ctx, backend) -> list[Row]`` registered in
+:data:`SCENARIOS`; the runner does the rest (ordering, ratios, table, CSV,
+cleanup).
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import csv
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from benchmarks import celery_bench, raw_pika, system
+from benchmarks.core import BACKENDS, NO_BACKEND, Context, Row, Scenario, Sizes
+from benchmarks.infra import Broker, Cleanup, Postgres, git_commit, machine_busy_percent, machine_info, wait_quiet
+
+SCENARIOS: list[Scenario] = [
+    Scenario("a", "raw pika: publish with confirms → consume with acks", raw_pika.run),
+    Scenario("b", "Celery: one task per status update", celery_bench.run, BACKENDS),
+    Scenario("c", "ours: POST /students/{id}/status, accepted and applied", system.status_changes, BACKENDS, True),
+    Scenario("c", "ours: the status service alone, from a queued backlog", system.status_backlog, BACKENDS, True),
+    # (d) the 100,000-row bulk job goes here once its endpoint exists, e.g.
+    # Scenario("d", "ours: bulk job of 100,000 rows", system.bulk_job, BACKENDS, True),
+    Scenario("e", "ours: GET /students/{id}, and the same read over RPC", system.reads, BACKENDS, True),
+    Scenario("e", "bare nameko RPC echo", system.echo),
+]
+
+RESULTS = Path(__file__).resolve().parent / "results" / "results.csv"
+CSV_FIELDS = [
+    "timestamp",
+    "commit",
+    "tree",
+    "nproc",
+    "cpu_model",
+    "ram_gib",
+    "run",
+    "key",
+    "scenario",
+    "backend",
+    "concurrency",
+    "ops_per_s",
+    "count",
+    "p50_ms",
+    "p99_ms",
+    "ratio_a",
+    "ratio_b",
+    "notes",
+]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--only", default="", help="scenario letters to run, e.g. 'a,c' (default: all)")
+    parser.add_argument("--backends", default=",".join(BACKENDS), help="sqlite,postgresql (default: both)")
+    d = Sizes()
+    sizes = parser.add_argument_group("sizes (defaults: the full run; --quick makes them small)")
+    sizes.add_argument("--raw-messages", type=int, help=f"(a) messages (default {d.raw_messages:,})")
+    sizes.add_argument("--raw-window", type=int, help=f"(a) unconfirmed publishes in flight (default {d.raw_window:,})")
+    sizes.add_argument("--celery-tasks", type=int, help=f"(b) tasks per backend (default {d.celery_tasks:,})")
+    sizes.add_argument("--students", type=int, help=f"(b, c, e) students (default {d.students:,})")
+    sizes.add_argument("--concurrency", help=f"(c) client counts (default {_csv(d.concurrency)})")
+    sizes.add_argument("--status-requests", help=f"(c) requests per client count (default {_csv(d.status_requests)})")
+    sizes.add_argument("--backlog", type=int, help=f"(c) events queued for the status service (default {d.backlog:,})")
+    sizes.add_argument("--reads", type=int, help=f"(e) GETs and RPC reads (default {d.reads:,})")
+    sizes.add_argument("--read-concurrency", type=int, help=f"(e) clients (default {d.read_concurrency})")
+    sizes.add_argument("--echo-calls", type=int, help=f"(e) echo calls (default {d.echo_calls:,})")
+    parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the services during (c) at top concurrency")
+    parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="before each scenario, wait up to this long for the machine to be idle (shared machines)",
+    )
+    parser.add_argument("--results", type=Path, default=RESULTS, help="CSV to append to")
+    parser.add_argument("--no-csv", action="store_true", help="print only")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep logs and SQLite files")
+    parser.add_argument("--amqp-uri", default=os.environ.get("AMQP_URI"), help="the broker (its vhost is ignored)")
+    parser.add_argument(
+        "--rabbit-api-uri", default=os.environ.get("RABBIT_API_URI", "http://guest:guest@localhost:15672")
+    )
+    parser.add_argument(
+        "--postgres-uri",
+        default=os.environ.get("TEST_POSTGRES_URI", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+        help="an admin connection that may create and drop databases",
+    )
+    return parser.parse_args(argv)
+
+
+def _csv(values: tuple[int, ...]) -> str:
+    return ",".join(map(str, values))
+
+
+def _broker_root(uri: str | None) -> str:
+    """The broker without its vhost: every scenario makes a vhost of its own on it."""
+    parts = urlsplit(uri or "amqp://guest:guest@localhost:5672/")
+    return f"{parts.scheme}://{parts.netloc}/"
+
+
+def _ints(value: str) -> tuple[int, ...]:
+    return tuple(int(part.replace("_", "")) for part in value.split(",") if part.strip())
+
+
+def build_sizes(args: argparse.Namespace) -> Sizes:
+    sizes = Sizes.quick() if args.quick else Sizes()
+    names = (
+        "raw_messages",
+        "raw_window",
+        "celery_tasks",
+        "students",
+        "backlog",
+        "reads",
+        "read_concurrency",
+        "echo_calls",
+    )
+    for name in names:
+        if getattr(args, name) is not None:
+            setattr(sizes, name, getattr(args, name))
+    if args.concurrency:
+        sizes.concurrency = _ints(args.concurrency)
+    if args.status_requests:
+        sizes.status_requests = _ints(args.status_requests)
+    if len(sizes.status_requests) != len(sizes.concurrency):
+        counts = sizes.status_requests
+        sizes.status_requests = tuple(counts[min(i, len(counts) - 1)] for i in range(len(sizes.concurrency)))
+    return sizes
+
+
+def plan(only: set[str], backends: tuple[str, ...]) -> list[tuple[Scenario, str]]:
+    """Every (scenario, backend) to run: standalone ones first, then each
+    backend's system scenarios together, so each system starts once."""
+    pairs = [
+        (index, scenario, backend)
+        for index, scenario in enumerate(SCENARIOS)
+        if not only or scenario.key in only
+        for backend in scenario.backends
+        if backend == NO_BACKEND or backend in backends
+    ]
+
+    def order(item):
+        index, scenario, backend = item
+        if not scenario.needs_system:
+            return (0, 0, index)
+        return (1, BACKENDS.index(backend), index)
+
+    return [(scenario, backend) for _, scenario, backend in sorted(pairs, key=order)]
+
+
+def add_ratios(rows: list[Row]) -> None:
+    """ops/s of each row over (a)'s, and over (b)'s on the same backend (for c, d, e)."""
+    raw = next((row.ops for row in rows if row.key == "a"), None)
+    celery = {row.backend: row.ops for row in rows if row.key == "b"}
+    for row in rows:
+        if raw and row.key != "a":
+            row.ratio_a = row.ops / raw
+        if row.key in ("c", "d", "e") and celery.get(row.backend):
+            row.ratio_b = row.ops / celery[row.backend]
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return ""
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return ""
+    return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
+
+
+def table(rows: list[Row]) -> str:
+    header = ("", "scenario", "backend", "conc.", "ops/s", "p50 ms", "p99 ms", "÷ (a)", "÷ (b)")
+    body = [
+        (
+            row.key,
+            row.scenario,
+            row.backend,
+            str(row.concurrency or ""),
+            _num(row.ops),
+            _num(row.p50_ms, 1),
+            _num(row.p99_ms, 1),
+            _ratio(row.ratio_a),
+            _ratio(row.ratio_b),
+        )
+        for row in rows
+    ]
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    right = {3, 4, 5, 6, 7, 8}
+
+    def fmt(line) -> str:
+        cells = [
+            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
+        ]
+        return "| " + " | ".join(cells) + " |"
+
+    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
+    return "\n".join([fmt(header), rule, *map(fmt, body)])
+
+
+def append_csv(path: Path, rows: list[Row], run: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    commit, tree = git_commit()
+    machine = machine_info()
+    stamp = datetime.now(UTC).isoformat(timespec="seconds")
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="") as handle:
+        writer = csv.DictWriter(handle, CSV_FIELDS)
+        if new:
+            writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    "timestamp": stamp,
+                    "commit": commit,
+                    "tree": tree,
+                    **machine,
+                    "run": run,
+                    "key": row.key,
+                    "scenario": row.scenario,
+                    "backend": row.backend,
+                    "concurrency": row.concurrency or "",
+                    "ops_per_s": f"{row.ops:.1f}",
+                    "count": row.count,
+                    "p50_ms": "" if row.p50_ms is None else f"{row.p50_ms:.2f}",
+                    "p99_ms": "" if row.p99_ms is None else f"{row.p99_ms:.2f}",
+                    "ratio_a": "" if row.ratio_a is None else f"{row.ratio_a:.4f}",
+                    "ratio_b": "" if row.ratio_b is None else f"{row.ratio_b:.4f}",
+                    "notes": row.notes,
+                }
+            )
+
+
+def _stop_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the finally blocks
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sizes = build_sizes(args)
+    backends = tuple(b.strip() for b in args.backends.split(",") if b.strip())
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        sys.exit(f"unknown backends: {sorted(unknown)}; choose from {BACKENDS}")
+    only = {letter.strip() for letter in args.only.split(",") if letter.strip()}
+
+    cleanup = Cleanup()
+    atexit.register(cleanup.close)
+    signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_signal)
+    workdir = Path(tempfile.mkdtemp(prefix="mensageria-bench-"))
+    if not args.keep_workdir:
+        cleanup.push(f"remove {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
+    broker = Broker(_broker_root(args.amqp_uri), args.rabbit_api_uri)
+    postgres = Postgres(args.postgres_uri)
+    ctx = Context(broker, postgres, sizes, cleanup, workdir, args.profile, args.profile_seconds)
+
+    rows: list[Row] = []
+    failed: list[str] = []
+    began = time.monotonic()
+    try:
+        broker.check()
+        if any(b != "sqlite" for b in backends):
+            postgres.check()
+        busy = machine_busy_percent(2.0)
+        print(f"machine busy before the run: {busy:.0f}% of one core (others' work skews every figure)")
+        for scenario, backend in plan(only, backends):
+            label = scenario.name + ("" if backend == NO_BACKEND else f" [{backend}]")
+            if args.wait_quiet:
+                busy = wait_quiet(args.wait_quiet)
+                print(f"  machine busy {busy:.0f}% of one core before this scenario")
+            print(f"({scenario.key}) {label} ...", flush=True)
+            started = time.monotonic()
+            try:
+                rows += scenario.run(ctx, backend)
+            except Exception:  # report it, measure the rest
+                traceback.print_exc()
+                failed.append(label)
+                continue
+            print(f"    done in {time.monotonic() - started:.1f}s", flush=True)
+    finally:
+        ctx.close_system()
+        cleanup.close()
+    add_ratios(rows)
+    print()
+    print(table(rows))
+    print("\nnotes:")
+    for row in rows:
+        print(f"  ({row.key}) {row.scenario} [{row.backend}, {row.concurrency or '-'}]: {row.notes}")
+    print(f"\n{len(rows)} rows in {time.monotonic() - began:.0f}s; machine {machine_info()}")
+    if not args.no_csv:
+        append_csv(args.results, rows, "quick" if args.quick else "full")
+        print(f"appended to {args.results}")
+    if failed:
+        print(f"FAILED: {'; '.join(failed)} (logs: rerun with --keep-workdir)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

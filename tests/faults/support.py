@@ -111,12 +111,12 @@ class Workload:
 
         self.students = list(eventlet.GreenPool(16).imap(create, range(count)))
 
-    def submit(self, total: int, concurrency: int = 16, on_progress=None) -> None:
+    def submit(self, total: int, concurrency: int = 16, on_progress=None, rounds: list[str] | None = None) -> None:
         """``total`` requests, round-robin over the students, alternating targets
         so that most are real transitions; ``on_progress(n)`` after each accept."""
         # each student's own sequence: real transitions, then "completed" (final),
         # after which every further change is rejected with INVALID_TRANSITION
-        rounds = ["active", "suspended", "active", "completed", "active"]
+        rounds = rounds or ["active", "suspended", "active", "completed", "active"]
         count = len(self.students)
         plan = [(self.students[n % count], rounds[(n // count) % len(rounds)]) for n in range(total)]
         session_pool = [requests.Session() for _ in range(concurrency)]

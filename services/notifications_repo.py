@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 
 from services.exceptions import NotificationNotFound
 from services.models import Notification, utcnow
-from services.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, decode_cursor, page
+from services.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, keyset, page
 from services.schemas import StrictSchema
 
 if TYPE_CHECKING:
@@ -254,15 +254,7 @@ def get(session: Session, notification_id: int) -> Notification:
 def list_page(
     session: Session, student_id: int | None, state: str | None, limit: int, cursor: str | None
 ) -> tuple[list[Notification], str | None]:
-    after = decode_cursor(cursor)
-    query = select(Notification).order_by(Notification.id).limit(limit + 1)
-    if after is not None:
-        query = query.where(Notification.id > after)
-    if student_id is not None:
-        query = query.where(Notification.student_id == student_id)
-    if state is not None:
-        query = query.where(Notification.state == state)
-    return page(_with_sizes(session, query), limit)
+    return page(_with_sizes(session, keyset(Notification, limit, cursor, student_id=student_id, state=state)), limit)
 
 
 def resend(session: Session, notification_id: int, now: datetime) -> tuple[Notification, bool]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import binascii
 
+from sqlalchemy import Select, select
+
 from services.exceptions import ValidationFailed
 
 MAX_LIMIT = 500
@@ -31,6 +33,19 @@ def decode_cursor(cursor: str | None) -> int | None:
         return last_id
     except (ValueError, binascii.Error, UnicodeDecodeError, TypeError):
         raise ValidationFailed("Invalid cursor.", {"cursor": ["Invalid cursor."]}) from None
+
+
+def keyset(model: type, limit: int, cursor: str | None, **equal: object) -> Select:
+    """``model`` rows by ascending ``id`` after ``cursor``, ``limit + 1`` of them (one more
+    tells whether a next page exists), filtered on every ``column=value`` not None."""
+    query = select(model).order_by(model.id).limit(limit + 1)
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(model.id > after)
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(getattr(model, column) == value)
+    return query
 
 
 def page(rows: list, limit: int, key: str = "id") -> tuple[list, str | None]:

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from services import lifecycle
 from services.exceptions import IdempotencyKeyReused, StatusRequestNotFound, StudentNotFound
 from services.models import StatusHistory, StatusOutbox, StatusRequest, StudentStatus, utcnow
-from services.pagination import decode_cursor, page
+from services.pagination import keyset, page
 
 PENDING, APPLIED, REJECTED, FAILED = "pending", "applied", "rejected", "failed"
 STUDENT_NOT_FOUND = "STUDENT_NOT_FOUND"
@@ -144,13 +144,7 @@ def current(session: Session, student_id: int) -> StudentStatus:
 
 
 def history_page(session: Session, student_id: int, limit: int, cursor: str | None):
-    after = decode_cursor(cursor)
-    query = (
-        select(StatusHistory).where(StatusHistory.student_id == student_id).order_by(StatusHistory.id).limit(limit + 1)
-    )
-    if after is not None:
-        query = query.where(StatusHistory.id > after)
-    return page(list(session.scalars(query)), limit)
+    return page(list(session.scalars(keyset(StatusHistory, limit, cursor, student_id=student_id))), limit)
 
 
 # --- applying a batch -------------------------------------------------------

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 from services import lifecycle
 from services.exceptions import EmailAlreadyExists, StudentNotFound, VersionMismatch
 from services.models import Student, utcnow
-from services.pagination import decode_cursor, page
+from services.pagination import keyset, page
 
 
 def get(session: Session, student_id: int) -> Student:
@@ -78,14 +78,7 @@ def delete(session: Session, student_id: int) -> Student:
 def list_page(
     session: Session, status: str | None, course: str | None, limit: int, cursor: str | None
 ) -> tuple[list[Student], str | None]:
-    after = decode_cursor(cursor)
-    query = select(Student).order_by(Student.id).limit(limit + 1)
-    if after is not None:
-        query = query.where(Student.id > after)
-    if status is not None:
-        query = query.where(Student.status == status)
-    if course is not None:
-        query = query.where(Student.course == course)
+    query = keyset(Student, limit, cursor, status=status, course=course)
     return page(list(session.scalars(query)), limit)
 
 

@@ -13,17 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import BACKENDS, make_db_uris
-from tests.e2e.support import (
-    MODULES,
-    System,
-    amqp_username,
-    free_port,
-    process_env,
-    rabbit_vhost,
-    start_process,
-    stop_processes,
-    vhost_uri,
-)
+from tests.e2e.support import System, amqp_username, rabbit_vhost, start_system, stop_processes, vhost_uri
 
 
 @pytest.fixture(scope="session")
@@ -37,17 +27,8 @@ def system(request, rabbit_manager, amqp_uri, tmp_path_factory) -> Iterator[Syst
     log_dir = tmp_path_factory.mktemp(f"e2e-{backend}")
     db_uris = make_db_uris(backend, log_dir, request)
     with rabbit_vhost(rabbit_manager, amqp_username(amqp_uri)) as vhost:
-        port = free_port()
-        system = System(
-            backend=backend,
-            base_url=f"http://127.0.0.1:{port}",
-            vhost=vhost,
-            env=process_env(vhost_uri(amqp_uri, vhost), db_uris, port),
-            log_dir=log_dir,
-        )
+        system = start_system(backend, vhost_uri(amqp_uri, vhost), db_uris, log_dir)
         try:
-            for name, module in MODULES.items():
-                system.processes[name] = start_process(module, system.env, system.log_path(name))
             system.wait_ready()
             yield system
         finally:

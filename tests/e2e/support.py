@@ -115,11 +115,16 @@ def process_env(amqp_uri: str, db_uris: dict[str, str], port: int) -> dict[str, 
     }
 
 
-def start_process(module: str, env: dict[str, str], log_path: Path) -> subprocess.Popen:
-    """``nameko run --config config.yaml <module>``, output to ``log_path``."""
+def start_process(module: str, env: dict[str, str], log_path: Path, supervised: bool = False) -> subprocess.Popen:
+    """``nameko run --config config.yaml <module>``, output to ``log_path``;
+    ``supervised``: as ``make run`` starts it, under ``services.launch``."""
+    if supervised:
+        command = [sys.executable, "-m", "services.launch", "--config", CONFIG, module]
+    else:
+        command = [NAMEKO, "run", "--config", CONFIG, module]
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [NAMEKO, "run", "--config", CONFIG, module],
+            command,
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -253,6 +258,23 @@ class System:
         response = self.get("/students", params=query)
         assert response.status_code == 200, response.text
         return response.json()["items"]
+
+
+def start_system(
+    backend: str, amqp_uri: str, db_uris: dict[str, str], log_dir: Path, supervised: bool = False, **env: str
+) -> System:
+    """Every process of the system (``MODULES``) on ``amqp_uri``, on a free port; not waited for."""
+    port = free_port()
+    system = System(
+        backend=backend,
+        base_url=f"http://127.0.0.1:{port}",
+        vhost=amqp_uri.rsplit("/", 1)[1],
+        env={**process_env(amqp_uri, db_uris, port), **env},
+        log_dir=log_dir,
+    )
+    for name, module in MODULES.items():
+        system.processes[name] = start_process(module, system.env, system.log_path(name), supervised)
+    return system
 
 
 def assert_error(response: requests.Response, status: int, code: str | set[str]) -> dict:

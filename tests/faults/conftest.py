@@ -2,59 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.conftest import make_db_uris
-from tests.e2e.support import (
-    CONFIG,
-    MODULES,
-    ROOT,
-    System,
-    amqp_username,
-    free_port,
-    process_env,
-    rabbit_vhost,
-    start_process,
-    stop_processes,
-    vhost_uri,
-)
+from tests.e2e.support import System, amqp_username, rabbit_vhost, start_system, stop_processes, vhost_uri
 
 
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(pytest.mark.faults)
-
-
-def start_supervised(module: str, env: dict[str, str], log_path) -> subprocess.Popen:
-    """As ``make run`` starts a service: under ``services.launch``."""
-    with open(log_path, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.launch", "--config", CONFIG, module],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-
-
-def start_system(backend: str, amqp_uri: str, log_dir, request, supervised: bool = False, **env: str) -> System:
-    port = free_port()
-    system = System(
-        backend=backend,
-        base_url=f"http://127.0.0.1:{port}",
-        vhost="",
-        env={**process_env(amqp_uri, make_db_uris(backend, log_dir, request), port), **env},
-        log_dir=log_dir,
-    )
-    start = start_supervised if supervised else start_process
-    for name, module in MODULES.items():
-        system.processes[name] = start(module, system.env, system.log_path(name))
-    return system
 
 
 @pytest.fixture
@@ -72,7 +30,7 @@ def make_system(request, rabbit_manager, tmp_path) -> Iterator[Callable[..., Sys
             context = rabbit_vhost(rabbit_manager, amqp_username(base))
             vhosts.append(context)
             amqp_uri = vhost_uri(base, context.__enter__())
-        system = start_system(backend, amqp_uri, tmp_path, request, supervised, **env)
+        system = start_system(backend, amqp_uri, make_db_uris(backend, tmp_path, request), tmp_path, supervised, **env)
         systems.append(system)
         if wait:
             system.wait_ready(timeout=60)
@@ -83,12 +41,3 @@ def make_system(request, rabbit_manager, tmp_path) -> Iterator[Callable[..., Sys
         stop_processes(system.processes)
     for context in vhosts:
         context.__exit__(None, None, None)
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item, call):
-    report = yield
-    if report.failed:
-        for system in getattr(item, "_systems", []):
-            report.sections.append(("mensageria logs", system.log_tails()))
-    return report

@@ -61,6 +61,7 @@ class Sizes:
     status_requests: tuple[int, ...] = (400, 3_000, 3_000)  # per concurrency level
     concurrency: tuple[int, ...] = (1, 16, 64)
     backlog: int = 3_000  # status events queued straight into the status service
+    bulk_rows: int = 100_000  # rows of the one bulk job
     reads: int = 3_000
     read_concurrency: int = 16
     echo_calls: int = 6_000
@@ -73,6 +74,7 @@ class Sizes:
             students=128,
             status_requests=(50, 300, 300),
             backlog=300,
+            bulk_rows=5_000,
             reads=300,
             echo_calls=600,
         )

@@ -2,7 +2,7 @@
 
 Results go to ``benchmarks/results/results.csv``.
 
-    .venv/bin/python -m benchmarks.run            # default sizes, ~4 minutes
+    .venv/bin/python -m benchmarks.run            # default sizes, ~6 minutes
     .venv/bin/python -m benchmarks.run --quick    # a smoke run, well under a minute
     .venv/bin/python -m benchmarks.run --only c --backends sqlite --profile /tmp/prof
 
@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks import celery_bench, raw_pika, system
+from benchmarks import bulk, celery_bench, raw_pika, system
 from benchmarks.core import BACKENDS, NO_BACKEND, Context, Row, Scenario, Sizes
 from benchmarks.infra import Broker, Cleanup, Postgres, git_commit, machine_busy_percent, machine_info, wait_quiet
 
@@ -36,8 +36,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("b", "Celery: one task per status update", celery_bench.run, BACKENDS),
     Scenario("c", "ours: POST /students/{id}/status, accepted and applied", system.status_changes, BACKENDS, True),
     Scenario("c", "ours: the status service alone, from a queued backlog", system.status_backlog, BACKENDS, True),
-    # (d) the 100,000-row bulk job goes here once its endpoint exists, e.g.
-    # Scenario("d", "ours: bulk job of 100,000 rows", system.bulk_job, BACKENDS, True),
+    Scenario("d", "ours: bulk job of 100,000 rows", bulk.bulk_job, BACKENDS, True),
     Scenario("e", "ours: GET /students/{id}, and the same read over RPC", system.reads, BACKENDS, True),
     Scenario("e", "bare nameko RPC echo", system.echo),
 ]
@@ -79,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--concurrency", help=f"(c) client counts (default {_csv(d.concurrency)})")
     sizes.add_argument("--status-requests", help=f"(c) requests per client count (default {_csv(d.status_requests)})")
     sizes.add_argument("--backlog", type=int, help=f"(c) events queued for the status service (default {d.backlog:,})")
+    sizes.add_argument("--bulk-rows", type=int, help=f"(d) rows of the bulk job (default {d.bulk_rows:,})")
     sizes.add_argument("--reads", type=int, help=f"(e) GETs and RPC reads (default {d.reads:,})")
     sizes.add_argument("--read-concurrency", type=int, help=f"(e) clients (default {d.read_concurrency})")
     sizes.add_argument("--echo-calls", type=int, help=f"(e) echo calls (default {d.echo_calls:,})")
@@ -128,6 +128,7 @@ def build_sizes(args: argparse.Namespace) -> Sizes:
         "celery_tasks",
         "students",
         "backlog",
+        "bulk_rows",
         "reads",
         "read_concurrency",
         "echo_calls",

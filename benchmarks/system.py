@@ -176,12 +176,13 @@ class System:
             )
             return dict(rows.all())
 
-    def wait_read_copy(self) -> float:
+    def wait_read_copy(self, timeout: float = SETTLE_TIMEOUT) -> float:
         """When the students service's read copy reflects every applied change."""
         applied = self._scalar("status", "SELECT count(*) FROM status_history")
         return self._poll(
             lambda: self._scalar("students", "SELECT sum(status_version) FROM students") >= applied,
             "the students' read copy to catch up",
+            timeout,
         )
 
     # --- workloads ----------------------------------------------------------

@@ -52,6 +52,9 @@ class GatewaySettings:
     max_body_bytes: int
     request_id_secret: str
     ready_timeout: float
+    bulk_max_rows: int = 100_000
+    bulk_max_bytes: int = 32 * 1024 * 1024
+    job_errors_shown: int = 100
 
 
 class Settings(DependencyProvider):
@@ -61,6 +64,9 @@ class Settings(DependencyProvider):
             max_body_bytes=int(config.get("MAX_BODY_BYTES", 65536)),
             request_id_secret=str(config.get("REQUEST_ID_SECRET", "mensageria-dev-secret")),
             ready_timeout=float(config.get("READY_TIMEOUT", 2)),
+            bulk_max_rows=int(config.get("BULK_MAX_ROWS", 100_000)),
+            bulk_max_bytes=int(config.get("BULK_MAX_BYTES", 32 * 1024 * 1024)),
+            job_errors_shown=int(config.get("JOB_ERRORS_SHOWN", 100)),
         )
 
     def get_dependency(self, worker_ctx: Any) -> GatewaySettings:

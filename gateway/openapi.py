@@ -38,6 +38,8 @@ SCHEMAS = {
     "HistoryQuery": schemas.HistoryQuerySchema,
     "Certificate": schemas.CertificateSchema,
     "CompletionBody": schemas.CompletionBodySchema,
+    "JobRow": schemas.JobRowSchema,
+    "Job": schemas.JobSchema,
 }
 
 ERROR_RESPONSES = {

@@ -7,17 +7,19 @@ Each handler's docstring carries its OpenAPI operation (see gateway.openapi).
 from __future__ import annotations
 
 import base64
+import contextlib
+from itertools import islice
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
 
-from gateway import request_ids
+from gateway import bulk, request_ids
 from gateway.dependencies import DurableEventDispatcher, GatewaySettings, Settings, TimedRpcProxy
 from gateway.entrypoints import http, json_response
-from gateway.exceptions import ServiceUnavailable
+from gateway.exceptions import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from gateway.http import idempotency_key, if_match_version, read_json, read_query
 from gateway.openapi import build_spec
-from services import lifecycle
+from services import jobs, lifecycle
 from services.exceptions import EmailAlreadyExists, IdempotencyKeyReused, ServiceError, StatusRequestNotFound
 from services.schemas import (
     CompletionBodySchema,
@@ -29,6 +31,7 @@ from services.schemas import (
 )
 
 STUDENT = "/students/<id:student_id>"
+CHUNK_ROWS = 2_000  # rows per add_job_rows call while an upload streams in
 
 
 class GatewayService:
@@ -366,6 +369,106 @@ class GatewayService:
                 {"idempotency_key": key, "request_id": request_id},
             )
         return existing
+
+    # --- bulk jobs -----------------------------------------------------------
+
+    @http("POST", "/status-requests/bulk")
+    def submit_bulk_job(self, request: Request) -> Response:
+        """Many status changes at once, as a job; answered once every row is stored.
+        The body is a JSON array of ``{student_id | email, status, reason}`` or a CSV
+        with a header naming those columns, read as a stream. Invalid rows are
+        refused one by one (see ``GET /jobs/{id}``); they never fail the job. Nothing
+        is applied unless the whole upload arrives. Repeating an upload with the
+        same ``Idempotency-Key`` returns the same job.
+        ---
+        post:
+          tags: [bulk]
+          parameters:
+          - {in: header, name: Idempotency-Key, schema: {type: string, maxLength: 200}}
+          - {in: header, name: X-Actor, schema: {type: string, maxLength: 200}, description: Who asks.}
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: {type: array, items: JobRowSchema}
+              text/csv:
+                schema: {type: string, example: "student_id,status,reason\n7,active,term start\n"}
+          responses:
+            202:
+              description: Accepted; poll ``Location``.
+              headers:
+                Location: {schema: {type: string}}
+              content:
+                application/json:
+                  schema: JobSchema
+            400: MalformedJson
+            409: Conflict
+            413: PayloadTooLarge
+            415: UnsupportedMediaType
+            422: ValidationError
+            503: ServiceUnavailable
+            504: Timeout
+        """
+        key = idempotency_key(request)
+        limits = self.settings
+        if request.mimetype not in (bulk.JSON, bulk.CSV):
+            raise UnsupportedMediaType(
+                "Send the rows as application/json or text/csv.", {"content_type": request.content_type or ""}
+            )
+        if request.content_length is not None and request.content_length > limits.bulk_max_bytes:
+            raise PayloadTooLarge(
+                f"The body exceeds {limits.bulk_max_bytes} bytes.", {"max_bytes": limits.bulk_max_bytes}
+            )
+        upload = self.status.create_job(idempotency_key=key, actor=_actor(request))
+        job_id, token = upload["job_id"], upload["upload"]
+        if upload["created"]:
+            rows = bulk.read_rows(
+                request.stream, request.mimetype, max_rows=limits.bulk_max_rows, max_bytes=limits.bulk_max_bytes
+            )
+            try:
+                total = self._upload_rows(job_id, token, rows)
+                self.status.seal_job(job_id, token, total)
+            except BaseException:
+                self._discard(job_id, token)
+                raise
+        job = self.status.get_job(job_id, limits.job_errors_shown)
+        return json_response(202, job, {"Location": f"/jobs/{job_id}"})
+
+    def _upload_rows(self, job_id: str, token: str, rows) -> int:
+        """Send the rows in chunks, e-mails resolved; returns how many rows there were."""
+        total = 0
+        while chunk := list(islice(rows, CHUNK_ROWS)):
+            total += len(chunk)
+            valid = [
+                jobs.Row(r.row, r.student_id, r.email, r.status, r.reason) for r in chunk if isinstance(r, bulk.BulkRow)
+            ]
+            refused = [jobs.invalid(r.row, r.details) for r in chunk if not isinstance(r, bulk.BulkRow)]
+            accepted, unknown = jobs.resolve(valid, self.students.resolve_student_emails)
+            self.status.add_job_rows(job_id, token, accepted, refused + unknown)
+        return total
+
+    def _discard(self, job_id: str, token: str) -> None:
+        # if this fails too, the job stays unsealed: never applied, replaced by a retry with the same key
+        with contextlib.suppress(ServiceError):
+            self.status.discard_job(job_id, token)
+
+    @http("GET", "/jobs/<job_id>")
+    def get_job(self, request: Request, job_id: str) -> Response:
+        """Progress of a bulk job: counts by state, rows/s so far and the first row errors
+        (row number, code, reason), in row order.
+        ---
+        get:
+          tags: [bulk]
+          parameters: [{in: path, name: job_id, required: true, schema: {type: string, format: uuid}}]
+          responses:
+            200:
+              description: The job.
+              content:
+                application/json:
+                  schema: JobSchema
+            404: NotFound
+        """
+        return json_response(200, self.status.get_job(job_id, self.settings.job_errors_shown))
 
     # --- certificates --------------------------------------------------------
 

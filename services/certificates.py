@@ -22,7 +22,7 @@ from services.outbox import Outbox
 from services.pdf import render_certificate
 from services.retry import reliable_event_handler
 from services.rpc import TimedRpcProxy
-from services.schemas import CertificateSchema, StudentStatusChangedSchema, positive_id
+from services.schemas import CertificateSchema, positive_id, status_changes
 
 
 class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via its module: see students.py
@@ -39,9 +39,11 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
 
     @reliable_event_handler("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:
-        change = StudentStatusChangedSchema().load(payload, unknown="exclude")
-        if change["to_status"] != lifecycle.COMPLETED:
-            return
+        for change in status_changes(payload):  # a redelivered batch re-issues nothing: one per student+course
+            if change["to_status"] == lifecycle.COMPLETED:
+                self._certify(change)
+
+    def _certify(self, change: dict) -> None:
         try:
             student = self.students.get_student(change["student_id"])
         except StudentNotFound:

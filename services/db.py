@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from nameko_sqlalchemy import Database as _Database
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -33,6 +35,8 @@ def build_engine(uri: str, **options: Any) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     options.setdefault("pool_pre_ping", True)
+    if url.get_driver_name() == "psycopg2":  # executemany of UPDATEs in pages, not one round trip a row
+        options.setdefault("executemany_mode", "values_plus_batch")
     options.setdefault("pool_size", 10)
     options.setdefault("max_overflow", 10)
     return create_engine(url, **options)
@@ -62,3 +66,13 @@ class Database(_Database):
 
 def db_uri(config: dict, service_name: str, base: type) -> str:
     return config["DB_URIS"][f"{service_name}:{base.__name__}"]
+
+
+def insert_ignoring_duplicates(session: Session, table: Table, rows: list[dict]) -> None:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of many rows in one executemany:
+    a redelivered or repeated row is skipped instead of failing the batch."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
+    session.execute(insert(table).on_conflict_do_nothing(), rows)

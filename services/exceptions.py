@@ -112,3 +112,15 @@ class IdempotencyKeyReused(Conflict):
     """The idempotency key was already used for a different request."""
 
     code = "IDEMPOTENCY_KEY_REUSED"
+
+
+@deserialize_to_instance
+class JobNotFound(NotFound):
+    code = "JOB_NOT_FOUND"
+
+
+@deserialize_to_instance
+class JobUploadSuperseded(Conflict):
+    """Another upload with the same idempotency key replaced this one before it completed."""
+
+    code = "JOB_UPLOAD_SUPERSEDED"

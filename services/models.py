@@ -16,6 +16,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -106,7 +107,11 @@ class StudentStatus(StatusBase):
 
 class StatusRequest(StatusBase):
     __tablename__ = "status_requests"
-    __table_args__ = (UniqueConstraint("student_id", "idempotency_key"),)
+    __table_args__ = (
+        UniqueConstraint("student_id", "idempotency_key"),
+        UniqueConstraint("job_id", "row_no", name="uq_status_requests_job_row"),
+        Index("ix_status_requests_job_state", "job_id", "state"),
+    )
 
     # ``seq`` orders requests (per student, first come first applied)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -123,8 +128,39 @@ class StatusRequest(StatusBase):
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # a bulk job's row: which job, and its row number in the upload
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    row_no: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StatusJob(StatusBase):
+    """A bulk job: its rows are status requests (``job_id``), held until the
+    upload is complete (``sealed_at``), then applied like any other request."""
+
+    __tablename__ = "status_jobs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    # the upload attempt filling the job; a retried upload of an unsealed job replaces it
+    upload: Mapped[str] = mapped_column(String(36))
+    actor: Mapped[str | None] = mapped_column(String(200))
+    total: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StatusJobError(StatusBase):
+    """A job row refused before it became a request (invalid, unknown e-mail, duplicate)."""
+
+    __tablename__ = "status_job_errors"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    row_no: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    code: Mapped[str] = mapped_column(String(50))
+    message: Mapped[str] = mapped_column(Text)
+    details: Mapped[dict] = mapped_column(JSON)
 
 
 class StatusHistory(StatusBase):

@@ -20,11 +20,11 @@ from nameko.rpc import rpc
 from services import dead_letters, mailer
 from services import notifications_repo as repo
 from services.db import Database
-from services.exceptions import CertificateNotFound, StudentNotFound
+from services.exceptions import CertificateNotFound
 from services.models import NotificationsBase, utcnow
 from services.retry import reliable_event_handler
 from services.rpc import TimedRpcProxy
-from services.schemas import StudentStatusChangedSchema, load, positive_id
+from services.schemas import load, positive_id, status_changes
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +47,15 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
 
     @reliable_event_handler("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:
-        change = StudentStatusChangedSchema().load(payload, unknown="exclude")  # invalid: parked at once
-        try:
-            student = self.students.get_student(change["student_id"])
-        except StudentNotFound:
-            return  # deleted since: nobody to notify
-        mail = mailer.status_changed_mail(change, student, self._mail_from())
-        if repo.record(self.db.Session, mail):
+        changes = status_changes(payload)  # invalid: parked at once
+        # one lookup for the batch; students deleted since have nobody to notify
+        students = {s["id"]: s for s in self.students.get_students(sorted({c["student_id"] for c in changes}))}
+        mails = [
+            mailer.status_changed_mail(change, students[change["student_id"]], self._mail_from())
+            for change in changes
+            if change["student_id"] in students
+        ]
+        if repo.record_many(self.db.Session, mails):
             self.sender.wake()
 
     @reliable_event_handler("certificates", "certificate_issued")

@@ -16,6 +16,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
+from services.db import insert_ignoring_duplicates
 from services.exceptions import NotificationNotFound
 from services.models import Notification, utcnow
 from services.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, keyset, page
@@ -125,6 +126,43 @@ def record(session_factory: sessionmaker, mail: Mail) -> bool:
                 return False  # a concurrent delivery of the same event recorded it first
             raise
     return True
+
+
+def record_many(session_factory: sessionmaker, mails: list[Mail]) -> int:
+    """Record ``mails`` as pending in one transaction, skipping those already
+    recorded (a redelivered event); returns how many were new."""
+    if not mails:
+        return 0
+    with session_factory.begin() as session:
+        known = set(
+            session.scalars(
+                select(Notification.dedup_key).where(Notification.dedup_key.in_([m.dedup_key for m in mails]))
+            )
+        )
+        now = utcnow()
+        new = [
+            {
+                "kind": mail.kind,
+                "dedup_key": mail.dedup_key,
+                "student_id": mail.student_id,
+                "recipient": mail.recipient,
+                "subject": mail.subject,
+                "body_text": mail.body_text,
+                "body_html": mail.body_html,
+                "attachment_name": mail.attachment_name,
+                "attachment": mail.attachment,
+                "message_id": mail.message_id,
+                "state": PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for mail in {m.dedup_key: m for m in mails}.values()
+            if mail.dedup_key not in known
+        ]
+        insert_ignoring_duplicates(session, Notification.__table__, new)  # a concurrent delivery may race us
+    return len(new)
 
 
 # --- sending ----------------------------------------------------------------

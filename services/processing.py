@@ -23,7 +23,7 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from services import status_repo as repo
 from services.background import BackgroundLoop
-from services.exceptions import StudentNotFound
+from services.exceptions import ServiceUnavailable
 from services.models import StatusOutbox
 from services.outbox import OutboxRelay
 
@@ -41,18 +41,21 @@ class StudentDirectory:
 
     def lookup(self, student_ids: set[int]) -> dict[int, bool]:
         """``{id: exists}`` for the ids the students service answered about."""
-        found: dict[int, bool] = {}
         try:
             with ClusterRpcProxy(self.config, timeout=self.timeout) as rpc:
-                for student_id in sorted(student_ids):
-                    try:
-                        rpc.students.get_student(student_id)
-                        found[student_id] = True
-                    except StudentNotFound:
-                        found[student_id] = False
+                existing = {s["id"] for s in rpc.students.get_students(sorted(student_ids))}
         except (RpcTimeout, UnknownService, OSError) as exc:
             log.warning("students service unavailable (%s); %d students stay pending", exc, len(student_ids))
-        return found
+            return {}
+        return {student_id: student_id in existing for student_id in student_ids}
+
+    def resolve_emails(self, emails: list[str]) -> dict[str, int]:
+        """``{email: id}`` of the students these e-mails belong to (raises if the service is away)."""
+        try:
+            with ClusterRpcProxy(self.config, timeout=self.timeout) as rpc:
+                return rpc.students.resolve_student_emails(emails)
+        except (RpcTimeout, UnknownService, OSError) as exc:
+            raise ServiceUnavailable("The students service is unavailable.", {"reason": str(exc)}) from None
 
 
 class StatusApplier(BackgroundLoop):
@@ -81,10 +84,12 @@ class StatusApplier(BackgroundLoop):
 
     def run_once(self) -> repo.BatchResult:
         """Resolve unknown students, apply one batch, publish its events."""
-        with self.Session(close_on_exit=True) as session:
-            unknown = repo.due_unknown_students(session, self.batch_size)
-        if unknown and time.monotonic() >= self.resolve_after:
-            self._resolve(unknown)
+        if time.monotonic() >= self.resolve_after:  # at most once per poll interval
+            with self.Session(close_on_exit=True) as session:
+                unknown = repo.due_unknown_students(session, self.batch_size)
+            self.resolve_after = time.monotonic() + self.poll_interval
+            if unknown:
+                self._resolve(unknown)
         with self.Session.begin() as session:
             result = repo.apply_pending(session, self.batch_size)
         self.relay.flush()  # this batch's events, and any left by a predecessor

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from marshmallow import (
+    EXCLUDE,
     RAISE,
     Schema,
     ValidationError,
@@ -197,6 +198,87 @@ class StudentStatusChangedSchema(Schema):
     version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     occurred_at = fields.AwareDateTime()
     course = fields.String(allow_none=True, load_default=None)  # a completion's course, if given
+
+
+class StudentStatusChangesSchema(Schema):
+    """Payload of ``status.student_status_changed``: the changes of one applied
+    batch, in the order they were applied (one or many)."""
+
+    changes = fields.List(fields.Nested(StudentStatusChangedSchema(unknown=EXCLUDE)), required=True)
+
+
+def status_changes(payload: Any) -> list[dict]:
+    """The changes a ``student_status_changed`` event carries; a single change
+    (the form of one event per change) is read as a batch of one."""
+    if isinstance(payload, dict) and "changes" in payload:
+        return load(StudentStatusChangesSchema(), payload)["changes"]
+    return [load(StudentStatusChangedSchema(unknown=EXCLUDE), payload)]
+
+
+class StatusChangeBatchSchema(Schema):
+    """Payload of ``gateway.status_change_requested``: requests accepted together."""
+
+    requests = fields.List(fields.Nested(StatusChangeSchema()), required=True, validate=validate.Length(min=1))
+
+
+def status_change_requests(payload: Any) -> list[dict]:
+    """The requests a ``status_change_requested`` event carries (a batch, or one)."""
+    if isinstance(payload, dict) and "requests" in payload:
+        return load(StatusChangeBatchSchema(), payload)["requests"]
+    return [load(StatusChangeSchema(), payload)]
+
+
+class JobRowSchema(StrictSchema):
+    """One row of a bulk job submitted over RPC: a student by id or by e-mail."""
+
+    student_id = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID))
+    email = fields.Email(validate=validate.Length(max=320))
+    status = fields.String(required=True, validate=validate.OneOf(lifecycle.STATUSES))
+    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+
+    @validates_schema
+    def one_student(self, data: dict, **_: Any) -> None:
+        if ("student_id" in data) == ("email" in data):
+            raise ValidationError("Provide student_id or email, not both.", "student_id")
+
+
+class JobRowErrorSchema(Schema):
+    row = fields.Integer(metadata={"description": "Row number in the upload, from 1 (CSV: after the header)."})
+    code = fields.String(metadata={"example": "INVALID_TRANSITION"})
+    message = fields.String()
+    details = fields.Dict()
+
+
+class JobSchema(Schema):
+    """What ``get_job`` returns (documentation of the bulk job resource)."""
+
+    job_id = fields.String()
+    state = fields.String(metadata={"enum": ["receiving", "running", "done"]})
+    total = fields.Integer()
+    pending = fields.Integer()
+    applied = fields.Integer()
+    rejected = fields.Integer(metadata={"description": "Refused rows and rejected changes."})
+    failed = fields.Integer()
+    rows_per_second = fields.Float(allow_none=True)
+    actor = fields.String(allow_none=True)
+    idempotency_key = fields.String(allow_none=True)
+    created_at = fields.String()
+    sealed_at = fields.String(allow_none=True)
+    finished_at = fields.String(allow_none=True)
+    errors = fields.List(fields.Nested(JobRowErrorSchema), metadata={"description": "The first row errors."})
+
+
+class StudentIdsSchema(StrictSchema):
+    """Arguments of the students service's batch lookups."""
+
+    student_ids = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID)),
+        load_default=list,
+        validate=validate.Length(max=10_000),
+    )
+    emails = fields.List(
+        fields.String(validate=validate.Length(max=320)), load_default=list, validate=validate.Length(max=10_000)
+    )
 
 
 # --- certificates -----------------------------------------------------------

@@ -1,7 +1,8 @@
 """status: the authority on the student status lifecycle.
 
 RPC: request_status_change, get_status_request, get_status_history,
-get_current_status, ping.
+get_current_status, submit_job, get_job, ping; for the gateway's streamed
+uploads: create_job, add_job_rows, seal_job, discard_job.
 Handles: gateway.status_change_requested, students.student_created,
 students.student_deleted.
 Events: student_status_changed (via the outbox, after the change is committed).
@@ -9,9 +10,10 @@ Events: student_status_changed (via the outbox, after the change is committed).
 
 from __future__ import annotations
 
+from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
-from services import dead_letters
+from services import dead_letters, jobs, jobs_repo
 from services import status_repo as repo
 from services.db import Database
 from services.exceptions import ValidationFailed
@@ -22,10 +24,12 @@ from services.schemas import (
     CurrentStatusSchema,
     HistoryEntrySchema,
     HistoryQuerySchema,
+    JobRowSchema,
     StatusChangeSchema,
     StatusRequestSchema,
     load,
     positive_id,
+    status_change_requests,
 )
 
 request_schema = StatusRequestSchema()
@@ -37,6 +41,7 @@ class StatusService(dead_letters.DeadLetterRpc):
 
     db = Database(StatusBase, session_options={"expire_on_commit": False})
     applier = StatusApplier()
+    config = Config()
 
     @rpc
     def ping(self) -> dict:
@@ -79,11 +84,59 @@ class StatusService(dead_letters.DeadLetterRpc):
         with self.db.get_session() as session:
             return CurrentStatusSchema().dump(repo.current(session, positive_id(student_id)))
 
+    # --- bulk jobs -----------------------------------------------------------
+
+    @rpc
+    def submit_job(self, rows: list[dict], idempotency_key: str | None = None, actor: str | None = None) -> dict:
+        """A bulk job from ``rows`` (``{student_id | email, status, reason}``), at most
+        ``BULK_MAX_ROWS``; invalid rows are refused one by one, never the whole job."""
+        if not isinstance(rows, list):
+            raise ValidationFailed("Expected a list of rows.", {"rows": ["Must be a list."]})
+        max_rows = int(self.config.get("BULK_MAX_ROWS", 100_000))
+        if len(rows) > max_rows:
+            raise ValidationFailed(f"More than {max_rows} rows.", {"rows": [f"At most {max_rows}."]})
+        upload = jobs_repo.create(self.db.Session, idempotency_key, actor)
+        if upload.created:
+            accepted, refused = jobs.check_rows(rows, JobRowSchema(), self.applier.directory.resolve_emails)
+            with self.db.Session.begin() as session:
+                jobs_repo.add_rows(session, upload.job_id, upload.upload, accepted, refused)
+            self.seal_job(upload.job_id, upload.upload, len(rows))
+        return self.get_job(upload.job_id)
+
+    @rpc
+    def get_job(self, job_id: str, errors: int = 100) -> dict:
+        """Progress of a job: counts, rows/s and the first ``errors`` row errors."""
+        with self.db.get_session() as session:
+            return jobs_repo.progress(session, str(job_id), max(0, min(int(errors), 1000)))
+
+    @rpc
+    def create_job(self, idempotency_key: str | None = None, actor: str | None = None) -> dict:
+        upload = jobs_repo.create(self.db.Session, idempotency_key, actor)
+        return {"job_id": upload.job_id, "upload": upload.upload, "created": upload.created}
+
+    @rpc
+    def add_job_rows(self, job_id: str, upload: str, rows: list[list], errors: list[list]) -> int:
+        with self.db.Session.begin() as session:
+            return jobs_repo.add_rows(session, job_id, upload, rows, errors)
+
+    @rpc
+    def seal_job(self, job_id: str, upload: str, total: int) -> dict:
+        with self.db.Session.begin() as session:
+            jobs_repo.seal(session, job_id, upload, total)
+        self.applier.wake()
+        return {"job_id": job_id, "total": total}
+
+    @rpc
+    def discard_job(self, job_id: str, upload: str) -> None:
+        with self.db.Session.begin() as session:
+            jobs_repo.discard(session, job_id, upload)
+
+    # --- events --------------------------------------------------------------
+
     @reliable_event_handler("gateway", "status_change_requested")
     def handle_status_change_requested(self, payload: dict) -> None:
-        command = load(StatusChangeSchema(), payload)  # invalid: parked as a dead letter at once
-        _, created = repo.submit(self.db.Session, command)
-        if created:
+        commands = status_change_requests(payload)  # invalid: parked as a dead letter at once
+        if repo.submit_many(self.db.Session, commands):
             self.applier.wake()
 
     @reliable_event_handler("students", "student_created")

@@ -5,12 +5,14 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services import lifecycle
+from services.db import insert_ignoring_duplicates
 from services.exceptions import IdempotencyKeyReused, StatusRequestNotFound, StudentNotFound
 from services.models import StatusHistory, StatusOutbox, StatusRequest, StudentStatus, utcnow
 from services.pagination import keyset, page
@@ -91,6 +93,46 @@ def submit(session_factory, command: dict) -> tuple[StatusRequest, bool]:
         if existing is None:
             raise RuntimeError("request vanished after a unique-key conflict")
         return existing, False
+
+
+def submit_many(session_factory, commands: list[dict]) -> int:
+    """Record many requests as pending; returns how many were new.
+
+    Requests with an issued id and no idempotency key (the gateway's, accepted
+    together) are inserted in one executemany that skips ids already recorded
+    (a redelivered event); the others go through :func:`submit` one by one.
+    """
+    plain = [c for c in commands if c.get("request_id") and not c.get("idempotency_key")]
+    created = 0
+    if plain:
+        with session_factory.begin() as session:
+            before = _count_known(session, [str(c["request_id"]) for c in plain])
+            insert_ignoring_duplicates(session, StatusRequest.__table__, [_new_row(c) for c in plain])
+        created += len(plain) - before
+    for command in commands:
+        if not (command.get("request_id") and not command.get("idempotency_key")):
+            created += submit(session_factory, command)[1]
+    return created
+
+
+def _count_known(session: Session, request_ids: list[str]) -> int:
+    return session.scalar(select(func.count()).where(StatusRequest.id.in_(request_ids))) or 0
+
+
+def _new_row(command: dict) -> dict:
+    now = utcnow()
+    return {
+        "id": str(command["request_id"]),
+        "student_id": command["student_id"],
+        "target_status": command["status"],
+        "reason": command.get("reason"),
+        "actor": command.get("actor"),
+        "course": command.get("course"),
+        "state": PENDING,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def _new_request(command: dict, rejection: IdempotencyKeyReused | None) -> StatusRequest:
@@ -194,92 +236,112 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
 
     Status rows are locked in student-id order (``FOR UPDATE`` on PostgreSQL;
     SQLite serialises writers), so two status instances never apply a
-    transition from a stale status and never deadlock on each other.
+    transition from a stale status and never deadlock on each other. Writes are
+    executemany statements (requests, statuses, history) and one outbox row
+    carrying the batch's events in order.
     """
     now = now or utcnow()
     result = BatchResult()
-    requests = list(
-        session.scalars(
-            select(StatusRequest)
-            # only students already tracked: unknown ones wait for resolution
-            # without holding up everyone else
-            .join(StudentStatus, StudentStatus.student_id == StatusRequest.student_id)
-            .where(StatusRequest.state == PENDING)
-            .order_by(StatusRequest.seq)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=StatusRequest)
+    requests = session.execute(
+        select(
+            StatusRequest.seq,
+            StatusRequest.id,
+            StatusRequest.student_id,
+            StatusRequest.target_status,
+            StatusRequest.reason,
+            StatusRequest.actor,
+            StatusRequest.course,
+            StatusRequest.attempts,
         )
-    )
+        # only students already tracked: unknown ones wait for resolution
+        # without holding up everyone else
+        .join(StudentStatus, StudentStatus.student_id == StatusRequest.student_id)
+        .where(StatusRequest.state == PENDING)
+        .order_by(StatusRequest.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=StatusRequest)
+    ).all()
     if not requests:
         return result
-    student_ids = sorted({r.student_id for r in requests})
     statuses = {
-        row.student_id: row
-        for row in session.scalars(
-            select(StudentStatus)
-            .where(StudentStatus.student_id.in_(student_ids))
+        row.student_id: {
+            "student_id": row.student_id,
+            "status": row.status,
+            "version": row.version,
+            "deleted": row.deleted,
+        }
+        for row in session.execute(
+            select(StudentStatus.student_id, StudentStatus.status, StudentStatus.version, StudentStatus.deleted)
+            .where(StudentStatus.student_id.in_(sorted({r.student_id for r in requests})))
             .order_by(StudentStatus.student_id)
             .with_for_update()
         )
     }
+    outcomes, history, changes, changed = [], [], [], {}
     for request in requests:
-        row = statuses.get(request.student_id)
-        if row is None:  # not known yet: the caller resolves it with the students service
-            result.deferred += 1
-            result.unknown_students.add(request.student_id)
-            continue
-        request.updated_at = now
-        request.attempts += 1
-        request.from_status = row.status
-        if row.deleted:
-            request.state, request.error_code = REJECTED, STUDENT_NOT_FOUND
-            request.error_message = f"Student {request.student_id} was deleted."
+        row = statuses[request.student_id]
+        outcome = {
+            "seq": request.seq,
+            "state": APPLIED,
+            "from_status": row["status"],
+            "error_code": None,
+            "error_message": None,
+            "attempts": request.attempts + 1,
+            "updated_at": now,
+        }
+        outcomes.append(outcome)
+        if row["deleted"]:
+            outcome.update(
+                state=REJECTED,
+                error_code=STUDENT_NOT_FOUND,
+                error_message=f"Student {request.student_id} was deleted.",
+            )
             result.rejected += 1
             continue
-        decision = lifecycle.decide(row.status, request.target_status)
+        decision = lifecycle.decide(row["status"], request.target_status)
         if decision.outcome == "reject":
-            request.state, request.error_code = REJECTED, decision.error
-            request.error_message = lifecycle.describe_rejection(row.status, request.target_status)
+            outcome.update(
+                state=REJECTED,
+                error_code=decision.error,
+                error_message=lifecycle.describe_rejection(row["status"], request.target_status),
+            )
             result.rejected += 1
         elif decision.outcome == "noop":
-            request.state = APPLIED
             result.noops += 1
         else:
-            _apply(session, request, row, now)
+            change = _change(request, row, now)
+            history.append(
+                {k: v for k, v in change.items() if k not in ("course", "occurred_at")} | {"occurred_at": now}
+            )
+            changes.append(change)
+            row["status"], row["version"] = request.target_status, change["version"]
+            changed[row["student_id"]] = row
             result.applied += 1
-            result.events += 1
+    session.execute(update(StatusRequest), outcomes)
+    if changed:
+        session.execute(
+            update(StudentStatus),
+            [
+                {"student_id": r["student_id"], "status": r["status"], "version": r["version"], "updated_at": now}
+                for r in changed.values()
+            ],
+        )
+        session.execute(insert(StatusHistory), history)
+        session.add(StatusOutbox(event_type="student_status_changed", payload={"changes": changes}, created_at=now))
+        result.events = len(changes)
     return result
 
 
-def _apply(session: Session, request: StatusRequest, row: StudentStatus, now: datetime) -> None:
-    row.version += 1
-    entry = StatusHistory(
-        student_id=request.student_id,
-        from_status=row.status,
-        to_status=request.target_status,
-        reason=request.reason,
-        actor=request.actor,
-        request_id=request.id,
-        version=row.version,
-        occurred_at=now,
-    )
-    row.status, row.updated_at = request.target_status, now
-    request.state = APPLIED
-    session.add(entry)
-    session.add(
-        StatusOutbox(
-            event_type="student_status_changed",
-            payload={
-                "student_id": entry.student_id,
-                "from_status": entry.from_status,
-                "to_status": entry.to_status,
-                "reason": entry.reason,
-                "actor": entry.actor,
-                "request_id": entry.request_id,
-                "course": request.course,
-                "version": entry.version,
-                "occurred_at": now.isoformat(),
-            },
-            created_at=now,
-        )
-    )
+def _change(request: Any, row: dict, now: datetime) -> dict:
+    """One ``student_status_changed`` event (and, less ``course``, its history row)."""
+    return {
+        "student_id": request.student_id,
+        "from_status": row["status"],
+        "to_status": request.target_status,
+        "reason": request.reason,
+        "actor": request.actor,
+        "request_id": request.id,
+        "course": request.course,
+        "version": row["version"] + 1,
+        "occurred_at": now.isoformat(),
+    }

@@ -1,7 +1,8 @@
 """students: owns student profiles; keeps a read copy of each current status.
 
-RPC: create_student, get_student, get_student_by_email, list_students,
-update_student, delete_student, ping, and the dead-letter methods.
+RPC: create_student, get_student, get_student_by_email, get_students,
+resolve_student_emails, list_students, update_student, delete_student, ping,
+and the dead-letter methods.
 Events: student_created, student_updated, student_deleted (via the outbox).
 Handles: status.student_status_changed (read copy).
 """
@@ -20,11 +21,12 @@ from services.retry import reliable_event_handler
 from services.schemas import (
     ListStudentsSchema,
     StudentCreateSchema,
+    StudentIdsSchema,
     StudentSchema,
-    StudentStatusChangedSchema,
     StudentUpdateSchema,
     load,
     positive_id,
+    status_changes,
 )
 
 student_schema = StudentSchema()
@@ -61,6 +63,20 @@ class StudentsService(dead_letters.DeadLetterRpc):
             return student_schema.dump(repo.get_by_email(session, email))
 
     @rpc
+    def get_students(self, student_ids: list[int]) -> list[dict]:
+        """The students among ``student_ids`` that exist (up to 10,000 ids)."""
+        ids = load(StudentIdsSchema(), {"student_ids": student_ids})["student_ids"]
+        with self.db.get_session() as session:
+            return student_schema.dump(repo.get_many(session, ids), many=True)
+
+    @rpc
+    def resolve_student_emails(self, emails: list[str]) -> dict[str, int]:
+        """``{email: student_id}`` for the e-mails (up to 10,000) that belong to a student."""
+        emails = load(StudentIdsSchema(), {"emails": emails})["emails"]
+        with self.db.get_session() as session:
+            return repo.ids_by_email(session, emails)
+
+    @rpc
     def list_students(self, status=None, course=None, limit=50, cursor=None) -> dict:
         query = load(ListStudentsSchema(), {"status": status, "course": course, "limit": limit, "cursor": cursor})
         with self.db.get_session() as session:
@@ -85,9 +101,9 @@ class StudentsService(dead_letters.DeadLetterRpc):
 
     @reliable_event_handler("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:
-        change = StudentStatusChangedSchema().load(payload, unknown="exclude")
+        changes = status_changes(payload)  # invalid: parked as a dead letter at once
         with self.db.get_session() as session:
-            repo.apply_status_change(session, change["student_id"], change["to_status"], change["version"])
+            repo.apply_status_changes(session, changes)
 
 
 def _version(value: object) -> int | None:

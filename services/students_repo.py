@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -25,6 +25,20 @@ def get_by_email(session: Session, email: str) -> Student:
     if student is None:
         raise StudentNotFound("No student has this e-mail address.", {"email": str(email)[:320]})
     return student
+
+
+def get_many(session: Session, student_ids: list[int]) -> list[Student]:
+    if not student_ids:
+        return []
+    return list(session.scalars(select(Student).where(Student.id.in_(set(student_ids))).order_by(Student.id)))
+
+
+def ids_by_email(session: Session, emails: list[str]) -> dict[str, int]:
+    normalised = {email.strip().lower(): email for email in emails}
+    if not normalised:
+        return {}
+    rows = session.execute(select(Student.email, Student.id).where(Student.email.in_(list(normalised))))
+    return {normalised[email]: student_id for email, student_id in rows}
 
 
 def _ensure_email_free(session: Session, email: str, student_id: int | None = None) -> None:
@@ -82,12 +96,15 @@ def list_page(
     return page(list(session.scalars(query)), limit)
 
 
-def apply_status_change(session: Session, student_id: int, status: str, version: int) -> bool:
-    """Update the read copy unless it already reflects this (or a later) change."""
-    result = session.execute(
-        update(Student)
-        .where(Student.id == student_id, Student.status_version < version)
-        .values(status=status, status_version=version)
-        .execution_options(synchronize_session=False)
+def apply_status_changes(session: Session, changes: list[dict]) -> None:
+    """Update the read copy, in order, skipping changes it already reflects
+    (or a later one): one executemany for the whole batch."""
+    if not changes:
+        return
+    table = Student.__table__
+    session.execute(
+        update(table)
+        .where(table.c.id == bindparam("b_id"), table.c.status_version < bindparam("b_version"))
+        .values(status=bindparam("b_status"), status_version=bindparam("b_version")),
+        [{"b_id": c["student_id"], "b_status": c["to_status"], "b_version": c["version"]} for c in changes],
     )
-    return result.rowcount == 1

@@ -14,6 +14,8 @@ Then::
     >>> students(status="active", course="Biology")       # a table (a list of dicts)
     >>> change_status(1, "active", reason="term starts")  # waits for the outcome, returns the request
     >>> history(1)                                        # applied changes, oldest first, as a table
+    >>> job = submit_job("term-end.csv")                   # a bulk job from a CSV file (or a list of dicts)
+    >>> job_progress(job["job_id"]); wait_job(job["job_id"])
     >>> certificates(1); revoke("<code>", "issued in error")
     >>> notifications(state="failed"); resend(12)
     >>> dead_letters("status"); replay("status")          # parked events; send them back
@@ -25,6 +27,7 @@ actor ``shell:<your user name>``. ``help(tools.shell)`` lists them.
 
 from __future__ import annotations
 
+import csv
 import getpass
 import inspect
 import os
@@ -39,12 +42,15 @@ __all__ = [
     "dead_letters",
     "find_student",
     "history",
+    "job_progress",
     "notifications",
     "replay",
     "resend",
     "revoke",
     "students",
+    "submit_job",
     "use",
+    "wait_job",
 ]
 
 PAGE = 500  # the largest page list_students and get_status_history serve
@@ -115,6 +121,40 @@ def change_status(
         time.sleep(0.1)
         request = rpc.status.get_status_request(request["request_id"])
     return request
+
+
+def submit_job(rows: str | list[dict], idempotency_key: str | None = None) -> dict:
+    """Submit a bulk job: ``rows`` is a list of ``{student_id | email, status, reason}``
+    or the path of a CSV file with those columns. Returns the job (``job_id``, counts)."""
+    if isinstance(rows, str):
+        with open(rows, newline="", encoding="utf-8-sig") as file:
+            rows = [
+                {key: _csv_value(key, value) for key, value in row.items() if value not in ("", None)}
+                for row in csv.DictReader(file)
+            ]
+    return _rpc().status.submit_job(rows, idempotency_key=idempotency_key, actor=_actor())
+
+
+def job_progress(job_id: str, errors: int = 20) -> dict:
+    """Counts by state, rows/s so far and the first ``errors`` row errors of a job."""
+    return _rpc().status.get_job(job_id, errors)
+
+
+def wait_job(job_id: str, timeout: float = 600, every: float = 2) -> dict:
+    """Print the progress every ``every`` seconds until the job is done (or ``timeout``); return it."""
+    deadline = time.monotonic() + timeout
+    while True:
+        job = job_progress(job_id)
+        counts = ", ".join(f"{key} {job[key]}" for key in ("total", "pending", "applied", "rejected", "failed"))
+        print(f"{job['state']}: {counts}; {job['rows_per_second']} rows/s")
+        if job["state"] == "done" or time.monotonic() >= deadline:
+            return job
+        time.sleep(every)
+
+
+def _csv_value(key: str, value: str) -> Any:
+    value = value.strip()
+    return int(value) if key == "student_id" and value.isdigit() else value
 
 
 def history(student_id: int) -> Table:

@@ -32,6 +32,7 @@ CONFIG = "config.yaml"
 RPC_TIMEOUT = 2.0
 READY_TIMEOUT = 1.0
 MAX_BODY_BYTES = 4096
+BULK_MAX_ROWS = 5000
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 HTTP_TIMEOUT = 10.0
@@ -110,6 +111,7 @@ def process_env(amqp_uri: str, db_uris: dict[str, str], port: int) -> dict[str, 
         "RPC_TIMEOUT": f"{RPC_TIMEOUT:g}",
         "READY_TIMEOUT": f"{READY_TIMEOUT:g}",
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
+        "BULK_MAX_ROWS": str(BULK_MAX_ROWS),
         "PYTHONWARNINGS": "ignore",
         "PYTHONUNBUFFERED": "1",
     }

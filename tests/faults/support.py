@@ -159,6 +159,67 @@ class Workload:
                 break
             time.sleep(0.5)
         counts = Counter(s["state"] for s in states.values())
+        history_ids, chain_errors, read_copy_mismatches = self._histories(http, deadline)
+        changed = {r for r, s in states.items() if s["state"] == "applied" and s["from_status"] != s["status"]}
+        return {
+            "submitted": len(self.accepted) + sum(self.refused.values()),
+            "accepted": len(self.accepted),
+            "refused": dict(self.refused),
+            "applied": counts["applied"],
+            "rejected": counts["rejected"],
+            "lost": len(self.accepted) - counts["applied"] - counts["rejected"],
+            "history_rows": len(history_ids),
+            "duplicated": len(history_ids) - len(set(history_ids)),
+            "changes_without_history": len(changed - set(history_ids)),
+            # the broker took it, but the client's answer was lost (503/504/no answer):
+            # applied once, as a retry with an Idempotency-Key would have found it
+            "applied_though_refused": len(set(history_ids) - changed),
+            "chain_errors": chain_errors,
+            "read_copy_mismatches": read_copy_mismatches,
+        }
+
+    def submit_job(self, rows_per_student: int, rounds: tuple[str, ...] = ("active", "suspended")) -> dict:
+        """One bulk job (CSV): every student's rows go through ``rounds`` in turn,
+        so each row is a real transition if applied in order. Returns the 202 body."""
+        lines = ["student_id,status,reason"] + [
+            f"{student_id},{rounds[n % len(rounds)]},bulk row {n}"
+            for n in range(rows_per_student)
+            for student_id in self.students
+        ]
+        response = requests.post(
+            f"{self.system.base_url}/status-requests/bulk",
+            data="\n".join(lines).encode(),
+            headers={"Content-Type": "text/csv"},
+            timeout=60,
+        )
+        assert response.status_code == 202, response.text
+        return response.json()
+
+    def job(self, job_id: str) -> dict:
+        response = requests.get(f"{self.system.base_url}/jobs/{job_id}", timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def audit_job(self, job_id: str, timeout: float = 180.0) -> dict:
+        """Wait until the job is done, then check every student's history against it."""
+        deadline = time.monotonic() + timeout
+        job = self.job(job_id)
+        while job["state"] != "done" and time.monotonic() < deadline:
+            time.sleep(0.5)
+            job = self.job(job_id)
+        history_ids, chain_errors, read_copy_mismatches = self._histories(requests.Session(), deadline)
+        return {
+            **{key: job[key] for key in ("state", "total", "pending", "applied", "rejected", "failed")},
+            "lost": job["total"] - job["applied"] - job["rejected"] - job["failed"],
+            "history_rows": len(history_ids),
+            "duplicated": len(history_ids) - len(set(history_ids)),
+            "chain_errors": chain_errors,
+            "read_copy_mismatches": read_copy_mismatches,
+        }
+
+    def _histories(self, http: requests.Session, deadline: float) -> tuple[list[str], int, int]:
+        """Request ids in every student's history, broken links in the chains, and
+        students whose read copy has not converged to their last status."""
         history_ids, chain_errors, final = [], 0, {}
         for student_id in self.students:
             rows = self._history(http, student_id)
@@ -177,23 +238,7 @@ class Workload:
                 for sid, status in final.items()
             )
             time.sleep(0.5 if read_copy_mismatches else 0)
-        changed = {r for r, s in states.items() if s["state"] == "applied" and s["from_status"] != s["status"]}
-        return {
-            "submitted": len(self.accepted) + sum(self.refused.values()),
-            "accepted": len(self.accepted),
-            "refused": dict(self.refused),
-            "applied": counts["applied"],
-            "rejected": counts["rejected"],
-            "lost": len(self.accepted) - counts["applied"] - counts["rejected"],
-            "history_rows": len(history_ids),
-            "duplicated": len(history_ids) - len(set(history_ids)),
-            "changes_without_history": len(changed - set(history_ids)),
-            # the broker took it, but the client's answer was lost (503/504/no answer):
-            # applied once, as a retry with an Idempotency-Key would have found it
-            "applied_though_refused": len(set(history_ids) - changed),
-            "chain_errors": chain_errors,
-            "read_copy_mismatches": read_copy_mismatches,
-        }
+        return history_ids, chain_errors, read_copy_mismatches
 
     def _history(self, http: requests.Session, student_id: int) -> list[dict]:
         rows, cursor = [], None

@@ -136,3 +136,33 @@ def poll_ready(system) -> None:
 def _rabbitmq_cli_available():
     if subprocess.run(["which", "rabbitmqctl"], capture_output=True).returncode != 0:
         pytest.fail("rabbitmqctl is needed to run a private broker node")
+
+
+def test_bulk_job_survives_a_status_restart_mid_job(make_system, unique):
+    """A 5,000-row job; the status service is SIGKILLed as soon as the job is
+    accepted (rows still pending, some being applied) and started again."""
+    system = make_system("sqlite")
+    workload = Workload(system)
+    workload.create_students(STUDENTS, unique)
+    job = workload.submit_job(rows_per_student=25)
+    assert job["total"] == 25 * STUDENTS, job
+
+    status = system.processes["status"]
+    status.send_signal(signal.SIGKILL)
+    status.wait()
+    engine = create_engine(system.env["STATUS_DB_URI"])
+    with engine.connect() as connection:
+        pending_at_kill = connection.scalar(
+            text("SELECT count(*) FROM status_requests WHERE job_id = :job AND state = 'pending'"),
+            {"job": job["job_id"]},
+        )
+    engine.dispose()
+    system.processes["status"] = start_process("services.status", system.env, system.log_path("status"))
+    report = workload.audit_job(job["job_id"])
+
+    print(f"\nFAULT REPORT bulk job, status killed with {pending_at_kill} rows pending: {report}")
+    assert pending_at_kill > 0, "the job was still being applied when status was killed"
+    assert report["state"] == "done" and report["applied"] == job["total"], report
+    assert (report["rejected"], report["failed"], report["lost"]) == (0, 0, 0), report
+    assert report["history_rows"] == job["total"] and report["duplicated"] == 0, report
+    assert report["chain_errors"] == 0 and report["read_copy_mismatches"] == 0, report

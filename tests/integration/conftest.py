@@ -19,13 +19,14 @@ RECEIVED: list[dict] = []
 
 
 class EventRecorder:
-    """A subscriber like any other service's: records student_status_changed."""
+    """A subscriber like any other service's: records each change that
+    student_status_changed events carry (one message carries a batch)."""
 
     name = "recorder"
 
     @event_handler("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:
-        RECEIVED.append(payload)
+        RECEIVED.extend(payload["changes"])
 
 
 @pytest.fixture

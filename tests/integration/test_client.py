@@ -485,12 +485,13 @@ def subscribe(url: str, unique: str, queue: str) -> dict:
     attempts: list[str] = []
     fail_once: set[str] = set()
 
-    def handle(payload: dict) -> None:
-        attempts.append(payload["request_id"])
-        if payload["request_id"] in fail_once:
-            fail_once.discard(payload["request_id"])
-            raise RuntimeError("a transient failure")
-        received.append(payload)
+    def handle(payload: dict) -> None:  # one message: a batch of changes
+        for change in payload["changes"]:
+            attempts.append(change["request_id"])
+            if change["request_id"] in fail_once:
+                fail_once.discard(change["request_id"])
+                raise RuntimeError("a transient failure")
+            received.append(change)
 
     @contextlib.contextmanager
     def subscribed() -> Iterator[None]:

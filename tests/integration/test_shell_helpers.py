@@ -153,3 +153,32 @@ print("REPLAYED", len(replay("status")["replayed"]))
     header = line_with(lines, "message_id", "handler", "routing_key", "attempts")
     assert "status.handle_status_change_requested" in lines[lines.index(header) + 2]
     assert line_with(lines, "REPLAYED").split() == ["REPLAYED", "1"]
+
+
+def test_operator_submits_a_bulk_job_from_a_csv_file_and_waits_for_it(config, rpc, unique, tmp_path):
+    ada = rpc.students.create_student({"name": "Ada", "email": f"ada.{unique}@school.example", "course": "x"})
+    csv_file = tmp_path / "term.csv"
+    csv_file.write_text(
+        "student_id,email,status,reason\n"
+        f"{ada['id']},,active,term starts\n"
+        f",nobody.{unique}@school.example,active,\n"
+        f"{ada['id']},,retired,\n"
+        f",ADA.{unique}@school.example,suspended,by e-mail\n"
+    )
+
+    lines = nameko_shell(
+        config["AMQP_URI"],
+        f"""\
+job = submit_job("{csv_file}", idempotency_key="{unique}")
+done = wait_job(job["job_id"], every=0.2)
+print("DONE", done["state"], done["total"], done["applied"], done["rejected"], done["pending"])
+print("ERRORS", [(e["row"], e["code"]) for e in job_progress(job["job_id"])["errors"]])
+print("AGAIN", submit_job("{csv_file}", idempotency_key="{unique}")["job_id"] == job["job_id"])
+""",
+    )
+
+    assert line_with(lines, "DONE").split() == ["DONE", "done", "4", "2", "2", "0"]
+    assert line_with(lines, "ERRORS") == "ERRORS [(2, 'STUDENT_NOT_FOUND'), (3, 'VALIDATION_ERROR')]"
+    assert line_with(lines, "AGAIN") == "AGAIN True"
+    assert line_with(lines, "done: total 4, pending 0, applied 2, rejected 2, failed 0")
+    assert [h["to_status"] for h in rpc.status.get_status_history(ada["id"])["items"]] == ["active", "suspended"]

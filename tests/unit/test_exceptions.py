@@ -14,6 +14,8 @@ from services.exceptions import (
     CertificateNotFound,
     EmailAlreadyExists,
     IdempotencyKeyReused,
+    JobNotFound,
+    JobUploadSuperseded,
     NotificationNotFound,
     ServiceError,
     ServiceUnavailable,
@@ -34,6 +36,8 @@ RAISED_BY_SERVICES = [
     (NotificationNotFound, "NOTIFICATION_NOT_FOUND"),
     (BackendTimeout, "BACKEND_TIMEOUT"),
     (ServiceUnavailable, "SERVICE_UNAVAILABLE"),
+    (JobNotFound, "JOB_NOT_FOUND"),
+    (JobUploadSuperseded, "JOB_UPLOAD_SUPERSEDED"),
 ]
 
 DETAILS = {

@@ -19,7 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from services import mailer
 from services import notifications_repo as repo
 from services.db import build_engine
-from services.exceptions import NotificationNotFound, StudentNotFound, ValidationFailed
+from services.exceptions import NotificationNotFound, ValidationFailed
 from services.models import Notification, NotificationsBase
 from services.notifications import NotificationsService
 
@@ -303,7 +303,7 @@ def event(**changes) -> dict:
 
 class TestService:
     def test_a_redelivered_status_event_records_one_mail(self, service, db):
-        service.students.get_student.return_value = STUDENT
+        service.students.get_students.return_value = [STUDENT]
         for _ in range(3):
             service.handle_student_status_changed(event())
         assert service.sender.wake.call_count == 1
@@ -312,16 +312,33 @@ class TestService:
         assert "body_text" not in item and "attachment" not in item
         assert service.get_notification(item["id"])["body_text"].startswith("Hello João Conceição")
 
+    def test_a_batch_is_looked_up_once_and_mails_each_known_student(self, service):
+        service.students.get_students.return_value = [STUDENT]  # student 8 was deleted since
+        batch = {
+            "changes": [
+                event(),
+                event(student_id=8, request_id="r-8"),
+                event(to_status="suspended", version=3, request_id="r-3"),
+            ]
+        }
+        service.handle_student_status_changed(batch)
+        service.students.get_students.assert_called_once_with([STUDENT["id"], 8])
+        items = service.list_notifications()["items"]
+        assert [i["recipient"] for i in items] == ["joao@escola.example"] * 2
+        bodies = [service.get_notification(i["id"])["body_text"] for i in items]
+        assert "completed" in bodies[0] and "suspended" in bodies[1]
+        assert service.sender.wake.call_count == 1
+
     def test_nobody_to_notify_records_nothing(self, service):
-        service.students.get_student.side_effect = StudentNotFound("gone", {"student_id": 7})
-        service.handle_student_status_changed(event())
+        service.students.get_students.return_value = []  # deleted since
+        service.handle_student_status_changed({"changes": [event()]})
         assert service.list_notifications()["items"] == [] and not service.sender.wake.called
 
     def test_an_invalid_event_fails_validation(self, service):
-        from marshmallow import ValidationError
-
-        with pytest.raises(ValidationError):
+        with pytest.raises(ValidationFailed):
             service.handle_student_status_changed({"student_id": "seven"})
+        with pytest.raises(ValidationFailed):
+            service.handle_student_status_changed({"changes": [event(), {"student_id": 7}]})
         with pytest.raises(ValidationFailed):
             service.handle_certificate_issued({"code": "x"})
 
@@ -336,7 +353,7 @@ class TestService:
         assert (item["attachment_name"], item["attachment_size"]) == ("c.pdf", len(PDF))
 
     def test_resend_wakes_the_sender_and_bad_ids_are_typed_errors(self, service, db):
-        service.students.get_student.return_value = STUDENT
+        service.students.get_students.return_value = [STUDENT]
         service.handle_student_status_changed(event())
         service.sender = MagicMock()
         with db.begin() as session:

@@ -430,7 +430,7 @@ class TestApplyPending:
 
         result = apply(status_db)
 
-        assert (result.applied, result.noops, result.rejected, result.deferred, result.events) == (2, 0, 1, 0, 2)
+        assert (result.applied, result.noops, result.rejected, result.events) == (2, 0, 1, 2)
         requests = requests_by_id(status_db)
         assert [(requests[i].state, requests[i].from_status) for i in (to_active, to_completed)] == [
             ("applied", "enrolled"),
@@ -451,35 +451,37 @@ class TestApplyPending:
             ("enrolled", "active", 1, to_active),
             ("active", "completed", 2, to_completed),
         ]
+        # one outbox row (one message) carries the batch's changes in order
         assert outbox_rows(status_db, StatusOutbox) == [
             (
                 "student_status_changed",
                 {
-                    "student_id": 1,
-                    "from_status": "enrolled",
-                    "to_status": "active",
-                    "reason": "started",
-                    "actor": "tester",
-                    "request_id": to_active,
-                    "course": None,
-                    "version": 1,
-                    "occurred_at": NOW.isoformat(),
+                    "changes": [
+                        {
+                            "student_id": 1,
+                            "from_status": "enrolled",
+                            "to_status": "active",
+                            "reason": "started",
+                            "actor": "tester",
+                            "request_id": to_active,
+                            "course": None,
+                            "version": 1,
+                            "occurred_at": NOW.isoformat(),
+                        },
+                        {
+                            "student_id": 1,
+                            "from_status": "active",
+                            "to_status": "completed",
+                            "reason": "finished",
+                            "actor": "tester",
+                            "request_id": to_completed,
+                            "course": None,
+                            "version": 2,
+                            "occurred_at": NOW.isoformat(),
+                        },
+                    ]
                 },
-            ),
-            (
-                "student_status_changed",
-                {
-                    "student_id": 1,
-                    "from_status": "active",
-                    "to_status": "completed",
-                    "reason": "finished",
-                    "actor": "tester",
-                    "request_id": to_completed,
-                    "course": None,
-                    "version": 2,
-                    "occurred_at": NOW.isoformat(),
-                },
-            ),
+            )
         ]
 
     def test_applied_requests_are_not_applied_again(self, status_db):

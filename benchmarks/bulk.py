@@ -1,0 +1,150 @@
+"""Scenario (d): one bulk status job, ``POST /status-requests/bulk`` of 100,000 rows.
+
+The CSV body (``student_id,status,reason``) is generated while it is sent:
+``requests`` streams it from a generator (chunked transfer encoding, 1,000 rows
+a chunk), so the client never holds the whole body. Every row is a valid change:
+row ``n`` is for student ``n mod S`` of the system's ``S`` students, each student
+alternating active/suspended from its current status in row order, so the job
+measures applying, not rejecting.
+
+Timed from the start of the upload until ``GET /jobs/{id}`` says ``done``
+and the status database's ``outbox`` has no row left unpublished: every change
+committed with its history row, and its ``student_status_changed`` event
+confirmed by the broker.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import requests
+
+from benchmarks.core import Context, Row
+from benchmarks.infra import format_cpu
+from benchmarks.system import System
+
+CHUNK_ROWS = 1_000  # rows per chunk of the streamed upload
+JOB_POLL = 0.1  # GET /jobs/{id} every 100 ms (each one is work for the gateway)
+OUTBOX_POLL = 0.02
+STALL_TIMEOUT = 120.0  # give up when nothing moves for this long (the job itself may take minutes)
+UPLOAD_TIMEOUT = 600.0
+READ_COPY_TIMEOUT = 900.0
+UNPUBLISHED = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+LAST_OUTBOX = "SELECT max(id) FROM outbox"
+
+
+def csv_rows(system: System, total: int) -> Iterator[bytes]:
+    """The job's CSV, ``CHUNK_ROWS`` rows at a time; records each student's new status as it goes."""
+    ids = system.student_ids
+    yield b"student_id,status,reason\n"
+    for first in range(0, total, CHUNK_ROWS):
+        lines = []
+        for n in range(first, min(first + CHUNK_ROWS, total)):
+            student = ids[n % len(ids)]
+            lines.append(f"{student},{system.next_target(student)},bulk benchmark\n")
+        yield "".join(lines).encode()
+
+
+def _job(session: requests.Session, system: System, job_id: str) -> dict:
+    """The job as ``GET /jobs/{id}`` shows it (an error answer as ``{"http": code, ...}``)."""
+    response = session.get(f"{system.base_url}/jobs/{job_id}", timeout=30)
+    if response.status_code != 200:
+        return {"http": response.status_code, "body": response.text[:300]}
+    return response.json()
+
+
+def _wait(probe, finished, progress, what: str, system: System, interval: float) -> tuple[float, object]:
+    """Poll ``probe()`` until ``finished(value)``; fail only when ``progress(value)``
+    stays the same for ``STALL_TIMEOUT`` seconds. Returns when it finished, and the last value."""
+    value = probe()
+    moved = time.monotonic()
+    while not finished(value):
+        time.sleep(interval)
+        previous, value = progress(value), probe()
+        now = time.monotonic()
+        if progress(value) != previous:
+            moved = now
+        elif now - moved > STALL_TIMEOUT:
+            raise RuntimeError(f"{what}: no progress for {STALL_TIMEOUT:g}s (last {value}); logs in {system.log_dir}")
+    return time.monotonic(), value
+
+
+def _progress(job: dict) -> tuple:
+    return tuple(job.get(key) for key in ("http", "state", "pending", "applied", "rejected", "failed"))
+
+
+def bulk_job(ctx: Context, backend: str) -> list[Row]:
+    """(d) one job of ``ctx.sizes.bulk_rows`` rows: upload → every row applied, its event published."""
+    system = ctx.system(backend)
+    total = ctx.sizes.bulk_rows
+    headers = {"Content-Type": "text/csv", "Idempotency-Key": str(uuid.uuid4()), "X-Actor": "benchmark"}
+    body = csv_rows(system, total)
+    outbox_before = system._scalar("status", LAST_OUTBOX)
+    with requests.Session() as session:
+        session.get(system.base_url + "/health", timeout=10)  # connect outside the timed window
+        meter, upload_meter = system.meter(), system.meter()
+        meter.start()
+        upload_meter.start()
+        started = time.monotonic()
+        response = session.post(
+            system.base_url + "/status-requests/bulk", data=body, headers=headers, timeout=(10, UPLOAD_TIMEOUT)
+        )
+        uploaded = time.monotonic()
+        upload_cpu = upload_meter.stop()
+        if response.status_code != 202:
+            raise RuntimeError(f"upload of {total:,} rows: {response.status_code} {response.text[:500]}")
+        accepted = response.json()
+        job_id = accepted["job_id"]
+        if accepted.get("total") != total:
+            raise RuntimeError(f"job {job_id} counts {accepted.get('total')} rows, {total:,} were sent")
+        print(f"  {total:,} rows uploaded in {uploaded - started:.2f}s (job {job_id})", flush=True)
+        job_done, job = _wait(
+            lambda: _job(session, system, job_id),
+            lambda job: job.get("state") == "done",
+            _progress,
+            f"job {job_id} to be done",
+            system,
+            JOB_POLL,
+        )
+        # then the events of its last rows
+        settled, _ = _wait(
+            lambda: system._scalar("status", UNPUBLISHED),
+            lambda unpublished: unpublished == 0,
+            lambda unpublished: unpublished,
+            "the status outbox to be published",
+            system,
+            OUTBOX_POLL,
+        )
+        cpu = meter.stop()
+        job = _job(session, system, job_id)  # its final counts
+        if "http" in job:
+            raise RuntimeError(f"GET /jobs/{job_id}: {job}")
+    counts = {key: job.get(key) for key in ("total", "applied", "rejected", "failed", "pending")}
+    if job.get("applied") != total:
+        errors = job.get("errors", [])[:3]
+        raise RuntimeError(f"job {job_id}: {counts}, expected all {total:,} applied; first errors {errors}")
+    messages = system._scalar("status", LAST_OUTBOX) - outbox_before
+    read_copy = system.wait_read_copy(READ_COPY_TIMEOUT)
+    rate = total / (settled - started)
+    print(f"  {rate:,.0f} rows/s; {counts}")
+    return [
+        Row(
+            "d",
+            "bulk job: upload → every row applied, event published",
+            backend,
+            1,
+            rate,
+            total,
+            notes=(
+                f"CSV streamed from a generator ({CHUNK_ROWS:,} rows a chunk) over {len(system.student_ids)} "
+                f"students; upload {uploaded - started:.2f}s (to the 202), apply {settled - uploaded:.2f}s "
+                f"(job done {job_done - uploaded:.2f}s after the 202, outbox published {settled - job_done:.2f}s "
+                f"later, in {messages:,} outbox messages); applied {job['applied']:,}, "
+                f"rejected {job['rejected']:,}, failed {job.get('failed', 0):,}; "
+                f"job's own rows_per_second {job.get('rows_per_second')}; read copy {read_copy - settled:.1f}s later; "
+                f"upload {format_cpu(upload_cpu)}; whole {format_cpu(cpu, rate)}"
+            ),
+        )
+    ]

@@ -1,0 +1,252 @@
+"""Bulk jobs of the status service: many status requests submitted as one upload.
+
+A job's rows are ordinary status requests (``job_id``, ``row_no``), recorded
+``held`` while the upload goes on and released to the applier all at once when
+the upload is complete (``seal``), so an upload that fails half-way changes
+nothing. Rows refused before becoming requests (invalid, unknown e-mail) are
+kept in ``status_job_errors``; a row that repeats the same student's previous
+row in the job is refused at the seal as ``DUPLICATE_ROW``.
+
+An idempotency key names one job: repeating a completed upload returns the job;
+repeating an interrupted one (never sealed) starts its upload afresh.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, func, select, text, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from services.db import insert_ignoring_duplicates
+from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
+from services.models import StatusJob, StatusJobError, StatusRequest, utcnow
+from services.status_repo import APPLIED, FAILED, PENDING, REJECTED
+
+HELD = "held"
+DUPLICATE_ROW = "DUPLICATE_ROW"
+RECEIVING, RUNNING, DONE = "receiving", "running", "done"
+
+
+@dataclass(frozen=True)
+class Upload:
+    job_id: str
+    upload: str
+    created: bool  # False: the key names a job already sealed; nothing to upload
+
+
+def create(session_factory: sessionmaker, idempotency_key: str | None, actor: str | None) -> Upload:
+    """A new job, or the one ``idempotency_key`` names (reset if never sealed)."""
+    for _ in range(2):
+        with session_factory.begin() as session:
+            job = None
+            if idempotency_key is not None:
+                job = session.scalar(
+                    select(StatusJob).where(StatusJob.idempotency_key == idempotency_key).with_for_update()
+                )
+            if job is not None and job.sealed_at is not None:
+                return Upload(job.id, job.upload, False)
+            if job is not None:  # an earlier upload never completed: start again
+                _drop_rows(session, job.id)
+                job.upload, job.actor, job.created_at = str(uuid.uuid4()), actor, utcnow()
+                return Upload(job.id, job.upload, True)
+        try:
+            with session_factory.begin() as session:
+                job = StatusJob(
+                    id=str(uuid.uuid4()), idempotency_key=idempotency_key, upload=str(uuid.uuid4()), actor=actor
+                )
+                session.add(job)
+            return Upload(job.id, job.upload, True)
+        except IntegrityError:  # a concurrent upload with the same key won: look again
+            continue
+    raise RuntimeError("job vanished after a unique-key conflict")
+
+
+def _receiving(session: Session, job_id: str, upload: str) -> StatusJob:
+    job = session.scalar(select(StatusJob).where(StatusJob.id == job_id).with_for_update())
+    if job is None:
+        raise JobNotFound(f"Job {job_id} not found.", {"job_id": job_id})
+    if job.upload != upload or job.sealed_at is not None:
+        raise JobUploadSuperseded("Another upload with the same idempotency key replaced this one.", {"job_id": job_id})
+    return job
+
+
+def add_rows(session: Session, job_id: str, upload: str, rows: list[list], errors: list[list]) -> int:
+    """Record rows ``[row_no, student_id, status, reason]`` as held requests and
+    refused rows ``[row_no, code, message, details]``; a row number already
+    recorded is skipped (a repeated chunk adds nothing)."""
+    job = _receiving(session, job_id, upload)
+    now = utcnow()
+    insert_ignoring_duplicates(
+        session,
+        StatusRequest.__table__,
+        [
+            {
+                "id": str(uuid.uuid4()),
+                "student_id": student_id,
+                "target_status": status,
+                "reason": reason,
+                "actor": job.actor,
+                "state": HELD,
+                "attempts": 0,
+                "job_id": job_id,
+                "row_no": row_no,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for row_no, student_id, status, reason in rows
+        ],
+    )
+    insert_ignoring_duplicates(
+        session,
+        StatusJobError.__table__,
+        [
+            {"job_id": job_id, "row_no": row_no, "code": code, "message": message, "details": details}
+            for row_no, code, message, details in errors
+        ],
+    )
+    return len(rows) + len(errors)
+
+
+def seal(session: Session, job_id: str, upload: str, total: int) -> None:
+    """The upload is complete: refuse duplicate rows and release the rest to the applier."""
+    job = _receiving(session, job_id, upload)
+    received = _count(session, StatusRequest, job_id) + _count(session, StatusJobError, job_id)
+    if received != total:
+        raise ValidationFailed("The job's rows do not add up; upload it again.", {"total": total, "received": received})
+    now = utcnow()
+    _reject_duplicates(session, job_id, now)
+    session.execute(
+        update(StatusRequest)
+        .where(StatusRequest.job_id == job_id, StatusRequest.state == HELD)
+        .values(state=PENDING, updated_at=now)
+    )
+    job.total, job.sealed_at = total, now
+
+
+def _reject_duplicates(session: Session, job_id: str, now: datetime) -> None:
+    """Rows asking for the status the same student's previous row in this job asked for."""
+    duplicates = session.execute(
+        text(
+            "SELECT seq, previous_row FROM ("
+            " SELECT seq, target_status,"
+            "  LAG(target_status) OVER (PARTITION BY student_id ORDER BY row_no) AS previous_status,"
+            "  LAG(row_no) OVER (PARTITION BY student_id ORDER BY row_no) AS previous_row"
+            " FROM status_requests WHERE job_id = :job_id"
+            ") AS ordered WHERE target_status = previous_status"
+        ),
+        {"job_id": job_id},
+    ).all()
+    if duplicates:
+        session.execute(
+            update(StatusRequest),
+            [
+                {
+                    "seq": seq,
+                    "state": REJECTED,
+                    "error_code": DUPLICATE_ROW,
+                    "error_message": f"Repeats row {previous_row} for the same student.",
+                    "updated_at": now,
+                }
+                for seq, previous_row in duplicates
+            ],
+        )
+
+
+def discard(session: Session, job_id: str, upload: str) -> None:
+    """Forget an upload that failed before it was complete."""
+    job = session.get(StatusJob, job_id)
+    if job is None or job.upload != upload or job.sealed_at is not None:
+        return
+    _drop_rows(session, job_id)
+    session.delete(job)
+
+
+def _drop_rows(session: Session, job_id: str) -> None:
+    session.execute(delete(StatusRequest).where(StatusRequest.job_id == job_id, StatusRequest.state == HELD))
+    session.execute(delete(StatusJobError).where(StatusJobError.job_id == job_id))
+
+
+def _count(session: Session, model: type, job_id: str) -> int:
+    return session.scalar(select(func.count()).select_from(model).where(model.job_id == job_id)) or 0
+
+
+def progress(session: Session, job_id: str, errors_shown: int) -> dict[str, Any]:
+    """Counts, rate and the first ``errors_shown`` row errors of a job."""
+    job = session.get(StatusJob, job_id)
+    if job is None:
+        raise JobNotFound(f"Job {job_id} not found.", {"job_id": job_id})
+    states = dict(
+        session.execute(
+            select(StatusRequest.state, func.count())
+            .where(StatusRequest.job_id == job_id)
+            .group_by(StatusRequest.state)
+        ).all()
+    )
+    refused = _count(session, StatusJobError, job_id)
+    counts = {
+        "pending": states.get(PENDING, 0) + states.get(HELD, 0),
+        "applied": states.get(APPLIED, 0),
+        "rejected": states.get(REJECTED, 0) + refused,
+        "failed": states.get(FAILED, 0),
+    }
+    received = sum(states.values()) + refused
+    finished_at = None
+    if job.sealed_at is None:
+        state = RECEIVING
+    elif counts["pending"]:
+        state = RUNNING
+    else:
+        state = DONE
+        last = session.scalar(select(func.max(StatusRequest.updated_at)).where(StatusRequest.job_id == job_id))
+        finished_at = max(last or job.sealed_at, job.sealed_at)
+    done = counts["applied"] + counts["rejected"] + counts["failed"]
+    elapsed = ((finished_at or utcnow()) - job.created_at).total_seconds()
+    return {
+        "job_id": job.id,
+        "state": state,
+        "total": job.total if job.total is not None else received,
+        **counts,
+        "rows_per_second": round(done / elapsed, 1) if elapsed > 0 else None,
+        "actor": job.actor,
+        "idempotency_key": job.idempotency_key,
+        "created_at": job.created_at.isoformat(),
+        "sealed_at": job.sealed_at.isoformat() if job.sealed_at else None,
+        "finished_at": finished_at.isoformat() if finished_at else None,
+        "errors": _first_errors(session, job_id, errors_shown),
+    }
+
+
+def _first_errors(session: Session, job_id: str, limit: int) -> list[dict]:
+    refused = [
+        {"row": e.row_no, "code": e.code, "message": e.message, "details": e.details}
+        for e in session.scalars(
+            select(StatusJobError).where(StatusJobError.job_id == job_id).order_by(StatusJobError.row_no).limit(limit)
+        )
+    ]
+    rejected = [
+        {
+            "row": r.row_no,
+            "code": r.error_code,
+            "message": r.error_message,
+            "details": {"student_id": r.student_id, "status": r.target_status, "request_id": r.id},
+        }
+        for r in session.execute(
+            select(
+                StatusRequest.row_no,
+                StatusRequest.error_code,
+                StatusRequest.error_message,
+                StatusRequest.student_id,
+                StatusRequest.target_status,
+                StatusRequest.id,
+            )
+            .where(StatusRequest.job_id == job_id, StatusRequest.state.in_((REJECTED, FAILED)))
+            .order_by(StatusRequest.row_no)
+            .limit(limit)
+        )
+    ]
+    return sorted(refused + rejected, key=lambda error: error["row"])[:limit]

@@ -3,9 +3,12 @@ settings."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import eventlet
+from eventlet.event import Event
 from nameko.amqp.publish import UndeliverableMessage
 from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
@@ -14,7 +17,15 @@ from services.exceptions import ServiceUnavailable
 from services.rpc import BROKER_ERRORS, TimedRpcProxy, TimedServiceProxy
 from services.topology import subscriber_queues
 
-__all__ = ["DurableEventDispatcher", "GatewaySettings", "Settings", "TimedRpcProxy", "TimedServiceProxy"]
+__all__ = [
+    "BatchingEventDispatcher",
+    "DurableEventDispatcher",
+    "GatewaySettings",
+    "KnownStudents",
+    "Settings",
+    "TimedRpcProxy",
+    "TimedServiceProxy",
+]
 
 
 class DurableEventDispatcher(EventDispatcher):
@@ -34,17 +45,105 @@ class DurableEventDispatcher(EventDispatcher):
         super().setup()
 
     def get_dependency(self, worker_ctx: Any):
-        dispatch = super().get_dependency(worker_ctx)
+        headers = self.get_message_headers(worker_ctx)
 
         def durable_dispatch(event_type: str, payload: dict) -> None:
-            try:
-                dispatch(event_type, payload)
-            except UndeliverableMessage:  # its queue was deleted behind our back
-                raise ServiceUnavailable("No queue accepts this request.", {"event_type": event_type}) from None
-            except BROKER_ERRORS as exc:
-                raise ServiceUnavailable("The message broker is unreachable.", {"reason": str(exc)}) from None
+            self._publish(event_type, payload, headers)
 
         return durable_dispatch
+
+    def _publish(self, event_type: str, payload: dict, headers: dict | None = None) -> None:
+        try:
+            self.publisher.publish(payload, exchange=self.exchange, routing_key=event_type, extra_headers=headers or {})
+        except UndeliverableMessage:  # its queue was deleted behind our back
+            raise ServiceUnavailable("No queue accepts this request.", {"event_type": event_type}) from None
+        except BROKER_ERRORS as exc:
+            raise ServiceUnavailable("The message broker is unreachable.", {"reason": str(exc)}) from None
+
+
+class BatchingEventDispatcher(DurableEventDispatcher):
+    """Dispatches made while the previous message awaits its confirm travel
+    together, as one message ``{batch_key: [payload, ...]}`` (group commit).
+
+    Each caller still returns only once the message carrying its payload is
+    confirmed and routed, or gets the same error as a lone dispatch. A caller
+    alone waits for nothing: its message leaves at once. One greenthread per
+    event type publishes, so messages leave in the order their callers came::
+
+        class GatewayService:
+            dispatch = BatchingEventDispatcher(batch_key="requests")
+    """
+
+    def __init__(self, batch_key: str, max_batch: int = 500, **options: Any):
+        self.batch_key = batch_key
+        self.max_batch = max_batch
+        super().__init__(**options)
+
+    def setup(self) -> None:
+        super().setup()
+        self.waiting: dict[str, list[tuple[dict, Event]]] = {}
+        self.flushing: set[str] = set()
+
+    def get_dependency(self, worker_ctx: Any):
+        def batched_dispatch(event_type: str, payload: dict) -> None:
+            done = Event()
+            queue = self.waiting.setdefault(event_type, [])
+            queue.append((payload, done))
+            if event_type not in self.flushing:
+                self.flushing.add(event_type)
+                eventlet.spawn_n(self._flush, event_type)
+            done.wait()  # re-raises the publish's error, if any
+
+        return batched_dispatch
+
+    def _flush(self, event_type: str) -> None:
+        try:
+            while queue := self.waiting.get(event_type):
+                batch, self.waiting[event_type] = queue[: self.max_batch], queue[self.max_batch :]
+                try:
+                    self._publish(event_type, {self.batch_key: [payload for payload, _ in batch]})
+                except Exception as exc:  # every caller of the batch gets the error
+                    for _, done in batch:
+                        done.send_exception(exc)
+                else:
+                    for _, done in batch:
+                        done.send(None)
+        finally:
+            self.flushing.discard(event_type)
+
+
+class KnownStudents(DependencyProvider):
+    """Ids of students that existed a moment ago, so that a burst of status
+    changes for one student asks the students service once, not per request.
+
+    Only existence is cached, for ``STUDENT_CACHE_SECONDS`` (0 turns it off): a
+    request for a student deleted meanwhile is still accepted and then rejected
+    by the status service (``STUDENT_NOT_FOUND``), as it would be if the delete
+    had come a moment after the 202.
+    """
+
+    MAX_ENTRIES = 100_000
+
+    def setup(self) -> None:
+        self.ttl = float(self.container.config.get("STUDENT_CACHE_SECONDS", 30))
+        self.seen: dict[int, float] = {}
+
+    def get_dependency(self, worker_ctx: Any) -> KnownStudents:
+        return self
+
+    def __contains__(self, student_id: int) -> bool:
+        seen = self.seen.get(student_id)
+        return seen is not None and time.monotonic() - seen < self.ttl
+
+    def add(self, student_id: int) -> None:
+        if self.ttl <= 0:
+            return
+        if len(self.seen) >= self.MAX_ENTRIES:
+            self.seen.clear()
+        self.seen[student_id] = time.monotonic()
+
+    def discard(self, student_id: int) -> None:
+        self.seen.pop(student_id, None)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from gateway import bulk, request_ids
-from gateway.dependencies import DurableEventDispatcher, GatewaySettings, Settings, TimedRpcProxy
+from gateway.dependencies import BatchingEventDispatcher, GatewaySettings, KnownStudents, Settings, TimedRpcProxy
 from gateway.entrypoints import http, json_response
 from gateway.exceptions import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from gateway.http import idempotency_key, if_match_version, read_json, read_query
@@ -40,7 +40,9 @@ class GatewayService:
     students = TimedRpcProxy("students")
     status = TimedRpcProxy("status")
     certificates = TimedRpcProxy("certificates")
-    dispatch = DurableEventDispatcher()
+    # concurrent status changes share one confirmed message: {"requests": [...]}
+    dispatch = BatchingEventDispatcher(batch_key="requests")
+    known_students = KnownStudents()
     settings: GatewaySettings = Settings()
 
     # --- operations ----------------------------------------------------------
@@ -198,6 +200,7 @@ class GatewayService:
             404: NotFound
         """
         self.students.delete_student(student_id)
+        self.known_students.discard(student_id)
         return Response(status=204)
 
     # --- status --------------------------------------------------------------
@@ -238,7 +241,9 @@ class GatewayService:
         """
         key = idempotency_key(request)
         body = load(StatusChangeBodySchema(), read_json(request, self.settings.max_body_bytes))
-        self.students.get_student(student_id)  # 404 now rather than a rejection later
+        if student_id not in self.known_students:  # 404 now rather than a rejection later
+            self.students.get_student(student_id)
+            self.known_students.add(student_id)
         return _accepted(self._submit(request, student_id, body["status"], body["reason"], key))
 
     @http("POST", STUDENT + "/completion")

@@ -1,9 +1,9 @@
 """Bulk jobs of the status service: many status requests submitted as one upload.
 
 A job's rows are ordinary status requests (``job_id``, ``row_no``), recorded
-``held`` while the upload goes on and released to the applier all at once when
-the upload is complete (``seal``), so an upload that fails half-way changes
-nothing. Rows refused before becoming requests (invalid, unknown e-mail) are
+pending while the upload goes on but left alone by the applier until the upload
+is complete (``seal``; see ``status_repo.released``), so an upload that fails
+half-way changes nothing. Rows refused before becoming requests (invalid, unknown e-mail) are
 kept in ``status_job_errors``; a row that repeats the same student's previous
 row in the job is refused at the seal as ``DUPLICATE_ROW``.
 
@@ -27,7 +27,6 @@ from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFail
 from services.models import StatusJob, StatusJobError, StatusRequest, utcnow
 from services.status_repo import APPLIED, FAILED, PENDING, REJECTED
 
-HELD = "held"
 DUPLICATE_ROW = "DUPLICATE_ROW"
 RECEIVING, RUNNING, DONE = "receiving", "running", "done"
 
@@ -76,7 +75,7 @@ def _receiving(session: Session, job_id: str, upload: str) -> StatusJob:
 
 
 def add_rows(session: Session, job_id: str, upload: str, rows: list[list], errors: list[list]) -> int:
-    """Record rows ``[row_no, student_id, status, reason]`` as held requests and
+    """Record rows ``[row_no, student_id, status, reason]`` as pending requests (left alone until the seal) and
     refused rows ``[row_no, code, message, details]``; a row number already
     recorded is skipped (a repeated chunk adds nothing)."""
     job = _receiving(session, job_id, upload)
@@ -91,7 +90,7 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
                 "target_status": status,
                 "reason": reason,
                 "actor": job.actor,
-                "state": HELD,
+                "state": PENDING,
                 "attempts": 0,
                 "job_id": job_id,
                 "row_no": row_no,
@@ -113,19 +112,18 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
 
 
 def seal(session: Session, job_id: str, upload: str, total: int) -> None:
-    """The upload is complete: refuse duplicate rows and release the rest to the applier."""
+    """The upload is complete: refuse duplicate rows; the rest are the applier's from now on."""
     job = _receiving(session, job_id, upload)
     received = _count(session, StatusRequest, job_id) + _count(session, StatusJobError, job_id)
     if received != total:
         raise ValidationFailed("The job's rows do not add up; upload it again.", {"total": total, "received": received})
     now = utcnow()
     _reject_duplicates(session, job_id, now)
-    session.execute(
-        update(StatusRequest)
-        .where(StatusRequest.job_id == job_id, StatusRequest.state == HELD)
-        .values(state=PENDING, updated_at=now)
-    )
     job.total, job.sealed_at = total, now
+    if session.get_bind().dialect.name == "postgresql":
+        # a large job changes the table's shape at once: fresh statistics keep the
+        # applier's query on the pending-requests index instead of sorting them all
+        session.execute(text("ANALYZE status_requests"))
 
 
 def _reject_duplicates(session: Session, job_id: str, now: datetime) -> None:
@@ -167,7 +165,7 @@ def discard(session: Session, job_id: str, upload: str) -> None:
 
 
 def _drop_rows(session: Session, job_id: str) -> None:
-    session.execute(delete(StatusRequest).where(StatusRequest.job_id == job_id, StatusRequest.state == HELD))
+    session.execute(delete(StatusRequest).where(StatusRequest.job_id == job_id))  # none applied before the seal
     session.execute(delete(StatusJobError).where(StatusJobError.job_id == job_id))
 
 
@@ -189,7 +187,7 @@ def progress(session: Session, job_id: str, errors_shown: int) -> dict[str, Any]
     )
     refused = _count(session, StatusJobError, job_id)
     counts = {
-        "pending": states.get(PENDING, 0) + states.get(HELD, 0),
+        "pending": states.get(PENDING, 0),
         "applied": states.get(APPLIED, 0),
         "rejected": states.get(REJECTED, 0) + refused,
         "failed": states.get(FAILED, 0),

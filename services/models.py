@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -110,20 +111,29 @@ class StatusRequest(StatusBase):
     __table_args__ = (
         UniqueConstraint("student_id", "idempotency_key"),
         UniqueConstraint("job_id", "row_no", name="uq_status_requests_job_row"),
-        Index("ix_status_requests_job_state", "job_id", "state"),
+        # the applier's queue: pending requests in arrival order, without scanning
+        # the applied ones that precede them in ``seq``
+        Index(
+            "ix_status_requests_pending_seq",
+            "seq",
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
     )
 
     # ``seq`` orders requests (per student, first come first applied)
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(36), unique=True)
-    student_id: Mapped[int] = mapped_column(Integer, index=True)
+    # looked up through the (student_id, idempotency_key) index
+    student_id: Mapped[int] = mapped_column(Integer)
     target_status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str | None] = mapped_column(String(200))
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # the course a completion is for (None: the student's own course)
     course: Mapped[str | None] = mapped_column(String(200))
-    state: Mapped[str] = mapped_column(String(10), index=True)
+    # pending ones through the partial index below; a job's through (job_id, row_no)
+    state: Mapped[str] = mapped_column(String(10))
     from_status: Mapped[str | None] = mapped_column(String(20))
     error_code: Mapped[str | None] = mapped_column(String(50))
     error_message: Mapped[str | None] = mapped_column(Text)

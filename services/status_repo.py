@@ -7,14 +7,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services import lifecycle
 from services.db import insert_ignoring_duplicates
 from services.exceptions import IdempotencyKeyReused, StatusRequestNotFound, StudentNotFound
-from services.models import StatusHistory, StatusOutbox, StatusRequest, StudentStatus, utcnow
+from services.models import StatusHistory, StatusJob, StatusOutbox, StatusRequest, StudentStatus, utcnow
 from services.pagination import keyset, page
 
 PENDING, APPLIED, REJECTED, FAILED = "pending", "applied", "rejected", "failed"
@@ -206,12 +206,19 @@ class BatchResult:
         return self.applied + self.noops + self.rejected
 
 
+def released():
+    """Pending requests the applier may take: not rows of a bulk job whose
+    upload is still going on (those wait for its seal, all together)."""
+    receiving = select(StatusJob.id).where(StatusJob.sealed_at.is_(None))
+    return or_(StatusRequest.job_id.is_(None), StatusRequest.job_id.not_in(receiving))
+
+
 def due_unknown_students(session: Session, limit: int) -> set[int]:
     """Students with pending requests that the status service does not track yet."""
     rows = session.execute(
         select(StatusRequest.student_id)
         .outerjoin(StudentStatus, StudentStatus.student_id == StatusRequest.student_id)
-        .where(StatusRequest.state == PENDING, StudentStatus.student_id.is_(None))
+        .where(StatusRequest.state == PENDING, StudentStatus.student_id.is_(None), released())
         .distinct()
         .limit(limit)
     )
@@ -221,7 +228,7 @@ def due_unknown_students(session: Session, limit: int) -> set[int]:
 def reject_unknown(session: Session, student_id: int) -> None:
     session.execute(
         update(StatusRequest)
-        .where(StatusRequest.student_id == student_id, StatusRequest.state == PENDING)
+        .where(StatusRequest.student_id == student_id, StatusRequest.state == PENDING, released())
         .values(
             state=REJECTED,
             error_code=STUDENT_NOT_FOUND,
@@ -251,12 +258,11 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             StatusRequest.reason,
             StatusRequest.actor,
             StatusRequest.course,
-            StatusRequest.attempts,
         )
         # only students already tracked: unknown ones wait for resolution
         # without holding up everyone else
         .join(StudentStatus, StudentStatus.student_id == StatusRequest.student_id)
-        .where(StatusRequest.state == PENDING)
+        .where(StatusRequest.state == PENDING, released())
         .order_by(StatusRequest.seq)
         .limit(limit)
         .with_for_update(skip_locked=True, of=StatusRequest)
@@ -268,6 +274,7 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             "student_id": row.student_id,
             "status": row.status,
             "version": row.version,
+            "read_version": row.version,
             "deleted": row.deleted,
         }
         for row in session.execute(
@@ -286,8 +293,6 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             "from_status": row["status"],
             "error_code": None,
             "error_message": None,
-            "attempts": request.attempts + 1,
-            "updated_at": now,
         }
         outcomes.append(outcome)
         if row["deleted"]:
@@ -317,19 +322,45 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             row["status"], row["version"] = request.target_status, change["version"]
             changed[row["student_id"]] = row
             result.applied += 1
-    session.execute(update(StatusRequest), outcomes)
-    if changed:
+    # one UPDATE per distinct outcome (a handful per batch), not one per row
+    for (state, from_status, error_code, error_message), seqs in _grouped(
+        outcomes, lambda o: (o["state"], o["from_status"], o["error_code"], o["error_message"]), "seq"
+    ):
         session.execute(
-            update(StudentStatus),
-            [
-                {"student_id": r["student_id"], "status": r["status"], "version": r["version"], "updated_at": now}
-                for r in changed.values()
-            ],
+            update(StatusRequest)
+            .where(StatusRequest.seq.in_(seqs))
+            .values(
+                state=state,
+                from_status=from_status,
+                error_code=error_code,
+                error_message=error_message,
+                attempts=StatusRequest.attempts + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
         )
-        session.execute(insert(StatusHistory), history)
+    if changed:
+        for (status, steps), student_ids in _grouped(
+            changed.values(), lambda r: (r["status"], r["version"] - r["read_version"]), "student_id"
+        ):
+            session.execute(
+                update(StudentStatus)
+                .where(StudentStatus.student_id.in_(student_ids))
+                .values(status=status, version=StudentStatus.version + steps, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        session.execute(insert(StatusHistory.__table__), history)
         session.add(StatusOutbox(event_type="student_status_changed", payload={"changes": changes}, created_at=now))
         result.events = len(changes)
     return result
+
+
+def _grouped(items, key, field: str) -> list[tuple[tuple, list]]:
+    """``[(key, [item[field], ...]), ...]`` in first-seen order."""
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item[field])
+    return list(groups.items())
 
 
 def _change(request: Any, row: dict, now: datetime) -> dict:

@@ -1,0 +1,119 @@
+"""The gateway's BatchingEventDispatcher on a real broker: concurrent dispatches
+travel together, each caller returns once its message is confirmed, and a
+failed publish reaches every caller of the batch."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import eventlet
+import pytest
+from kombu import Connection
+from nameko.rpc import rpc
+from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.testing.services import entrypoint_hook
+
+from gateway.dependencies import BatchingEventDispatcher
+from services.exceptions import ServiceUnavailable
+from services.topology import subscriber_queues
+
+CALLS = 40
+
+
+class Gateway:
+    name = "gateway"  # publishes what the real gateway does, into the queue it declares
+    dispatch = BatchingEventDispatcher(batch_key="requests")
+
+    @rpc
+    def send(self, n: int) -> int:
+        self.dispatch("status_change_requested", {"n": n})
+        return n
+
+
+def drain(amqp_uri: str, queue: str) -> list[dict]:
+    bodies = []
+    with Connection(amqp_uri) as connection:
+        simple = connection.SimpleQueue(queue, no_ack=True)
+        try:
+            while True:
+                bodies.append(json.loads(simple.get(timeout=0.5).body))
+        except simple.Empty:
+            return bodies
+        finally:
+            simple.close()
+
+
+def send_concurrently(config: dict, count: int) -> list:
+    """``count`` RPC calls in flight at once, each served by its own worker."""
+    with ClusterRpcProxy(config, timeout=15) as proxy:
+        calls = [proxy.gateway.send.call_async(n) for n in range(count)]
+        results = []
+        for call in calls:
+            try:
+                results.append(call.result())
+            except ServiceUnavailable as exc:
+                results.append(exc)
+        return results
+
+
+def test_concurrent_dispatches_share_messages_and_none_is_lost(rabbit_config, container_factory):
+    container = container_factory(Gateway, rabbit_config)
+    container.start()
+    [queue] = [q.name for q in subscriber_queues("gateway", rabbit_config)]
+
+    assert send_concurrently(rabbit_config, CALLS) == list(range(CALLS))  # every caller returned after its confirm
+
+    messages = drain(rabbit_config["AMQP_URI"], queue)
+    items = [item["n"] for message in messages for item in message["requests"]]
+    assert sorted(items) == list(range(CALLS))  # each exactly once
+    assert len(messages) < CALLS  # some travelled together
+    with entrypoint_hook(container, "send") as send:
+        send(99)  # alone: one message with one item, at once
+    assert drain(rabbit_config["AMQP_URI"], queue) == [{"requests": [{"n": 99}]}]
+
+
+def test_a_deleted_queue_is_declared_again_before_the_next_publish(rabbit_config, container_factory):
+    container = container_factory(Gateway, rabbit_config)
+    container.start()
+    [queue] = [q.name for q in subscriber_queues("gateway", rabbit_config)]
+    with Connection(rabbit_config["AMQP_URI"]) as connection:
+        connection.default_channel.queue_delete(queue)
+
+    assert send_concurrently(rabbit_config, 12) == list(range(12))
+    assert sorted(i["n"] for m in drain(rabbit_config["AMQP_URI"], queue) for i in m["requests"]) == list(range(12))
+
+
+def test_a_failed_publish_fails_every_caller_of_its_batch_and_only_them():
+    """No broker: the publisher is replaced by one that fails its second publish."""
+    dispatcher = BatchingEventDispatcher(batch_key="requests")
+    dispatcher.exchange, dispatcher.waiting, dispatcher.flushing = None, {}, set()
+    published = []
+
+    def publish(body, **_):
+        published.append(body)
+        eventlet.sleep(0.01)  # awaiting the confirm: later callers queue up meanwhile
+        if len(published) == 2:
+            raise OSError("connection reset by peer")
+
+    dispatcher.publisher = SimpleNamespace(publish=publish)
+    dispatch = dispatcher.get_dependency(None)
+
+    def call(n: int):
+        try:
+            dispatch("status_change_requested", {"n": n})
+            return "ok"
+        except ServiceUnavailable as exc:
+            return exc.code
+
+    first = eventlet.spawn(call, 0)
+    eventlet.sleep(0)  # the first message is on its way
+    rest = [eventlet.spawn(call, n) for n in range(1, 6)]
+    assert [first.wait(), *(t.wait() for t in rest)] == ["ok"] + ["SERVICE_UNAVAILABLE"] * 5
+    assert published == [{"requests": [{"n": 0}]}, {"requests": [{"n": n} for n in range(1, 6)]}]
+    assert call(6) == "ok" and published[-1] == {"requests": [{"n": 6}]}  # the next batch goes again
+
+
+@pytest.fixture
+def rabbit_config(rabbit_config):
+    return {**rabbit_config, "max_workers": 20}

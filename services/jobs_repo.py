@@ -22,12 +22,16 @@ from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from services import lifecycle
 from services.db import insert_ignoring_duplicates
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
 from services.models import StatusJob, StatusJobError, StatusRequest, utcnow
+from services.pagination import MAX_ID
 from services.status_repo import APPLIED, FAILED, PENDING, REJECTED
 
 DUPLICATE_ROW = "DUPLICATE_ROW"
+MAX_REASON = 1000
+MAX_ERRORS_SHOWN = 1000
 RECEIVING, RUNNING, DONE = "receiving", "running", "done"
 
 
@@ -78,6 +82,7 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
     """Record rows ``[row_no, student_id, status, reason]`` as pending requests (left alone until the seal) and
     refused rows ``[row_no, code, message, details]``; a row number already
     recorded is skipped (a repeated chunk adds nothing)."""
+    _check_shapes(rows, errors)
     job = _receiving(session, job_id, upload)
     now = utcnow()
     insert_ignoring_duplicates(
@@ -109,6 +114,30 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
         ],
     )
     return len(rows) + len(errors)
+
+
+def _check_shapes(rows: list, errors: list) -> None:
+    """What callers other than the gateway may get wrong, refused before anything is written."""
+    try:
+        for row_no, student_id, status, reason in rows:
+            if not (_is_int(row_no) and _is_int(student_id) and status in lifecycle.STATUSES):
+                raise ValueError
+            if reason is not None and not (isinstance(reason, str) and len(reason) <= MAX_REASON):
+                raise ValueError
+        for row_no, code, message, details in errors:
+            if not (
+                _is_int(row_no) and isinstance(code, str) and isinstance(message, str) and isinstance(details, dict)
+            ):
+                raise ValueError
+    except (TypeError, ValueError):
+        raise ValidationFailed(
+            "Rows are [row_no, student_id, status, reason]; refused rows [row_no, code, message, details].",
+            {"rows": ["Invalid row."]},
+        ) from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
 
 
 def seal(session: Session, job_id: str, upload: str, total: int) -> None:

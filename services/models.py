@@ -111,6 +111,7 @@ class StatusRequest(StatusBase):
     __table_args__ = (
         UniqueConstraint("student_id", "idempotency_key"),
         UniqueConstraint("job_id", "row_no", name="uq_status_requests_job_row"),
+        Index("ix_status_requests_job_state", "job_id", "state"),  # a job's progress, counted in the index
         # the applier's queue: pending requests in arrival order, without scanning
         # the applied ones that precede them in ``seq``
         Index(
@@ -132,7 +133,7 @@ class StatusRequest(StatusBase):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # the course a completion is for (None: the student's own course)
     course: Mapped[str | None] = mapped_column(String(200))
-    # pending ones through the partial index below; a job's through (job_id, row_no)
+    # pending ones through the partial index below; a job's through (job_id, state)
     state: Mapped[str] = mapped_column(String(10))
     from_status: Mapped[str | None] = mapped_column(String(20))
     error_code: Mapped[str | None] = mapped_column(String(50))

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from nameko.exceptions import RpcTimeout, UnknownService
+from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services import status_repo as repo
@@ -30,6 +32,7 @@ from services.outbox import OutboxRelay
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 500
+BACKLOG_RESOLVE_INTERVAL = 5.0  # seconds between unknown-student checks while batches are full
 
 
 class StudentDirectory:
@@ -58,6 +61,31 @@ class StudentDirectory:
             raise ServiceUnavailable("The students service is unavailable.", {"reason": str(exc)}) from None
 
 
+class RecentResults(DependencyProvider):
+    """Results kept for ``max_age`` seconds per key, so that many callers asking
+    the same question at once cost one query: ``cache.get(key, compute)``."""
+
+    def __init__(self, max_age: float):
+        self.max_age = max_age
+
+    def setup(self) -> None:
+        self.results: dict[str, tuple[float, Any]] = {}
+
+    def get_dependency(self, worker_ctx: Any) -> RecentResults:
+        return self
+
+    def get(self, key: str, compute: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        cached = self.results.get(key)
+        if cached is not None and now - cached[0] < self.max_age:
+            return cached[1]
+        if len(self.results) > 1000:
+            self.results = {k: v for k, v in self.results.items() if now - v[0] < self.max_age}
+        result = compute()
+        self.results[key] = (now, result)
+        return result
+
+
 class StatusApplier(BackgroundLoop):
     """Worker interface: ``wake()`` after recording a pending request."""
 
@@ -74,6 +102,7 @@ class StatusApplier(BackgroundLoop):
         self.relay = OutboxRelay(db.Session, StatusOutbox, config, self.container.service_name)
         self.directory = StudentDirectory(config, float(config.get("RPC_TIMEOUT", 5)))
         self.resolve_after = 0.0
+        self.backlog = False
         super().start()
 
     def get_dependency(self, worker_ctx: Any) -> StatusApplier:
@@ -84,14 +113,17 @@ class StatusApplier(BackgroundLoop):
 
     def run_once(self) -> repo.BatchResult:
         """Resolve unknown students, apply one batch, publish its events."""
-        if time.monotonic() >= self.resolve_after:  # at most once per poll interval
+        if time.monotonic() >= self.resolve_after:
             with self.Session(close_on_exit=True) as session:
                 unknown = repo.due_unknown_students(session, self.batch_size)
-            self.resolve_after = time.monotonic() + self.poll_interval
+            # the query reads every pending request: once per poll interval, and
+            # less often while a backlog is being applied in full batches
+            self.resolve_after = time.monotonic() + (BACKLOG_RESOLVE_INTERVAL if self.backlog else self.poll_interval)
             if unknown:
                 self._resolve(unknown)
         with self.Session.begin() as session:
             result = repo.apply_pending(session, self.batch_size)
+        self.backlog = result.handled >= self.batch_size
         self.relay.flush()  # this batch's events, and any left by a predecessor
         return result
 

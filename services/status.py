@@ -18,7 +18,7 @@ from services import status_repo as repo
 from services.db import Database
 from services.exceptions import ValidationFailed
 from services.models import StatusBase
-from services.processing import StatusApplier
+from services.processing import RecentResults, StatusApplier
 from services.retry import reliable_event_handler
 from services.schemas import (
     CurrentStatusSchema,
@@ -42,6 +42,7 @@ class StatusService(dead_letters.DeadLetterRpc):
     db = Database(StatusBase, session_options={"expire_on_commit": False})
     applier = StatusApplier()
     config = Config()
+    progress_cache = RecentResults(max_age=1.0)
 
     @rpc
     def ping(self) -> dict:
@@ -105,9 +106,16 @@ class StatusService(dead_letters.DeadLetterRpc):
 
     @rpc
     def get_job(self, job_id: str, errors: int = 100) -> dict:
-        """Progress of a job: counts, rows/s and the first ``errors`` row errors."""
-        with self.db.get_session() as session:
-            return jobs_repo.progress(session, str(job_id), max(0, min(int(errors), 1000)))
+        """Progress of a job: counts, rows/s and the first ``errors`` row errors
+        (counted at most once a second per job: clients may poll as often as they like)."""
+        shown = _errors_shown(errors)
+
+        def count() -> dict:
+            with self.db.get_session() as session:
+                return jobs_repo.progress(session, str(job_id), jobs_repo.MAX_ERRORS_SHOWN)
+
+        job = self.progress_cache.get(str(job_id), count)
+        return {**job, "errors": job["errors"][:shown]}
 
     @rpc
     def create_job(self, idempotency_key: str | None = None, actor: str | None = None) -> dict:
@@ -151,6 +159,13 @@ class StatusService(dead_letters.DeadLetterRpc):
         student_id = _event_student_id(payload, None)
         with self.db.get_session() as session:
             repo.mark_deleted(session, student_id)
+
+
+def _errors_shown(value: object) -> int:
+    top = jobs_repo.MAX_ERRORS_SHOWN
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise ValidationFailed("Invalid errors count.", {"errors": [f"Must be an integer from 0 to {top}."]})
+    return value
 
 
 def _event_student_id(payload: dict, key: str | None) -> int:

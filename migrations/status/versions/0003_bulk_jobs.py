@@ -43,6 +43,7 @@ def upgrade() -> None:
     with op.batch_alter_table('status_requests', schema=None) as batch_op:
         batch_op.add_column(sa.Column('job_id', sa.String(length=36), nullable=True))
         batch_op.add_column(sa.Column('row_no', sa.Integer(), nullable=True))
+        batch_op.create_index('ix_status_requests_job_state', ['job_id', 'state'], unique=False)
         # covered by the partial index and by (student_id, idempotency_key): fewer indexes to write
         batch_op.drop_index('ix_status_requests_state')
         batch_op.drop_index('ix_status_requests_student_id')
@@ -64,6 +65,7 @@ def downgrade() -> None:
     with op.batch_alter_table('status_requests', schema=None) as batch_op:
         batch_op.drop_constraint('uq_status_requests_job_row', type_='unique')
         batch_op.drop_index('ix_status_requests_pending_seq')
+        batch_op.drop_index('ix_status_requests_job_state')
         batch_op.create_index('ix_status_requests_student_id', ['student_id'], unique=False)
         batch_op.create_index('ix_status_requests_state', ['state'], unique=False)
         batch_op.drop_column('row_no')

@@ -444,9 +444,7 @@ class GatewayService:
         total = 0
         while chunk := list(islice(rows, CHUNK_ROWS)):
             total += len(chunk)
-            valid = [
-                jobs.Row(r.row, r.student_id, r.email, r.status, r.reason) for r in chunk if isinstance(r, bulk.BulkRow)
-            ]
+            valid = [r for r in chunk if isinstance(r, bulk.BulkRow)]  # the fields of jobs.Row
             refused = [jobs.invalid(r.row, r.details) for r in chunk if not isinstance(r, bulk.BulkRow)]
             accepted, unknown = jobs.resolve(valid, self.students.resolve_student_emails)
             self.status.add_job_rows(job_id, token, accepted, refused + unknown)

@@ -49,8 +49,8 @@ def check_rows(rows: Iterable[Any], schema: Schema, resolve_emails: ResolveEmail
     return accepted, sorted(refused + unknown)
 
 
-def resolve(rows: list[Row], resolve_emails: ResolveEmails) -> tuple[list[list], list[list]]:
-    """``([row_no, student_id, status, reason], ...)`` for rows whose student is
+def resolve(rows: list, resolve_emails: ResolveEmails) -> tuple[list[list], list[list]]:
+    """For rows with the fields of :class:`Row`: ``[row_no, student_id, status, reason]`` for those whose student is
     known, and refusals for e-mails that belong to nobody."""
     emails = sorted({row.email.strip().lower() for row in rows if row.student_id is None and row.email})
     found: dict[str, int] = {}

@@ -98,26 +98,7 @@ def record(session_factory: sessionmaker, mail: Mail) -> bool:
     with session_factory(close_on_exit=True) as session:
         if exists(session, mail.dedup_key):
             return False
-        now = utcnow()
-        session.add(
-            Notification(
-                kind=mail.kind,
-                dedup_key=mail.dedup_key,
-                student_id=mail.student_id,
-                recipient=mail.recipient,
-                subject=mail.subject,
-                body_text=mail.body_text,
-                body_html=mail.body_html,
-                attachment_name=mail.attachment_name,
-                attachment=mail.attachment,
-                message_id=mail.message_id,
-                state=PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+        session.add(Notification(**_pending_row(mail, utcnow())))
         try:
             session.commit()
         except IntegrityError:
@@ -141,28 +122,31 @@ def record_many(session_factory: sessionmaker, mails: list[Mail]) -> int:
         )
         now = utcnow()
         new = [
-            {
-                "kind": mail.kind,
-                "dedup_key": mail.dedup_key,
-                "student_id": mail.student_id,
-                "recipient": mail.recipient,
-                "subject": mail.subject,
-                "body_text": mail.body_text,
-                "body_html": mail.body_html,
-                "attachment_name": mail.attachment_name,
-                "attachment": mail.attachment,
-                "message_id": mail.message_id,
-                "state": PENDING,
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for mail in {m.dedup_key: m for m in mails}.values()
-            if mail.dedup_key not in known
+            _pending_row(mail, now) for mail in {m.dedup_key: m for m in mails}.values() if mail.dedup_key not in known
         ]
         insert_ignoring_duplicates(session, Notification.__table__, new)  # a concurrent delivery may race us
     return len(new)
+
+
+def _pending_row(mail: Mail, now: datetime) -> dict[str, Any]:
+    """The columns of a mail recorded as pending, due now."""
+    return {
+        "kind": mail.kind,
+        "dedup_key": mail.dedup_key,
+        "student_id": mail.student_id,
+        "recipient": mail.recipient,
+        "subject": mail.subject,
+        "body_text": mail.body_text,
+        "body_html": mail.body_html,
+        "attachment_name": mail.attachment_name,
+        "attachment": mail.attachment,
+        "message_id": mail.message_id,
+        "state": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 # --- sending ----------------------------------------------------------------

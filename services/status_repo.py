@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -95,28 +95,20 @@ def submit(session_factory, command: dict) -> tuple[StatusRequest, bool]:
         return existing, False
 
 
-def submit_many(session_factory, commands: list[dict]) -> int:
-    """Record many requests as pending; returns how many were new.
+def submit_many(session_factory, commands: list[dict]) -> None:
+    """Record many requests as pending.
 
     Requests with an issued id and no idempotency key (the gateway's, accepted
     together) are inserted in one executemany that skips ids already recorded
     (a redelivered event); the others go through :func:`submit` one by one.
     """
     plain = [c for c in commands if c.get("request_id") and not c.get("idempotency_key")]
-    created = 0
     if plain:
         with session_factory.begin() as session:
-            before = _count_known(session, [str(c["request_id"]) for c in plain])
             insert_ignoring_duplicates(session, StatusRequest.__table__, [_new_row(c) for c in plain])
-        created += len(plain) - before
     for command in commands:
         if not (command.get("request_id") and not command.get("idempotency_key")):
-            created += submit(session_factory, command)[1]
-    return created
-
-
-def _count_known(session: Session, request_ids: list[str]) -> int:
-    return session.scalar(select(func.count()).where(StatusRequest.id.in_(request_ids))) or 0
+            submit(session_factory, command)
 
 
 def _new_row(command: dict) -> dict:
@@ -197,9 +189,7 @@ class BatchResult:
     applied: int = 0
     noops: int = 0
     rejected: int = 0
-    deferred: int = 0
     events: int = 0
-    unknown_students: set[int] = field(default_factory=set)
 
     @property
     def handled(self) -> int:

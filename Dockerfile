@@ -1,5 +1,5 @@
 # One image for every mensageria process; docker-compose.yml gives each
-# container its own command (nameko run ..., python -m services.migrate).
+# container its own command (nameko run ..., python -m tools.migrate).
 FROM python:3.11-slim
 
 ENV PYTHONUNBUFFERED=1 \

@@ -36,7 +36,7 @@ format: install
 	$(BIN)/ruff format .
 
 migrate: install
-	$(BIN)/python -m services.migrate
+	$(BIN)/python -m tools.migrate
 
 shell: install
 	PYTHONSTARTUP=tools/shell.py $(BIN)/nameko shell --config config.yaml

@@ -21,7 +21,7 @@ from sqlalchemy import DateTime, Integer, String, Text, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from services import lifecycle
-from services.db import build_engine  # the same engine settings (SQLite WAL, busy timeout) as the services
+from services.infra.db import build_engine  # the same engine settings (SQLite WAL, busy timeout) as the services
 
 app = Celery("mensageria_bench", broker=os.environ.get("BENCH_CELERY_BROKER", "amqp://guest:guest@localhost:5672//"))
 app.conf.update(

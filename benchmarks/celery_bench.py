@@ -32,7 +32,7 @@ from benchmarks.infra import (
     start_process,
     stop_process,
 )
-from services.db import build_engine
+from services.infra.db import build_engine
 
 PG_DATABASE = "mensageria_bench_celery"
 CONCURRENCY = 2

@@ -167,7 +167,7 @@ def descendants(pid: int) -> list[int]:
 
 
 def wait_for_child(pid: int, timeout: float = 30.0) -> int:
-    """The first child of ``pid`` (the ``nameko run`` under ``services.launch``)."""
+    """The first child of ``pid`` (the ``nameko run`` under ``tools.launch``)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = children(pid)

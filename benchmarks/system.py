@@ -1,11 +1,11 @@
 """Scenarios (c) and (e): mensageria itself, as ``make run`` runs it.
 
-students, status and the gateway each run as ``python -m services.launch
+students, status and the gateway each run as ``python -m tools.launch
 --config config.yaml <module>`` (the supervisor ``bin/run`` and docker-compose
 use), configured through the environment as in ``tests/e2e/support.py``, on a
 vhost of their own; SQLite files in a temporary directory, or the PostgreSQL
 databases ``mensageria_bench_students`` / ``mensageria_bench_status``
-(created, migrated with ``services.migrate.upgrade``, dropped). Students are
+(created, migrated with ``tools.migrate.upgrade``, dropped). Students are
 created over HTTP first; the measured clients then talk HTTP to the gateway.
 
 applied/s is read from the status database itself (``status_requests`` rows
@@ -40,8 +40,8 @@ from benchmarks.infra import (
 from benchmarks.load import Call, run_load
 from benchmarks.raw_pika import PipelinedPublisher
 from benchmarks.rpc_callers import call_concurrently
-from services.db import build_engine
-from services.migrate import upgrade
+from services.infra.db import build_engine
+from tools.migrate import upgrade
 
 MODULES = {"students": "services.students", "status": "services.status", "gateway": "gateway.service"}
 PG_DATABASES = {"students": "mensageria_bench_students", "status": "mensageria_bench_status"}
@@ -66,7 +66,7 @@ class System:
     db_uris: dict[str, str]
     log_dir: Path
     cleanup: Cleanup
-    launchers: dict = field(default_factory=dict)  # name -> Popen of services.launch
+    launchers: dict = field(default_factory=dict)  # name -> Popen of tools.launch
     pids: dict[str, int] = field(default_factory=dict)  # name -> pid of its `nameko run`
     engines: dict[str, Engine] = field(default_factory=dict)
     student_ids: list[int] = field(default_factory=list)
@@ -99,7 +99,7 @@ class System:
             "PYTHONUNBUFFERED": "1",
         }
         for name, module in MODULES.items():
-            command = [PYTHON, "-m", "services.launch", "--config", "config.yaml", module]
+            command = [PYTHON, "-m", "tools.launch", "--config", "config.yaml", module]
             system.launchers[name] = start_process(cleanup, name, command, env, log_dir / f"{name}.log")
         for service, uri in uris.items():
             system.engines[service] = build_engine(uri)
@@ -377,7 +377,7 @@ def echo(ctx: Context, backend: str) -> list[Row]:
     try:
         amqp_uri = ctx.broker.create_vhost(cleanup, "echo")
         env = {**os.environ, "AMQP_URI": amqp_uri, "PYTHONWARNINGS": "ignore", "PYTHONUNBUFFERED": "1"}
-        command = [PYTHON, "-m", "services.launch", "--config", "config.yaml", "benchmarks.echo"]
+        command = [PYTHON, "-m", "tools.launch", "--config", "config.yaml", "benchmarks.echo"]
         launcher = start_process(cleanup, "echo service", command, env, ctx.workdir / "echo.log")
         pid = wait_for_child(launcher.pid)
         _wait_echo(amqp_uri)

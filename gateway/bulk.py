@@ -33,8 +33,8 @@ from marshmallow import ValidationError, validate
 
 from gateway.exceptions import MalformedJson, PayloadTooLarge, UnsupportedMediaType
 from services.exceptions import ServiceError, ValidationFailed
+from services.infra.pagination import MAX_ID
 from services.lifecycle import STATUSES
-from services.pagination import MAX_ID
 
 __all__ = ["BulkRow", "RowError", "read_rows"]
 

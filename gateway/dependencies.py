@@ -14,8 +14,8 @@ from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 
 from services.exceptions import ServiceUnavailable
-from services.rpc import BROKER_ERRORS, TimedRpcProxy, TimedServiceProxy
-from services.topology import subscriber_queues
+from services.infra.rpc import BROKER_ERRORS, TimedRpcProxy, TimedServiceProxy
+from services.infra.topology import subscriber_queues
 
 __all__ = [
     "BatchingEventDispatcher",
@@ -31,7 +31,7 @@ __all__ = [
 class DurableEventDispatcher(EventDispatcher):
     """Dispatches with publisher confirms into queues declared beforehand.
 
-    Subscriber queues (see :mod:`services.topology`) are declared at start-up,
+    Subscriber queues (see :mod:`services.infra.topology`) are declared at start-up,
     and ``mandatory`` makes an unroutable event an error instead of a silent
     drop, so a confirmed dispatch means the event is stored in a durable queue.
     """

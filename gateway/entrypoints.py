@@ -35,7 +35,7 @@ from services.exceptions import (
     ValidationFailed,
     VersionMismatch,
 )
-from services.pagination import MAX_ID
+from services.infra.pagination import MAX_ID
 
 log = logging.getLogger(__name__)
 

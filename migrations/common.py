@@ -1,7 +1,7 @@
 """Shared body of each service's Alembic ``env.py``.
 
 The database URL comes from ``-x db_uri=...``, else the ``sqlalchemy.url``
-option set by ``services.migrate``, else ``config.yaml``'s ``DB_URIS``.
+option set by ``tools.migrate``, else ``config.yaml``'s ``DB_URIS``.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import MetaData
 
-from services.config import load_config
-from services.db import build_engine
+from services.infra.config import load_config
+from services.infra.db import build_engine
 
 
 def run(metadata: MetaData, uri_key: str) -> None:

@@ -13,15 +13,16 @@ import base64
 from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
-from services import certificates_repo as repo
-from services import dead_letters, lifecycle
-from services.db import Database
+from services import lifecycle
+from services._certificates import repo as repo
+from services._certificates.models import Certificate, CertificatesBase, CertificatesOutbox
+from services._certificates.pdf import render_certificate
 from services.exceptions import StudentNotFound, ValidationFailed
-from services.models import Certificate, CertificatesBase, CertificatesOutbox
-from services.outbox import Outbox
-from services.pdf import render_certificate
-from services.retry import reliable_event_handler
-from services.rpc import TimedRpcProxy
+from services.infra import dead_letters
+from services.infra.db import Database
+from services.infra.outbox import Outbox
+from services.infra.retry import reliable_event_handler
+from services.infra.rpc import TimedRpcProxy
 from services.schemas import CertificateSchema, positive_id, status_changes
 
 

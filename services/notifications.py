@@ -17,13 +17,15 @@ import logging
 from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
-from services import dead_letters, mailer
-from services import notifications_repo as repo
-from services.db import Database
+from services._notifications import mailer
+from services._notifications import repo as repo
+from services._notifications.models import NotificationsBase
 from services.exceptions import CertificateNotFound
-from services.models import NotificationsBase, utcnow
-from services.retry import reliable_event_handler
-from services.rpc import TimedRpcProxy
+from services.infra import dead_letters
+from services.infra.db import Database
+from services.infra.models import utcnow
+from services.infra.retry import reliable_event_handler
+from services.infra.rpc import TimedRpcProxy
 from services.schemas import load, positive_id, status_changes
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from marshmallow import (
 
 from services import lifecycle
 from services.exceptions import ValidationFailed
-from services.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
+from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
 
 
 def load(schema: Schema, data: Any) -> dict:

@@ -13,13 +13,15 @@ from __future__ import annotations
 from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
-from services import dead_letters, jobs, jobs_repo
-from services import status_repo as repo
-from services.db import Database
+from services import jobs
+from services._status import jobs_repo
+from services._status import repo as repo
+from services._status.applier import RecentResults, StatusApplier
+from services._status.models import StatusBase
 from services.exceptions import ValidationFailed
-from services.models import StatusBase
-from services.processing import RecentResults, StatusApplier
-from services.retry import reliable_event_handler
+from services.infra import dead_letters
+from services.infra.db import Database
+from services.infra.retry import reliable_event_handler
 from services.schemas import (
     CurrentStatusSchema,
     HistoryEntrySchema,

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from nameko.rpc import rpc
 
-from services import dead_letters
-from services import students_repo as repo
-from services.db import Database
+from services._students import repo as repo
+from services._students.models import StudentsBase, StudentsOutbox
 from services.exceptions import ValidationFailed
-from services.models import StudentsBase, StudentsOutbox
-from services.outbox import Outbox
-from services.retry import reliable_event_handler
+from services.infra import dead_letters
+from services.infra.db import Database
+from services.infra.outbox import Outbox
+from services.infra.retry import reliable_event_handler
 from services.schemas import (
     ListStudentsSchema,
     StudentCreateSchema,

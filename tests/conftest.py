@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from services.migrate import HISTORIES, upgrade
+from tools.migrate import HISTORIES, upgrade
 
 BACKENDS = ("sqlite", "postgresql")
 # per test session, so that concurrent sessions on one server never meet

@@ -1,4 +1,4 @@
 from migrations.common import run
-from services.models import CertificatesBase
+from services._certificates.models import CertificatesBase
 
 run(CertificatesBase.metadata, "certificates:CertificatesBase")

@@ -1,4 +1,4 @@
 from migrations.common import run
-from services.models import NotificationsBase
+from services._notifications.models import NotificationsBase
 
 run(NotificationsBase.metadata, "notifications:NotificationsBase")

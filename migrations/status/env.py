@@ -1,4 +1,4 @@
 from migrations.common import run
-from services.models import StatusBase
+from services._status.models import StatusBase
 
 run(StatusBase.metadata, "status:StatusBase")

@@ -1,4 +1,4 @@
 from migrations.common import run
-from services.models import StudentsBase
+from services._students.models import StudentsBase
 
 run(StudentsBase.metadata, "students:StudentsBase")

@@ -119,9 +119,9 @@ def process_env(amqp_uri: str, db_uris: dict[str, str], port: int) -> dict[str, 
 
 def start_process(module: str, env: dict[str, str], log_path: Path, supervised: bool = False) -> subprocess.Popen:
     """``nameko run --config config.yaml <module>``, output to ``log_path``;
-    ``supervised``: as ``make run`` starts it, under ``services.launch``."""
+    ``supervised``: as ``make run`` starts it, under ``tools.launch``."""
     if supervised:
-        command = [sys.executable, "-m", "services.launch", "--config", CONFIG, module]
+        command = [sys.executable, "-m", "tools.launch", "--config", CONFIG, module]
     else:
         command = [NAMEKO, "run", "--config", CONFIG, module]
     with open(log_path, "ab") as log:
@@ -142,7 +142,7 @@ def stop_processes(processes: dict[str, subprocess.Popen]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGCONT)  # a stopped process cannot handle SIGTERM
                 process.terminate()
-    deadline = time.monotonic() + STOP_TIMEOUT  # a killed services.launch takes its nameko run with it
+    deadline = time.monotonic() + STOP_TIMEOUT  # a killed tools.launch takes its nameko run with it
     for process in processes.values():
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -16,7 +16,7 @@ from nameko.testing.services import entrypoint_hook
 
 from gateway.dependencies import BatchingEventDispatcher
 from services.exceptions import ServiceUnavailable
-from services.topology import subscriber_queues
+from services.infra.topology import subscriber_queues
 
 CALLS = 40
 

@@ -10,7 +10,7 @@ import pytest
 from gateway.bulk import BulkRow, RowError, read_rows
 from gateway.exceptions import MalformedJson, PayloadTooLarge, UnsupportedMediaType
 from services.exceptions import ValidationFailed
-from services.pagination import MAX_ID
+from services.infra.pagination import MAX_ID
 
 JSON, CSV = "application/json", "text/csv"
 NO_ID = {key: ["Provide student_id or email."] for key in ("student_id", "email")}

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from services import jobs, jobs_repo, status_repo
+from services import jobs
+from services._status import jobs_repo
+from services._status import repo as status_repo
+from services._status.models import StatusBase
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
-from services.models import StatusBase
 from services.schemas import JobRowSchema
 from tests.unit.test_services import make_session_factory, track
 

@@ -16,11 +16,11 @@ from nameko_sqlalchemy.database import DatabaseWrapper, Session
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from services import mailer
-from services import notifications_repo as repo
-from services.db import build_engine
+from services._notifications import mailer
+from services._notifications import repo as repo
+from services._notifications.models import Notification, NotificationsBase
 from services.exceptions import NotificationNotFound, ValidationFailed
-from services.models import Notification, NotificationsBase
+from services.infra.db import build_engine
 from services.notifications import NotificationsService
 
 MAIL_FROM = "Secretaria <secretaria@escola.example>"

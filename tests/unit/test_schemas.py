@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from services.exceptions import ValidationFailed
-from services.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor, page
+from services.infra.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor, page
 from services.schemas import (
     ListStudentsSchema,
     StatusChangeSchema,

@@ -16,8 +16,9 @@ from nameko_sqlalchemy.database import DatabaseWrapper, Session
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
-from services import retry, status_repo
-from services.db import build_engine
+from services._status import repo as status_repo
+from services._status.models import StatusBase, StatusHistory, StatusOutbox, StatusRequest, StudentStatus
+from services._students.models import StudentsBase, StudentsOutbox
 from services.exceptions import (
     EmailAlreadyExists,
     IdempotencyKeyReused,
@@ -25,16 +26,9 @@ from services.exceptions import (
     ValidationFailed,
     VersionMismatch,
 )
-from services.models import (
-    StatusBase,
-    StatusHistory,
-    StatusOutbox,
-    StatusRequest,
-    StudentsBase,
-    StudentsOutbox,
-    StudentStatus,
-)
-from services.outbox import OutboxWriter
+from services.infra import retry
+from services.infra.db import build_engine
+from services.infra.outbox import OutboxWriter
 from services.status import StatusService
 from services.students import StudentsService
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from nameko.events import EventHandler
 
 from services.certificates import CertificatesService
+from services.infra.topology import SUBSCRIPTIONS, Subscription, subscriber_queues
 from services.notifications import NotificationsService
 from services.status import StatusService
 from services.students import StudentsService
-from services.topology import SUBSCRIPTIONS, Subscription, subscriber_queues
 
 SERVICES = (StudentsService, StatusService, CertificatesService, NotificationsService)
 

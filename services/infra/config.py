@@ -13,7 +13,7 @@ with warnings.catch_warnings():  # nameko 2.x runs on eventlet, which announces 
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     from nameko.cli.main import setup_yaml_parser
 
-DEFAULT_PATH = Path(__file__).resolve().parent.parent / "config.yaml"
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "config.yaml"
 
 
 def load_config(path: str | os.PathLike | None = None) -> dict:

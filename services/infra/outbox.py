@@ -25,9 +25,9 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.background import BackgroundLoop
-from services.models import OutboxMixin, utcnow
-from services.topology import declarations
+from services.infra.background import BackgroundLoop
+from services.infra.models import OutboxMixin, utcnow
+from services.infra.topology import declarations
 
 BATCH_SIZE = 500
 

@@ -22,8 +22,8 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
 from nameko.rpc import rpc
 
-from services import retry
 from services.exceptions import ValidationFailed
+from services.infra import retry
 
 MAX_LIST = 1000
 

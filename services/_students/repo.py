@@ -7,9 +7,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services import lifecycle
+from services._students.models import Student
 from services.exceptions import EmailAlreadyExists, StudentNotFound, VersionMismatch
-from services.models import Student, utcnow
-from services.pagination import keyset, page
+from services.infra.models import utcnow
+from services.infra.pagination import keyset, page
 
 
 def get(session: Session, student_id: int) -> Student:

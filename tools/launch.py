@@ -1,6 +1,6 @@
 """Run Nameko services under a small supervisor.
 
-    python -m services.launch [--config config.yaml] services.students [more modules]
+    python -m tools.launch [--config config.yaml] services.students [more modules]
 
 - ``nameko run`` fails at once when RabbitMQ is not up yet (its extensions
   declare queues while starting): this waits with exponential backoff, one log
@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-from services.config import load_config
-from services.preflight import broker_reachable, redacted
+from services.infra.config import load_config
+from tools.preflight import broker_reachable, redacted
 
 log = logging.getLogger("mensageria.launch")
 

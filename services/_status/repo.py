@@ -12,10 +12,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services import lifecycle
-from services.db import insert_ignoring_duplicates
+from services._status.models import StatusHistory, StatusJob, StatusOutbox, StatusRequest, StudentStatus
 from services.exceptions import IdempotencyKeyReused, StatusRequestNotFound, StudentNotFound
-from services.models import StatusHistory, StatusJob, StatusOutbox, StatusRequest, StudentStatus, utcnow
-from services.pagination import keyset, page
+from services.infra.db import insert_ignoring_duplicates
+from services.infra.models import utcnow
+from services.infra.pagination import keyset, page
 
 PENDING, APPLIED, REJECTED, FAILED = "pending", "applied", "rejected", "failed"
 STUDENT_NOT_FOUND = "STUDENT_NOT_FOUND"

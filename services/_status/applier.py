@@ -23,11 +23,11 @@ from nameko.exceptions import RpcTimeout, UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.standalone.rpc import ClusterRpcProxy
 
-from services import status_repo as repo
-from services.background import BackgroundLoop
+from services._status import repo as repo
+from services._status.models import StatusOutbox
 from services.exceptions import ServiceUnavailable
-from services.models import StatusOutbox
-from services.outbox import OutboxRelay
+from services.infra.background import BackgroundLoop
+from services.infra.outbox import OutboxRelay
 
 log = logging.getLogger(__name__)
 

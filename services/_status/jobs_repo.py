@@ -23,11 +23,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import lifecycle
-from services.db import insert_ignoring_duplicates
+from services._status.models import StatusJob, StatusJobError, StatusRequest
+from services._status.repo import APPLIED, FAILED, PENDING, REJECTED
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
-from services.models import StatusJob, StatusJobError, StatusRequest, utcnow
-from services.pagination import MAX_ID
-from services.status_repo import APPLIED, FAILED, PENDING, REJECTED
+from services.infra.db import insert_ignoring_duplicates
+from services.infra.models import utcnow
+from services.infra.pagination import MAX_ID
 
 DUPLICATE_ROW = "DUPLICATE_ROW"
 MAX_REASON = 1000

@@ -37,9 +37,9 @@ from typing import Any, Protocol
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
-from services import notifications_repo as repo
-from services.background import BackgroundLoop
-from services.models import utcnow
+from services._notifications import repo as repo
+from services.infra.background import BackgroundLoop
+from services.infra.models import utcnow
 
 log = logging.getLogger(__name__)
 

@@ -16,14 +16,15 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
-from services.db import insert_ignoring_duplicates
+from services._notifications.models import Notification
 from services.exceptions import NotificationNotFound
-from services.models import Notification, utcnow
-from services.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, keyset, page
+from services.infra.db import insert_ignoring_duplicates
+from services.infra.models import utcnow
+from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, keyset, page
 from services.schemas import StrictSchema
 
 if TYPE_CHECKING:
-    from services.mailer import Mail
+    from services._notifications.mailer import Mail
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 STATES = (PENDING, SENT, FAILED)

@@ -1,7 +1,7 @@
 """Start-up checks for ``make run``: is the broker there, is the gateway up.
 
-python -m services.preflight broker [--config config.yaml]
-python -m services.preflight gateway [--config config.yaml] [--timeout 60]
+python -m tools.preflight broker [--config config.yaml]
+python -m tools.preflight gateway [--config config.yaml] [--timeout 60]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import urllib.request
 
 from kombu import Connection
 
-from services.config import load_config
+from services.infra.config import load_config
 
 
 def broker_reachable(amqp_uri: str, timeout: float = 3.0) -> bool:

@@ -1,6 +1,6 @@
 """Bring every service's database to the latest migration.
 
-python -m services.migrate [--config config.yaml]
+python -m tools.migrate [--config config.yaml]
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 
-from services.config import load_config
+from services.infra.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 HISTORIES = {

@@ -8,8 +8,9 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services._certificates.models import Certificate
 from services.exceptions import CertificateNotFound
-from services.models import Certificate, utcnow
+from services.infra.models import utcnow
 
 # 24 random bytes: 192 bits, URL-safe base64 without padding (32 characters)
 CODE_BYTES = 24

@@ -1,0 +1,40 @@
+"""The notifications service's table: the mail log."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from services.infra.models import UTCDateTime, utcnow
+
+
+class NotificationsBase(DeclarativeBase):
+    pass
+
+
+class Notification(NotificationsBase):
+    """One e-mail: rendered when its event arrives, sent (and retried) by the sender."""
+
+    __tablename__ = "notifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    # one mail per event and recipient, however often the event is delivered
+    dedup_key: Mapped[str] = mapped_column(String(400), unique=True)
+    kind: Mapped[str] = mapped_column(String(50))
+    student_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    recipient: Mapped[str] = mapped_column(String(320))
+    subject: Mapped[str] = mapped_column(String(300))
+    body_text: Mapped[str] = mapped_column(Text)
+    body_html: Mapped[str] = mapped_column(Text)
+    attachment_name: Mapped[str | None] = mapped_column(String(200))
+    attachment: Mapped[bytes | None] = mapped_column(LargeBinary)
+    message_id: Mapped[str] = mapped_column(String(300))
+    state: Mapped[str] = mapped_column(String(10), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,4 @@
+"""The status service's own code.
+
+Only services/status.py, migrations/status/ and tests import it.
+"""

@@ -1,0 +1,4 @@
+"""The students service's own code.
+
+Only services/students.py, migrations/students/ and tests import it.
+"""

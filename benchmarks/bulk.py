@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import requests
 
 from benchmarks.core import Context, Row
-from benchmarks.infra import format_cpu
+from benchmarks.cpu import format_cpu
 from benchmarks.system import System
 
 CHUNK_ROWS = 1_000  # rows per chunk of the streamed upload
@@ -72,7 +72,7 @@ def _wait(probe, finished, progress, what: str, system: System, interval: float)
     return time.monotonic(), value
 
 
-def bulk_job(ctx: Context, backend: str) -> list[Row]:
+def bulk_job(ctx: Context[System], backend: str) -> list[Row]:
     """(d) one job of ``ctx.sizes.bulk_rows`` rows: upload → every row applied, its event published."""
     system = ctx.system(backend)
     total = ctx.sizes.bulk_rows

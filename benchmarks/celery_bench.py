@@ -20,18 +20,8 @@ from sqlalchemy import func, insert, select
 
 from benchmarks import celery_app
 from benchmarks.core import SQLITE, Context, Row
-from benchmarks.infra import (
-    BIN,
-    ROOT,
-    Cleanup,
-    CpuMeter,
-    descendants,
-    format_cpu,
-    postgres_pids,
-    rabbitmq_pids,
-    start_process,
-    stop_process,
-)
+from benchmarks.cpu import CpuMeter, format_cpu, postgres_pids, rabbitmq_pids
+from benchmarks.infra import BIN, ROOT, Cleanup, descendants, start_process, stop_process
 from services.infra.db import build_engine
 
 PG_DATABASE = "mensageria_bench_celery"

@@ -1,17 +1,19 @@
-"""The runner's vocabulary: a result row, a scenario, sizes, and the context
-every scenario function receives."""
+"""The runner's vocabulary: a result row (and the percentile of its p50/p99), a scenario,
+sizes, and the context every scenario function receives.
+
+The context starts the running system through the function the runner hands it
+(``start_system``): this module knows only what a system must offer
+(:class:`RunningSystem`), never which one it is.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Generic, Protocol, TypeVar
 
 from benchmarks.infra import Broker, Cleanup, Postgres
-
-if TYPE_CHECKING:
-    from benchmarks.system import System
 
 NO_BACKEND = "-"
 SQLITE = "sqlite"
@@ -34,6 +36,14 @@ class Row:
     notes: str = ""
     ratio_a: float | None = None
     ratio_b: float | None = None
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None if empty)."""
+    if not sorted_values:
+        return None
+    rank = max(1, min(len(sorted_values), round(q * len(sorted_values) + 0.5)))
+    return sorted_values[rank - 1]
 
 
 @dataclass(frozen=True)
@@ -80,26 +90,36 @@ class Sizes:
         )
 
 
+class RunningSystem(Protocol):
+    """What the context needs of a running system: its backend, and a way to stop it."""
+
+    backend: str
+
+    def close(self) -> None: ...
+
+
+SystemT = TypeVar("SystemT", bound=RunningSystem)
+
+
 @dataclass
-class Context:
+class Context(Generic[SystemT]):
     broker: Broker
     postgres: Postgres
     sizes: Sizes
     cleanup: Cleanup
     workdir: Path
+    start_system: Callable[[Context[SystemT], str], SystemT]  # e.g. ``System.start``, passed by the runner
     profile_dir: Path | None = None
     profile_seconds: float = 10.0
-    _system: System | None = field(default=None, repr=False)
+    _system: SystemT | None = field(default=None, repr=False)
 
-    def system(self, backend: str) -> System:
+    def system(self, backend: str) -> SystemT:
         """mensageria running on ``backend`` (one at a time: the previous one is stopped)."""
-        from benchmarks.system import System
-
         if self._system is not None and self._system.backend != backend:
             self._system.close()
             self._system = None
         if self._system is None:
-            self._system = System.start(self, backend)
+            self._system = self.start_system(self, backend)
         return self._system
 
     def close_system(self) -> None:

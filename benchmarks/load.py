@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
-from benchmarks.infra import percentile
+from benchmarks.core import percentile
 
 
 @dataclass(frozen=True)

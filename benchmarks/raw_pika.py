@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 import pika
 
 from benchmarks.core import Context, Row
-from benchmarks.infra import CpuMeter, format_cpu, rabbitmq_pids
+from benchmarks.cpu import CpuMeter, format_cpu, rabbitmq_pids
 
 QUEUE = "bench.raw"
 BODY = b'{"student_id": 12345, "status": "active", "reason": "benchmark"}'

@@ -18,7 +18,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 
-from benchmarks.infra import percentile
+from benchmarks.core import percentile
 
 TIMEOUT = 30.0
 

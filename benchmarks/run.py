@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import csv
 import os
 import shutil
 import signal
@@ -23,44 +22,24 @@ import sys
 import tempfile
 import time
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks import bulk, celery_bench, raw_pika, system
+from benchmarks import bulk, celery_bench, raw_pika, reads, writes
 from benchmarks.core import BACKENDS, NO_BACKEND, Context, Row, Scenario, Sizes
-from benchmarks.infra import Broker, Cleanup, Postgres, git_commit, machine_busy_percent, machine_info, wait_quiet
+from benchmarks.cpu import machine_busy_percent, wait_quiet
+from benchmarks.infra import Broker, Cleanup, Postgres
+from benchmarks.report import RESULTS, add_ratios, append_csv, machine_info, table
+from benchmarks.system import System
 
 SCENARIOS: list[Scenario] = [
     Scenario("a", "raw pika: publish with confirms → consume with acks", raw_pika.run),
     Scenario("b", "Celery: one task per status update", celery_bench.run, BACKENDS),
-    Scenario("c", "ours: POST /students/{id}/status, accepted and applied", system.status_changes, BACKENDS, True),
-    Scenario("c", "ours: the status service alone, from a queued backlog", system.status_backlog, BACKENDS, True),
+    Scenario("c", "ours: POST /students/{id}/status, accepted and applied", writes.status_changes, BACKENDS, True),
+    Scenario("c", "ours: the status service alone, from a queued backlog", writes.status_backlog, BACKENDS, True),
     Scenario("d", "ours: bulk job of 100,000 rows", bulk.bulk_job, BACKENDS, True),
-    Scenario("e", "ours: GET /students/{id}, and the same read over RPC", system.reads, BACKENDS, True),
-    Scenario("e", "bare nameko RPC echo", system.echo),
-]
-
-RESULTS = Path(__file__).resolve().parent / "results" / "results.csv"
-CSV_FIELDS = [
-    "timestamp",
-    "commit",
-    "tree",
-    "nproc",
-    "cpu_model",
-    "ram_gib",
-    "run",
-    "key",
-    "scenario",
-    "backend",
-    "concurrency",
-    "ops_per_s",
-    "count",
-    "p50_ms",
-    "p99_ms",
-    "ratio_a",
-    "ratio_b",
-    "notes",
+    Scenario("e", "ours: GET /students/{id}, and the same read over RPC", reads.reads, BACKENDS, True),
+    Scenario("e", "bare nameko RPC echo", reads.echo),
 ]
 
 
@@ -166,91 +145,6 @@ def plan(only: set[str], backends: tuple[str, ...]) -> list[tuple[Scenario, str]
     return [(scenario, backend) for _, scenario, backend in sorted(pairs, key=order)]
 
 
-def add_ratios(rows: list[Row]) -> None:
-    """ops/s of each row over (a)'s, and over (b)'s on the same backend (for c, d, e)."""
-    raw = next((row.ops for row in rows if row.key == "a"), None)
-    celery = {row.backend: row.ops for row in rows if row.key == "b"}
-    for row in rows:
-        if raw and row.key != "a":
-            row.ratio_a = row.ops / raw
-        if row.key in ("c", "d", "e") and celery.get(row.backend):
-            row.ratio_b = row.ops / celery[row.backend]
-
-
-def _num(value: float | None, digits: int = 0) -> str:
-    if value is None:
-        return ""
-    return f"{value:,.{digits}f}"
-
-
-def _ratio(value: float | None) -> str:
-    if value is None:
-        return ""
-    return f"{value:.3f}" if value < 0.1 else f"{value:.2f}"
-
-
-def table(rows: list[Row]) -> str:
-    header = ("", "scenario", "backend", "conc.", "ops/s", "p50 ms", "p99 ms", "÷ (a)", "÷ (b)")
-    body = [
-        (
-            row.key,
-            row.scenario,
-            row.backend,
-            str(row.concurrency or ""),
-            _num(row.ops),
-            _num(row.p50_ms, 1),
-            _num(row.p99_ms, 1),
-            _ratio(row.ratio_a),
-            _ratio(row.ratio_b),
-        )
-        for row in rows
-    ]
-    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
-    right = {3, 4, 5, 6, 7, 8}
-
-    def fmt(line) -> str:
-        cells = [
-            cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(line, widths, strict=True))
-        ]
-        return "| " + " | ".join(cells) + " |"
-
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if i in right else "-" * (w + 2) for i, w in enumerate(widths)) + "|"
-    return "\n".join([fmt(header), rule, *map(fmt, body)])
-
-
-def append_csv(path: Path, rows: list[Row], run: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    commit, tree = git_commit()
-    machine = machine_info()
-    stamp = datetime.now(UTC).isoformat(timespec="seconds")
-    new = not path.exists() or path.stat().st_size == 0
-    with open(path, "a", newline="") as handle:
-        writer = csv.DictWriter(handle, CSV_FIELDS)
-        if new:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow(
-                {
-                    "timestamp": stamp,
-                    "commit": commit,
-                    "tree": tree,
-                    **machine,
-                    "run": run,
-                    "key": row.key,
-                    "scenario": row.scenario,
-                    "backend": row.backend,
-                    "concurrency": row.concurrency or "",
-                    "ops_per_s": f"{row.ops:.1f}",
-                    "count": row.count,
-                    "p50_ms": "" if row.p50_ms is None else f"{row.p50_ms:.2f}",
-                    "p99_ms": "" if row.p99_ms is None else f"{row.p99_ms:.2f}",
-                    "ratio_a": "" if row.ratio_a is None else f"{row.ratio_a:.4f}",
-                    "ratio_b": "" if row.ratio_b is None else f"{row.ratio_b:.4f}",
-                    "notes": row.notes,
-                }
-            )
-
-
 def _stop_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks
 
@@ -273,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         cleanup.push(f"remove {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
     broker = Broker(_broker_root(args.amqp_uri), args.rabbit_api_uri)
     postgres = Postgres(args.postgres_uri)
-    ctx = Context(broker, postgres, sizes, cleanup, workdir, args.profile, args.profile_seconds)
+    ctx = Context(broker, postgres, sizes, cleanup, workdir, System.start, args.profile, args.profile_seconds)
 
     rows: list[Row] = []
     failed: list[str] = []

@@ -174,7 +174,38 @@ class IdempotencyKeyReused(Conflict):
     code = "IDEMPOTENCY_KEY_REUSED"
 
 
-# exc_path on the wire -> the class raised here. The one place that knows both sides.
+class CertificateNotFound(NotFound):
+    code = "CERTIFICATE_NOT_FOUND"
+
+
+class NotificationNotFound(NotFound):
+    code = "NOTIFICATION_NOT_FOUND"
+
+
+class JobNotFound(NotFound):
+    code = "JOB_NOT_FOUND"
+
+
+class JobUploadSuperseded(Conflict):
+    """Another upload with the same idempotency key replaced this one before it completed."""
+
+    code = "JOB_UPLOAD_SUPERSEDED"
+
+
+class BackendTimeout(ServiceError):
+    """A service the called one needed did not answer in time (not this client's :class:`RpcTimeout`)."""
+
+    code = "BACKEND_TIMEOUT"
+
+
+class ServiceUnavailable(ServiceError):
+    """The broker or a service the called one needs was not reachable from it."""
+
+    code = "SERVICE_UNAVAILABLE"
+
+
+# exc_path on the wire -> the class raised here. The one place that knows both sides;
+# tests/unit/test_client_errors.py keeps it in step with services/exceptions.py.
 REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     "services.exceptions.ServiceError": ServiceError,
     "services.exceptions.ValidationFailed": ValidationFailed,
@@ -185,6 +216,12 @@ REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     "services.exceptions.EmailAlreadyExists": EmailAlreadyExists,
     "services.exceptions.VersionMismatch": VersionMismatch,
     "services.exceptions.IdempotencyKeyReused": IdempotencyKeyReused,
+    "services.exceptions.CertificateNotFound": CertificateNotFound,
+    "services.exceptions.NotificationNotFound": NotificationNotFound,
+    "services.exceptions.JobNotFound": JobNotFound,
+    "services.exceptions.JobUploadSuperseded": JobUploadSuperseded,
+    "services.exceptions.BackendTimeout": BackendTimeout,
+    "services.exceptions.ServiceUnavailable": ServiceUnavailable,
     "nameko.exceptions.MethodNotFound": MethodNotFound,
     "nameko.exceptions.IncorrectSignature": IncorrectSignature,
     "nameko.exceptions.MalformedRequest": MalformedRequest,

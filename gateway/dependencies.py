@@ -4,7 +4,6 @@ settings."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import eventlet
@@ -15,6 +14,8 @@ from nameko.extensions import DependencyProvider
 
 from services.exceptions import ServiceUnavailable
 from services.infra.rpc import BROKER_ERRORS, TimedRpcProxy, TimedServiceProxy
+from services.infra.settings import Settings as GatewaySettings  # noqa: I001 -- TEMP alias until service.py moves
+from services.infra.settings import SettingsProvider as Settings
 from services.infra.topology import subscriber_queues
 
 __all__ = [
@@ -125,7 +126,7 @@ class KnownStudents(DependencyProvider):
     MAX_ENTRIES = 100_000
 
     def setup(self) -> None:
-        self.ttl = float(self.container.config.get("STUDENT_CACHE_SECONDS", 30))
+        self.ttl = GatewaySettings.from_config(self.container.config).student_cache_seconds
         self.seen: dict[int, float] = {}
 
     def get_dependency(self, worker_ctx: Any) -> KnownStudents:
@@ -144,29 +145,3 @@ class KnownStudents(DependencyProvider):
 
     def discard(self, student_id: int) -> None:
         self.seen.pop(student_id, None)
-
-
-@dataclass(frozen=True)
-class GatewaySettings:
-    max_body_bytes: int
-    request_id_secret: str
-    ready_timeout: float
-    bulk_max_rows: int = 100_000
-    bulk_max_bytes: int = 32 * 1024 * 1024
-    job_errors_shown: int = 100
-
-
-class Settings(DependencyProvider):
-    def setup(self) -> None:
-        config = self.container.config
-        self.settings = GatewaySettings(
-            max_body_bytes=int(config.get("MAX_BODY_BYTES", 65536)),
-            request_id_secret=str(config.get("REQUEST_ID_SECRET", "mensageria-dev-secret")),
-            ready_timeout=float(config.get("READY_TIMEOUT", 2)),
-            bulk_max_rows=int(config.get("BULK_MAX_ROWS", 100_000)),
-            bulk_max_bytes=int(config.get("BULK_MAX_BYTES", 32 * 1024 * 1024)),
-            job_errors_shown=int(config.get("JOB_ERRORS_SHOWN", 100)),
-        )
-
-    def get_dependency(self, worker_ctx: Any) -> GatewaySettings:
-        return self.settings

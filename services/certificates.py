@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import base64
 
-from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
 from services import lifecycle
-from services._certificates import repo as repo
+from services._certificates import repo
 from services._certificates.models import Certificate, CertificatesBase, CertificatesOutbox
 from services._certificates.pdf import render_certificate
 from services.exceptions import StudentNotFound, ValidationFailed
@@ -23,6 +22,7 @@ from services.infra.db import Database
 from services.infra.outbox import Outbox
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
+from services.infra.settings import SettingsProvider
 from services.schemas import CertificateSchema, positive_id, status_changes
 
 
@@ -32,7 +32,7 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
     db = Database(CertificatesBase, session_options={"expire_on_commit": False})
     outbox = Outbox(CertificatesOutbox)
     students = TimedRpcProxy("students")
-    config = Config()
+    settings = SettingsProvider()
 
     @rpc
     def ping(self) -> dict:
@@ -49,7 +49,7 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
             student = self.students.get_student(change["student_id"])
         except StudentNotFound:
             return  # deleted since: nobody to certify
-        with self.db.get_session() as session:
+        with self.db.begin() as session:
             certificate, created = repo.issue(
                 session, student, change.get("course") or student["course"], change.get("request_id")
             )
@@ -58,17 +58,17 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
 
     @rpc
     def get_certificate(self, code: str) -> dict:
-        with self.db.get_session() as session:
+        with self.db() as session:
             return self._dump(repo.get(session, code))
 
     @rpc
     def list_certificates(self, student_id: int) -> list[dict]:
-        with self.db.get_session() as session:
+        with self.db() as session:
             return [self._dump(c) for c in repo.for_student(session, positive_id(student_id))]
 
     @rpc
     def get_certificate_pdf(self, code: str) -> dict:
-        with self.db.get_session() as session:
+        with self.db() as session:
             certificate = repo.get(session, code)
         document = render_certificate(
             name=certificate.student_name,
@@ -88,14 +88,14 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
     def revoke_certificate(self, code: str, reason: str) -> dict:
         if not isinstance(reason, str) or not 1 <= len(reason.strip()) <= 1000:
             raise ValidationFailed("A reason is required.", {"reason": ["Must be 1 to 1000 characters."]})
-        with self.db.get_session() as session:
+        with self.db.begin() as session:
             certificate, revoked = repo.revoke(session, code, reason.strip())
             if revoked:
                 self.outbox.add(session, "certificate_revoked", self._event(certificate))
         return self._dump(certificate)
 
     def _url(self, certificate: Certificate, suffix: str = "") -> str:
-        base = str(self.config.get("PUBLIC_BASE_URL", "http://localhost:8000")).rstrip("/")
+        base = self.settings.public_base_url.rstrip("/")
         return f"{base}/certificates/{certificate.code}{suffix}"
 
     def _dump(self, certificate: Certificate) -> dict:

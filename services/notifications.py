@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import logging
 
-from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
-from services._notifications import mailer
-from services._notifications import repo as repo
+from services._notifications import mail, repo
 from services._notifications.models import NotificationsBase
+from services._notifications.sender import MailSender
 from services.exceptions import CertificateNotFound
 from services.infra import dead_letters
 from services.infra.db import Database
 from services.infra.models import utcnow
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
+from services.infra.settings import SettingsProvider
 from services.schemas import load, positive_id, status_changes
 
 log = logging.getLogger(__name__)
@@ -38,10 +38,10 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
     name = "notifications"
 
     db = Database(NotificationsBase, session_options={"expire_on_commit": False})
-    sender = mailer.MailSender()
+    sender = MailSender()
     students = TimedRpcProxy("students")
     certificates = TimedRpcProxy("certificates")
-    config = Config()
+    settings = SettingsProvider()
 
     @rpc
     def ping(self) -> dict:
@@ -53,27 +53,27 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
         # one lookup for the batch; students deleted since have nobody to notify
         students = {s["id"]: s for s in self.students.get_students(sorted({c["student_id"] for c in changes}))}
         mails = [
-            mailer.status_changed_mail(change, students[change["student_id"]], self._mail_from())
+            mail.status_changed_mail(change, students[change["student_id"]], self.settings.mail_from)
             for change in changes
             if change["student_id"] in students
         ]
-        if repo.record_many(self.db.Session, mails):
+        if repo.record_many(self.db, mails):
             self.sender.wake()
 
     @reliable_event_handler("certificates", "certificate_issued")
     def handle_certificate_issued(self, payload: dict) -> None:
         issued = load(repo.CertificateIssuedSchema(), payload)
-        with self.db.get_session() as session:
-            if repo.exists(session, mailer.certificate_issued_key(issued)):  # redelivered: no second PDF fetch
+        with self.db() as session:
+            if repo.exists(session, mail.certificate_issued_key(issued)):  # redelivered: no second PDF fetch
                 return
         try:
-            document = mailer.attachment(self.certificates.get_certificate_pdf(issued["code"]))
+            document = mail.attachment(self.certificates.get_certificate_pdf(issued["code"]))
         except CertificateNotFound:
             document = None
         if document is None:
             log.warning("no PDF for certificate %s; mailing its links only", issued["code"])
-        mail = mailer.certificate_issued_mail(issued, document, self._mail_from())
-        if repo.record(self.db.Session, mail):
+        issued_mail = mail.certificate_issued_mail(issued, document, self.settings.mail_from)
+        if repo.record(self.db, issued_mail):
             self.sender.wake()
 
     @rpc
@@ -81,23 +81,20 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
         query = load(
             repo.ListNotificationsSchema(), {"student_id": student_id, "state": state, "limit": limit, "cursor": cursor}
         )
-        with self.db.get_session() as session:
+        with self.db() as session:
             items, next_cursor = repo.list_page(session, **query)
             return {"items": summary_schema.dump(items, many=True), "next_cursor": next_cursor}
 
     @rpc
     def get_notification(self, notification_id: int) -> dict:
-        with self.db.get_session() as session:
+        with self.db() as session:
             return detail_schema.dump(repo.get(session, positive_id(notification_id, "notification_id")))
 
     @rpc
     def resend_notification(self, notification_id: int) -> dict:
-        with self.db.get_session() as session:
+        with self.db.begin() as session:
             notification, changed = repo.resend(session, positive_id(notification_id, "notification_id"), utcnow())
             result = summary_schema.dump(notification)
         if changed:
             self.sender.wake()
         return result
-
-    def _mail_from(self) -> str:
-        return mailer.MailSettings.from_config(self.config).mail_from

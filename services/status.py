@@ -10,18 +10,18 @@ Events: student_status_changed (via the outbox, after the change is committed).
 
 from __future__ import annotations
 
-from nameko.dependency_providers import Config
 from nameko.rpc import rpc
 
 from services import jobs
-from services._status import jobs_repo
-from services._status import repo as repo
+from services._status import jobs_repo, repo
 from services._status.applier import RecentResults, StatusApplier
 from services._status.models import StatusBase
 from services.exceptions import ValidationFailed
 from services.infra import dead_letters
 from services.infra.db import Database
 from services.infra.retry import reliable_event_handler
+from services.infra.rpc import TimedRpcProxy
+from services.infra.settings import SettingsProvider
 from services.schemas import (
     CurrentStatusSchema,
     HistoryEntrySchema,
@@ -42,8 +42,9 @@ class StatusService(dead_letters.DeadLetterRpc):
     name = "status"
 
     db = Database(StatusBase, session_options={"expire_on_commit": False})
+    students = TimedRpcProxy("students")
     applier = StatusApplier()
-    config = Config()
+    settings = SettingsProvider()
     progress_cache = RecentResults(max_age=1.0)
 
     @rpc
@@ -65,26 +66,26 @@ class StatusService(dead_letters.DeadLetterRpc):
                 "course": course,
             },
         )
-        request, created = repo.submit(self.db.Session, command)
+        request, created = repo.submit(self.db, command)
         if created:
             self.applier.wake()
         return request_schema.dump(request)
 
     @rpc
     def get_status_request(self, request_id: str) -> dict:
-        with self.db.get_session() as session:
+        with self.db() as session:
             return request_schema.dump(repo.get_request(session, str(request_id)))
 
     @rpc
     def get_status_history(self, student_id: int, limit: int = 50, cursor: str | None = None) -> dict:
         query = load(HistoryQuerySchema(), {"limit": limit, "cursor": cursor})
-        with self.db.get_session() as session:
+        with self.db() as session:
             items, next_cursor = repo.history_page(session, positive_id(student_id), **query)
             return {"items": HistoryEntrySchema(many=True).dump(items), "next_cursor": next_cursor}
 
     @rpc
     def get_current_status(self, student_id: int) -> dict:
-        with self.db.get_session() as session:
+        with self.db() as session:
             return CurrentStatusSchema().dump(repo.current(session, positive_id(student_id)))
 
     # --- bulk jobs -----------------------------------------------------------
@@ -95,13 +96,13 @@ class StatusService(dead_letters.DeadLetterRpc):
         ``BULK_MAX_ROWS``; invalid rows are refused one by one, never the whole job."""
         if not isinstance(rows, list):
             raise ValidationFailed("Expected a list of rows.", {"rows": ["Must be a list."]})
-        max_rows = int(self.config.get("BULK_MAX_ROWS", 100_000))
+        max_rows = self.settings.bulk_max_rows
         if len(rows) > max_rows:
             raise ValidationFailed(f"More than {max_rows} rows.", {"rows": [f"At most {max_rows}."]})
-        upload = jobs_repo.create(self.db.Session, idempotency_key, actor)
+        upload = jobs_repo.create(self.db, idempotency_key, actor)
         if upload.created:
             accepted, refused = jobs.check_rows(rows, JobRowSchema(), self.applier.directory.resolve_emails)
-            with self.db.Session.begin() as session:
+            with self.db.begin() as session:
                 jobs_repo.add_rows(session, upload.job_id, upload.upload, accepted, refused)
             self.seal_job(upload.job_id, upload.upload, len(rows))
         return self.get_job(upload.job_id)
@@ -113,7 +114,7 @@ class StatusService(dead_letters.DeadLetterRpc):
         shown = _errors_shown(errors)
 
         def count() -> dict:
-            with self.db.get_session() as session:
+            with self.db() as session:
                 return jobs_repo.progress(session, str(job_id), jobs_repo.MAX_ERRORS_SHOWN)
 
         job = self.progress_cache.get(str(job_id), count)
@@ -121,24 +122,24 @@ class StatusService(dead_letters.DeadLetterRpc):
 
     @rpc
     def create_job(self, idempotency_key: str | None = None, actor: str | None = None) -> dict:
-        upload = jobs_repo.create(self.db.Session, idempotency_key, actor)
+        upload = jobs_repo.create(self.db, idempotency_key, actor)
         return {"job_id": upload.job_id, "upload": upload.upload, "created": upload.created}
 
     @rpc
     def add_job_rows(self, job_id: str, upload: str, rows: list[list], errors: list[list]) -> int:
-        with self.db.Session.begin() as session:
+        with self.db.begin() as session:
             return jobs_repo.add_rows(session, job_id, upload, rows, errors)
 
     @rpc
     def seal_job(self, job_id: str, upload: str, total: int) -> dict:
-        with self.db.Session.begin() as session:
+        with self.db.begin() as session:
             jobs_repo.seal(session, job_id, upload, total)
         self.applier.wake()
         return {"job_id": job_id, "total": total}
 
     @rpc
     def discard_job(self, job_id: str, upload: str) -> None:
-        with self.db.Session.begin() as session:
+        with self.db.begin() as session:
             jobs_repo.discard(session, job_id, upload)
 
     # --- events --------------------------------------------------------------
@@ -146,20 +147,20 @@ class StatusService(dead_letters.DeadLetterRpc):
     @reliable_event_handler("gateway", "status_change_requested")
     def handle_status_change_requested(self, payload: dict) -> None:
         commands = status_change_requests(payload)  # invalid: parked as a dead letter at once
-        repo.submit_many(self.db.Session, commands)
+        repo.submit_many(self.db, commands)
         self.applier.wake()  # a redelivered message wakes it for nothing, harmlessly
 
     @reliable_event_handler("students", "student_created")
     def handle_student_created(self, payload: dict) -> None:
         student_id = _event_student_id(payload, "student")
-        with self.db.get_session() as session:
+        with self.db.begin() as session:
             repo.ensure_student(session, student_id)
         self.applier.wake()
 
     @reliable_event_handler("students", "student_deleted")
     def handle_student_deleted(self, payload: dict) -> None:
         student_id = _event_student_id(payload, None)
-        with self.db.get_session() as session:
+        with self.db.begin() as session:
             repo.mark_deleted(session, student_id)
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from nameko.rpc import rpc
 
-from services._students import repo as repo
+from services._students import repo
 from services._students.models import StudentsBase, StudentsOutbox
 from services.exceptions import ValidationFailed
 from services.infra import dead_letters
@@ -47,46 +47,46 @@ class StudentsService(dead_letters.DeadLetterRpc):
     @rpc
     def create_student(self, data: dict) -> dict:
         fields = load(StudentCreateSchema(), data)
-        with self.db.get_session() as session:
+        with self.db.begin() as session:
             student = student_schema.dump(repo.create(session, fields))
             self.outbox.add(session, "student_created", {"student": student})
         return student
 
     @rpc
     def get_student(self, student_id: int) -> dict:
-        with self.db.get_session() as session:
+        with self.db() as session:
             return student_schema.dump(repo.get(session, positive_id(student_id)))
 
     @rpc
     def get_student_by_email(self, email: str) -> dict:
-        with self.db.get_session() as session:
+        with self.db() as session:
             return student_schema.dump(repo.get_by_email(session, email))
 
     @rpc
     def get_students(self, student_ids: list[int]) -> list[dict]:
         """The students among ``student_ids`` that exist (up to 10,000 ids)."""
         ids = load(StudentIdsSchema(), {"student_ids": student_ids})["student_ids"]
-        with self.db.get_session() as session:
+        with self.db() as session:
             return student_schema.dump(repo.get_many(session, ids), many=True)
 
     @rpc
     def resolve_student_emails(self, emails: list[str]) -> dict[str, int]:
         """``{email: student_id}`` for the e-mails (up to 10,000) that belong to a student."""
         emails = load(StudentIdsSchema(), {"emails": emails})["emails"]
-        with self.db.get_session() as session:
+        with self.db() as session:
             return repo.ids_by_email(session, emails)
 
     @rpc
     def list_students(self, status=None, course=None, limit=50, cursor=None) -> dict:
         query = load(ListStudentsSchema(), {"status": status, "course": course, "limit": limit, "cursor": cursor})
-        with self.db.get_session() as session:
+        with self.db() as session:
             items, next_cursor = repo.list_page(session, **query)
             return {"items": student_schema.dump(items, many=True), "next_cursor": next_cursor}
 
     @rpc
     def update_student(self, student_id: int, changes: dict, expected_version: int | None = None) -> dict:
         fields = load(StudentUpdateSchema(), changes)
-        with self.db.get_session() as session:
+        with self.db.begin() as session:
             student = repo.update_fields(session, positive_id(student_id), fields, _version(expected_version))
             student = student_schema.dump(student)
             self.outbox.add(session, "student_updated", {"student": student, "changes": sorted(fields)})
@@ -94,7 +94,7 @@ class StudentsService(dead_letters.DeadLetterRpc):
 
     @rpc
     def delete_student(self, student_id: int) -> dict:
-        with self.db.get_session() as session:
+        with self.db.begin() as session:
             student = student_schema.dump(repo.delete(session, positive_id(student_id)))
             self.outbox.add(session, "student_deleted", {"student_id": student["id"], "student": student})
         return student
@@ -102,7 +102,7 @@ class StudentsService(dead_letters.DeadLetterRpc):
     @reliable_event_handler("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:
         changes = status_changes(payload)  # invalid: parked as a dead letter at once
-        with self.db.get_session() as session:
+        with self.db.begin() as session:
             repo.apply_status_changes(session, changes)
 
 

@@ -15,6 +15,7 @@ import urllib.request
 from kombu import Connection
 
 from services.infra.config import load_config
+from services.infra.settings import Settings
 
 
 def broker_reachable(amqp_uri: str, timeout: float = 3.0) -> bool:
@@ -33,7 +34,7 @@ def redacted(uri: str) -> str:
 
 
 def gateway_url(config: dict) -> str:
-    host, _, port = str(config.get("WEB_SERVER_ADDRESS", "0.0.0.0:8000")).rpartition(":")
+    host, _, port = Settings.from_config(config).web_server_address.rpartition(":")
     host = "127.0.0.1" if host in ("", "0.0.0.0") else host
     return f"http://{host}:{port}"
 

@@ -85,13 +85,15 @@ def use(helper: Any) -> None:
 
 
 def find_student(email: str) -> dict | None:
-    """The student with this e-mail (case-insensitive), or None; pages through every student."""
-    wanted = email.strip().lower()
-    for student in _all(_rpc().students.list_students):
-        if student["email"].lower() == wanted:
-            return student
-    print(f"no student with e-mail {email!r}")
-    return None
+    """The student with this e-mail (case-insensitive), or None."""
+    # imported, it is registered with nameko: the reply raises it rather than a bare RemoteError
+    from services.exceptions import StudentNotFound
+
+    try:
+        return _rpc().students.get_student_by_email(email)
+    except StudentNotFound:
+        print(f"no student with e-mail {email!r}")
+        return None
 
 
 def students(status: str | None = None, course: str | None = None, limit: int = 100) -> Table:
@@ -247,9 +249,9 @@ def _nameko() -> Any:
 def with_timeout(helper: Any) -> None:
     """Give the shell's ``n.rpc`` the configured ``RPC_TIMEOUT`` (nameko's has none),
     so a call to a service that is down raises ``RpcTimeout`` instead of hanging."""
-    from nameko.standalone.rpc import ClusterRpcProxy
+    from services.infra.rpc import standalone_proxy
 
-    proxy = ClusterRpcProxy(helper.config, timeout=float(helper.config.get("RPC_TIMEOUT", 5)))
+    proxy = standalone_proxy(helper.config)
     close_original = helper.disconnect
     helper.rpc = proxy.start()
 

@@ -7,24 +7,21 @@ attempt failed (``failed``); an operator's resend makes it ``pending`` again.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from marshmallow import EXCLUDE, Schema, fields, validate
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, sessionmaker
 
+from services._notifications.mail import Mail, Outgoing
 from services._notifications.models import Notification
 from services.exceptions import NotificationNotFound
 from services.infra.db import insert_ignoring_duplicates
 from services.infra.models import utcnow
 from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, keyset, page
 from services.schemas import StrictSchema
-
-if TYPE_CHECKING:
-    from services._notifications.mailer import Mail
 
 PENDING, SENT, FAILED = "pending", "sent", "failed"
 STATES = (PENDING, SENT, FAILED)
@@ -96,17 +93,16 @@ def exists(session: Session, dedup_key: str) -> bool:
 
 def record(session_factory: sessionmaker, mail: Mail) -> bool:
     """Record ``mail`` as pending in a transaction of its own; False if it already was."""
-    with session_factory(close_on_exit=True) as session:
-        if exists(session, mail.dedup_key):
-            return False
-        session.add(Notification(**_pending_row(mail, utcnow())))
-        try:
-            session.commit()
-        except IntegrityError:
-            session.rollback()
+    try:
+        with session_factory.begin() as session:
+            if exists(session, mail.dedup_key):
+                return False
+            session.add(Notification(**_pending_row(mail, utcnow())))
+    except IntegrityError:
+        with session_factory() as session:
             if exists(session, mail.dedup_key):
                 return False  # a concurrent delivery of the same event recorded it first
-            raise
+        raise
     return True
 
 
@@ -151,22 +147,6 @@ def _pending_row(mail: Mail, now: datetime) -> dict[str, Any]:
 
 
 # --- sending ----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """What the sender needs of one notification, detached from any session."""
-
-    id: int
-    recipient: str
-    subject: str
-    body_text: str
-    body_html: str
-    attachment_name: str | None
-    attachment: bytes | None
-    message_id: str
-    created_at: datetime
-    attempts: int
 
 
 def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Outgoing]:

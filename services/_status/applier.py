@@ -19,15 +19,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from nameko.exceptions import RpcTimeout, UnknownService
 from nameko.extensions import DependencyProvider
-from nameko.standalone.rpc import ClusterRpcProxy
 
-from services._status import repo as repo
+from services._status import batches, repo
 from services._status.models import StatusOutbox
-from services.exceptions import ServiceUnavailable
+from services.exceptions import BackendTimeout, ServiceUnavailable
 from services.infra.background import BackgroundLoop
 from services.infra.outbox import OutboxRelay
+from services.infra.rpc import TimedServiceProxy
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +35,18 @@ BACKLOG_RESOLVE_INTERVAL = 5.0  # seconds between unknown-student checks while b
 
 
 class StudentDirectory:
-    """Asks the students service whether students exist (RPC with a timeout)."""
+    """Asks the students service whether students exist, through ``students``
+    (a :class:`TimedServiceProxy`: every call has the configured deadline)."""
 
-    def __init__(self, config: dict, timeout: float):
-        self.config = config
+    def __init__(self, students: TimedServiceProxy, timeout: float):
+        self.students = students
         self.timeout = timeout
 
     def lookup(self, student_ids: set[int]) -> dict[int, bool]:
         """``{id: exists}`` for the ids the students service answered about."""
         try:
-            with ClusterRpcProxy(self.config, timeout=self.timeout) as rpc:
-                existing = {s["id"] for s in rpc.students.get_students(sorted(student_ids))}
-        except (RpcTimeout, UnknownService, OSError) as exc:
+            existing = {s["id"] for s in self.students.get_students(sorted(student_ids))}
+        except (BackendTimeout, ServiceUnavailable) as exc:
             log.warning("students service unavailable (%s); %d students stay pending", exc, len(student_ids))
             return {}
         return {student_id: student_id in existing for student_id in student_ids}
@@ -55,9 +54,8 @@ class StudentDirectory:
     def resolve_emails(self, emails: list[str]) -> dict[str, int]:
         """``{email: id}`` of the students these e-mails belong to (raises if the service is away)."""
         try:
-            with ClusterRpcProxy(self.config, timeout=self.timeout) as rpc:
-                return rpc.students.resolve_student_emails(emails)
-        except (RpcTimeout, UnknownService, OSError) as exc:
+            return self.students.resolve_student_emails(emails)
+        except BackendTimeout as exc:
             raise ServiceUnavailable("The students service is unavailable.", {"reason": str(exc)}) from None
 
 
@@ -91,8 +89,9 @@ class StatusApplier(BackgroundLoop):
 
     poll_interval = 0.5
 
-    def __init__(self, db_attr: str = "db", batch_size: int = BATCH_SIZE):
+    def __init__(self, db_attr: str = "db", students_attr: str = "students", batch_size: int = BATCH_SIZE):
         self.db_attr = db_attr
+        self.students_attr = students_attr
         self.batch_size = batch_size
 
     def start(self) -> None:
@@ -100,7 +99,8 @@ class StatusApplier(BackgroundLoop):
         db = self.sibling(self.db_attr)
         self.Session = db.Session
         self.relay = OutboxRelay(db.Session, StatusOutbox, config, self.container.service_name)
-        self.directory = StudentDirectory(config, float(config.get("RPC_TIMEOUT", 5)))
+        students = self.sibling(self.students_attr)
+        self.directory = StudentDirectory(students.background(), students.timeout)
         self.resolve_after = 0.0
         self.backlog = False
         super().start()
@@ -111,18 +111,18 @@ class StatusApplier(BackgroundLoop):
     def step(self) -> bool:
         return self.run_once().handled >= self.batch_size
 
-    def run_once(self) -> repo.BatchResult:
+    def run_once(self) -> batches.BatchResult:
         """Resolve unknown students, apply one batch, publish its events."""
         if time.monotonic() >= self.resolve_after:
-            with self.Session(close_on_exit=True) as session:
-                unknown = repo.due_unknown_students(session, self.batch_size)
+            with self.Session() as session:
+                unknown = batches.due_unknown_students(session, self.batch_size)
             # the query reads every pending request: once per poll interval, and
             # less often while a backlog is being applied in full batches
             self.resolve_after = time.monotonic() + (BACKLOG_RESOLVE_INTERVAL if self.backlog else self.poll_interval)
             if unknown:
                 self._resolve(unknown)
         with self.Session.begin() as session:
-            result = repo.apply_pending(session, self.batch_size)
+            result = batches.apply_pending(session, self.batch_size)
         self.backlog = result.handled >= self.batch_size
         self.relay.flush()  # this batch's events, and any left by a predecessor
         return result
@@ -136,4 +136,4 @@ class StatusApplier(BackgroundLoop):
                 if exists:
                     repo.ensure_student(session, student_id)
                 else:
-                    repo.reject_unknown(session, student_id)
+                    batches.reject_unknown(session, student_id)

@@ -2,7 +2,7 @@
 
 A job's rows are ordinary status requests (``job_id``, ``row_no``), recorded
 pending while the upload goes on but left alone by the applier until the upload
-is complete (``seal``; see ``status_repo.released``), so an upload that fails
+is complete (``seal``; see ``batches.released``), so an upload that fails
 half-way changes nothing. Rows refused before becoming requests (invalid, unknown e-mail) are
 kept in ``status_job_errors``; a row that repeats the same student's previous
 row in the job is refused at the seal as ``DUPLICATE_ROW``.

@@ -1,8 +1,14 @@
 """The one place that builds database engines and sessions.
 
-Services get a worker session from :class:`Database` (nameko-sqlalchemy's
-provider, configured for SQLite and PostgreSQL alike). Background loops use
-``Database.engine`` / ``Database.Session`` directly.
+A service declares ``db = Database(Base)`` (nameko-sqlalchemy's provider, configured
+for SQLite and PostgreSQL alike); its workers and background loops get the same
+session factory. There is one idiom for a transaction and one for a read::
+
+    with self.db.begin() as session:   # commits at the end, rolls back on an error
+        repo.create(session, fields)
+
+    with self.db() as session:         # a read: closed at the end, nothing committed
+        return schema.dump(repo.get(session, student_id))
 
 Rule for every transaction in this code base: it is short and never spans
 network I/O (RPC, publishing). Under eventlet, database drivers block the
@@ -19,7 +25,8 @@ from nameko_sqlalchemy import Database as _Database
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.dml import Insert
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 
@@ -52,7 +59,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class Database(_Database):
-    """nameko-sqlalchemy's ``Database`` with :func:`build_engine`'s engine.
+    """nameko-sqlalchemy's ``Database`` with :func:`build_engine`'s engine; a worker
+    gets the session factory (SQLAlchemy's own ``Session``: ``with db()`` closes,
+    ``with db.begin()`` commits).
 
     Config: ``DB_URIS: {"<service>:<BaseName>": uri}``.
     """
@@ -61,18 +70,28 @@ class Database(_Database):
         super().setup()
         self.engine.dispose()
         self.engine = build_engine(self.db_uri, **self.engine_options)
-        self.Session.configure(bind=self.engine)
+        self.Session = sessionmaker(bind=self.engine, **self.session_options)
+
+    def get_dependency(self, worker_ctx: Any) -> sessionmaker:
+        return self.Session
+
+    def worker_teardown(self, worker_ctx: Any) -> None:
+        pass  # every session is closed by the `with` block that opened it
 
 
 def db_uri(config: dict, service_name: str, base: type) -> str:
     return config["DB_URIS"][f"{service_name}:{base.__name__}"]
 
 
-def insert_ignoring_duplicates(session: Session, table: Table, rows: list[dict]) -> None:
-    """``INSERT ... ON CONFLICT DO NOTHING`` of many rows in one executemany:
-    a redelivered or repeated row is skipped instead of failing the batch."""
-    if not rows:
-        return
+def insert_or_ignore(session: Session, table: Table) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` into ``table``, for the session's database."""
     dialect = session.get_bind().dialect.name
     insert = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}[dialect]
-    session.execute(insert(table).on_conflict_do_nothing(), rows)
+    return insert(table).on_conflict_do_nothing()
+
+
+def insert_ignoring_duplicates(session: Session, table: Table, rows: list[dict]) -> None:
+    """Many rows in one executemany: a redelivered or repeated row is skipped
+    instead of failing the batch."""
+    if rows:
+        session.execute(insert_or_ignore(session, table), rows)

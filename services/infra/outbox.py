@@ -11,7 +11,7 @@ crash between publish and mark is harmless)::
 
         @rpc
         def create_student(self, data):
-            with self.db.get_session() as session:
+            with self.db.begin() as session:
                 ...
                 self.outbox.add(session, "student_created", {...})
 """
@@ -59,7 +59,7 @@ class OutboxRelay:
             self.declare_topology()
         published = 0
         while True:
-            with self.Session(close_on_exit=True) as session:  # read only: no lock held while publishing
+            with self.Session() as session:  # read only: no lock held while publishing
                 rows = session.execute(
                     select(self.model.id, self.model.event_type, self.model.payload)
                     .where(self.model.published_at.is_(None))

@@ -35,11 +35,10 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
 
 from services.exceptions import ValidationFailed
+from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ATTEMPTS = 5
-DEFAULT_BASE_DELAY = 1.0
 BACKOFF_FACTOR = 4
 
 HEADER = "x-mensageria-"
@@ -58,11 +57,10 @@ DEFAULT_EXCHANGE = Exchange("")
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValidationFailed, ValidationError)
 
 
-def retry_delays(config: dict) -> list[float]:
+def retry_delays(settings: Settings) -> list[float]:
     """Seconds to wait before each retry: one fewer than the attempts."""
-    attempts = int(config.get("EVENT_RETRY_ATTEMPTS", DEFAULT_ATTEMPTS))
-    base = float(config.get("EVENT_RETRY_BASE_DELAY", DEFAULT_BASE_DELAY))
-    return [base * BACKOFF_FACTOR**n for n in range(max(attempts - 1, 0))]
+    base = settings.event_retry_base_delay
+    return [base * BACKOFF_FACTOR**n for n in range(settings.event_retry_attempts - 1)]
 
 
 def delay_queue(queue_name: str, seconds: float) -> Queue:
@@ -93,7 +91,7 @@ class ReliableEventHandler(EventHandler):
     def setup(self) -> None:
         super().setup()
         config = self.container.config
-        self.delays = retry_delays(config)
+        self.delays = retry_delays(Settings.from_config(config))
         self.delay_queues = [delay_queue(self.queue.name, delay) for delay in self.delays]
         self.parking = dead_letter_queue(self.container.service_name)
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], declare=[*self.delay_queues, self.parking])

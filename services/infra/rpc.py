@@ -1,4 +1,4 @@
-"""Service-to-service RPC with a deadline.
+"""RPC with a deadline: the one way mensageria code calls a service.
 
 nameko 2.x's ``RpcProxy`` waits for a reply forever. :class:`TimedRpcProxy`
 gives every call the configured ``RPC_TIMEOUT`` and turns the ways a call can
@@ -10,6 +10,11 @@ fail into typed errors: :class:`BackendTimeout`, :class:`ServiceUnavailable`::
         @event_handler(...)
         def handle(self, payload):
             student = self.students.get_student(payload["student_id"])
+
+A background loop of the same service (no worker of its own) calls through
+``TimedRpcProxy.background()``. Outside a service container (``nameko shell``,
+command-line tools) :func:`standalone_proxy` is nameko's ``ClusterRpcProxy`` with
+the same ``RPC_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -20,10 +25,14 @@ import eventlet
 from amqp.exceptions import ChannelError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
 from kombu.exceptions import OperationalError
+from nameko.containers import WorkerContext
 from nameko.exceptions import RemoteError, UnknownService
+from nameko.extensions import Entrypoint
 from nameko.rpc import RpcProxy
+from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.exceptions import BackendTimeout, ServiceUnavailable
+from services.infra.settings import Settings
 
 BROKER_ERRORS = (OSError, OperationalError, AmqpConnectionError)
 
@@ -71,10 +80,29 @@ class TimedServiceProxy:
             deadline.cancel()
 
 
+class _BackgroundCall(Entrypoint):
+    """What a call from a background loop names as its origin (nameko's call id stack)."""
+
+    method_name = "background"
+
+
 class TimedRpcProxy(RpcProxy):
     """nameko's ``RpcProxy`` with the configured ``RPC_TIMEOUT`` on every call
     (nameko 2.x service proxies have no timeout of their own)."""
 
+    def setup(self) -> None:
+        super().setup()
+        self.timeout = Settings.from_config(self.container.config).rpc_timeout
+
     def get_dependency(self, worker_ctx: Any) -> TimedServiceProxy:
-        timeout = float(self.container.config.get("RPC_TIMEOUT", 5))
-        return TimedServiceProxy(super().get_dependency(worker_ctx), self.target_service, timeout)
+        return TimedServiceProxy(super().get_dependency(worker_ctx), self.target_service, self.timeout)
+
+    def background(self) -> TimedServiceProxy:
+        """The proxy for the service's background loops, which run outside any worker."""
+        return self.get_dependency(WorkerContext(self.container, service=None, entrypoint=_BackgroundCall))
+
+
+def standalone_proxy(config: dict) -> ClusterRpcProxy:
+    """nameko's standalone proxy (``with standalone_proxy(config) as rpc: ...``), giving up
+    after ``RPC_TIMEOUT`` with nameko's ``RpcTimeout``."""
+    return ClusterRpcProxy(config, timeout=Settings.from_config(config).rpc_timeout)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from services import jobs
-from services._status import jobs_repo
+from services._status import batches, jobs_repo
 from services._status import repo as status_repo
 from services._status.models import StatusBase
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
@@ -24,7 +24,7 @@ def db(tmp_path):
 def apply_all(db) -> None:
     while True:
         with db.begin() as session:
-            if not status_repo.apply_pending(session, 100).handled:
+            if not batches.apply_pending(session, 100).handled:
                 return
 
 

@@ -12,15 +12,15 @@ from unittest.mock import MagicMock
 
 import pytest
 from nameko.testing.services import worker_factory
-from nameko_sqlalchemy.database import DatabaseWrapper, Session
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
-from services._notifications import mailer
-from services._notifications import repo as repo
+from services._notifications import mail as mails
+from services._notifications import repo, sender, transport
 from services._notifications.models import Notification, NotificationsBase
 from services.exceptions import NotificationNotFound, ValidationFailed
 from services.infra.db import build_engine
+from services.infra.settings import Settings
 from services.notifications import NotificationsService
 
 MAIL_FROM = "Secretaria <secretaria@escola.example>"
@@ -51,8 +51,8 @@ ISSUED = {
 }
 
 
-def outgoing(mail: mailer.Mail, notification_id: int = 1) -> repo.Outgoing:
-    return repo.Outgoing(
+def outgoing(mail: mails.Mail, notification_id: int = 1) -> mails.Outgoing:
+    return mails.Outgoing(
         id=notification_id,
         recipient=mail.recipient,
         subject=mail.subject,
@@ -72,7 +72,7 @@ def parse(raw: bytes) -> email.message.EmailMessage:
 
 class TestRendering:
     def test_status_change_in_text_and_html(self):
-        mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
         assert mail.subject == "João Conceição, your status in Física Nuclear is now completed"
         assert mail.recipient == "joao@escola.example" and mail.student_id == 7
         assert mail.dedup_key == f"student_status_changed:{CHANGE['request_id']}:joao@escola.example"
@@ -86,13 +86,13 @@ class TestRendering:
 
     def test_the_event_course_wins_and_missing_fields_are_fine(self):
         change = {"student_id": 7, "to_status": "active", "version": 1, "course": "Química"}
-        mail = mailer.status_changed_mail(change, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(change, STUDENT, MAIL_FROM)
         assert mail.subject.endswith("your status in Química is now active")
         assert "is now active" in mail.body_text and "Reason" not in mail.body_text
         assert mail.dedup_key == "student_status_changed:7:v1:joao@escola.example"
 
     def test_certificate_with_links_and_attachment(self):
-        mail = mailer.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM)
+        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM)
         assert mail.subject == "João Conceição, your certificate for Física Nuclear is ready"
         assert mail.dedup_key == f"certificate_issued:{'c' * 32}:joao@escola.example"
         assert ISSUED["verification_url"] in mail.body_text
@@ -101,25 +101,25 @@ class TestRendering:
         assert (mail.attachment_name, mail.attachment) == ("certificate.pdf", PDF)
 
     def test_certificate_without_pdf_links_to_it(self):
-        mail = mailer.certificate_issued_mail(ISSUED, None, MAIL_FROM)
+        mail = mails.certificate_issued_mail(ISSUED, None, MAIL_FROM)
         assert "attached" not in mail.body_text and ISSUED["pdf_url"] in mail.body_text
         assert mail.attachment is None and mail.attachment_name is None
 
     def test_a_subject_is_one_line(self):
-        mail = mailer.status_changed_mail(CHANGE, {**STUDENT, "name": "Ana\r\nBcc: x@evil.example"}, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, {**STUDENT, "name": "Ana\r\nBcc: x@evil.example"}, MAIL_FROM)
         assert "\n" not in mail.subject and "\r" not in mail.subject
 
     def test_attachment_decodes_get_certificate_pdf(self):
         document = {"filename": "c.pdf", "content_type": "application/pdf", "data": base64.b64encode(PDF).decode()}
-        assert mailer.attachment(document) == {"filename": "c.pdf", "data": PDF}
-        assert mailer.attachment({"filename": "c.pdf", "data": "not base64!"}) is None
-        assert mailer.attachment({}) is None
+        assert mails.attachment(document) == {"filename": "c.pdf", "data": PDF}
+        assert mails.attachment({"filename": "c.pdf", "data": "not base64!"}) is None
+        assert mails.attachment({}) is None
 
 
 class TestMessage:
     def test_non_ascii_headers_and_bodies_survive_a_7bit_round_trip(self):
-        mail = mailer.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM)
-        raw = mailer.build_message(outgoing(mail), MAIL_FROM).as_bytes()
+        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM)
+        raw = transport.build_message(outgoing(mail), MAIL_FROM).as_bytes()
         raw.decode("ascii")  # 7-bit clean: any SMTP server takes it
         assert b"Subject: =?utf-8?" in raw, "non-ASCII subject is RFC 2047 encoded"
 
@@ -136,51 +136,53 @@ class TestMessage:
         assert pdf.get_content() == PDF
 
     def test_without_attachment_it_is_an_alternative(self):
-        mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
-        message = parse(mailer.build_message(outgoing(mail), MAIL_FROM).as_bytes())
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        message = parse(transport.build_message(outgoing(mail), MAIL_FROM).as_bytes())
         assert message.get_content_type() == "multipart/alternative"
         assert "João Conceição" in message.get_body(("plain",)).get_content()
 
     def test_message_id_is_stable_per_mail_and_uses_the_sender_domain(self):
-        first = mailer.message_id("certificate_issued:abc:joao@escola.example", MAIL_FROM)
-        assert first == mailer.message_id("certificate_issued:abc:joao@escola.example", MAIL_FROM)
-        assert first != mailer.message_id("certificate_issued:abd:joao@escola.example", MAIL_FROM)
+        first = mails.message_id("certificate_issued:abc:joao@escola.example", MAIL_FROM)
+        assert first == mails.message_id("certificate_issued:abc:joao@escola.example", MAIL_FROM)
+        assert first != mails.message_id("certificate_issued:abd:joao@escola.example", MAIL_FROM)
         assert first.startswith("<notification.") and first.endswith("@escola.example>")
 
     def test_smtp_errors_are_described_on_one_line(self):
         import smtplib
 
-        assert mailer.describe_error(ConnectionRefusedError(111, "Connection refused")) == (
+        assert transport.describe_error(ConnectionRefusedError(111, "Connection refused")) == (
             "ConnectionRefusedError: [Errno 111] Connection refused"
         )
         refused = smtplib.SMTPRecipientsRefused({"x@y.example": (550, b"5.1.1 no such\nuser")})
-        assert mailer.describe_error(refused) == "SMTPRecipientsRefused: x@y.example (550 5.1.1 no such user)"
-        assert mailer.describe_error(smtplib.SMTPDataError(451, b"try later")) == "SMTPDataError: 451 try later"
+        assert transport.describe_error(refused) == "SMTPRecipientsRefused: x@y.example (550 5.1.1 no such user)"
+        assert transport.describe_error(smtplib.SMTPDataError(451, b"try later")) == "SMTPDataError: 451 try later"
 
 
 class TestSettingsAndBackoff:
     def test_backoff_doubles_from_the_base_delay(self):
-        settings = mailer.MailSettings(max_attempts=6, retry_base_delay=2)
-        assert mailer.retry_schedule(settings) == [2, 4, 8, 16, 32]
+        settings = Settings(mail_max_attempts=6, mail_retry_base_delay=2)
+        assert sender.retry_schedule(settings) == [2, 4, 8, 16, 32]
         assert [repo.retry_delay(0.2, n) for n in (1, 2, 3)] == pytest.approx([0.2, 0.4, 0.8])
-        assert mailer.retry_schedule(mailer.MailSettings(max_attempts=1)) == []
+        assert sender.retry_schedule(Settings(mail_max_attempts=1)) == []
 
     def test_settings_from_config_yaml_values(self):
-        settings = mailer.MailSettings.from_config(
+        settings = Settings.from_config(
             {"SMTP_HOST": None, "SMTP_PORT": "2525", "SMTP_STARTTLS": "true", "SMTP_PASSWORD": None}
         )
         assert settings.smtp_host is None and settings.smtp_port == 2525 and settings.smtp_starttls is True
-        assert settings.smtp_password == "" and settings.max_attempts == 6 and settings.retry_base_delay == 2
-        assert mailer.MailSettings.from_config({"SMTP_HOST": " ", "SMTP_STARTTLS": False}).smtp_host is None
-        assert isinstance(mailer.transport_from_config(settings), mailer.DirectoryTransport)
-        assert isinstance(mailer.transport_from_config(mailer.MailSettings(smtp_host="mx")), mailer.SmtpTransport)
+        # the project's defaults, those of config.yaml (no password: the transport logs in with "")
+        assert settings.smtp_password is None and settings.mail_max_attempts == 10
+        assert settings.mail_retry_base_delay == 30
+        assert Settings.from_config({"SMTP_HOST": " ", "SMTP_STARTTLS": False}).smtp_host is None
+        assert isinstance(transport.transport_for(settings), transport.DirectoryTransport)
+        assert isinstance(transport.transport_for(Settings(smtp_host="mx")), transport.SmtpTransport)
 
 
 def test_directory_transport_writes_one_eml_per_mail(tmp_path):
-    mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
-    transport = mailer.DirectoryTransport(tmp_path / "mail")
-    transport.send(mailer.build_message(outgoing(mail), MAIL_FROM))
-    transport.send(mailer.build_message(outgoing(mail), MAIL_FROM))  # a resend after a crash
+    mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+    directory = transport.DirectoryTransport(tmp_path / "mail")
+    directory.send(transport.build_message(outgoing(mail), MAIL_FROM))
+    directory.send(transport.build_message(outgoing(mail), MAIL_FROM))  # a resend after a crash
     [path] = (tmp_path / "mail").iterdir()
     assert path.name.startswith("20260102T100000Z-notification.") and path.suffix == ".eml"
     message = parse(path.read_bytes())
@@ -194,7 +196,7 @@ def test_directory_transport_writes_one_eml_per_mail(tmp_path):
 def db(tmp_path):
     engine = build_engine(f"sqlite:///{tmp_path}/notifications.db")
     NotificationsBase.metadata.create_all(engine)
-    yield sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+    yield sessionmaker(bind=engine, expire_on_commit=False)
     engine.dispose()
 
 
@@ -207,12 +209,12 @@ class TestLog:
     lease = timedelta(seconds=60)
 
     def record_one(self, db) -> int:
-        assert repo.record(db, mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM))
+        assert repo.record(db, mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM))
         with db() as session:
             return session.scalar(select(Notification.id))
 
     def test_a_mail_is_recorded_once_per_dedup_key(self, db):
-        mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
         assert repo.record(db, mail) is True
         assert repo.record(db, mail) is False
         with db() as session:
@@ -220,7 +222,7 @@ class TestLog:
         assert (row.state, row.attempts, row.kind) == ("pending", 0, "student_status_changed")
 
     def test_a_twin_recorded_concurrently_is_recognised(self, db, monkeypatch):
-        mail = mailer.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
         assert repo.record(db, mail)
         answers = iter([False, True])  # not there at the check, there after the unique key refused us
         monkeypatch.setattr(repo, "exists", lambda session, key: next(answers))
@@ -272,11 +274,11 @@ class TestLog:
 
     def test_pages_filters_and_sizes(self, db):
         for n in range(3):
-            mail = mailer.certificate_issued_mail(
+            mail = mails.certificate_issued_mail(
                 {**ISSUED, "code": f"{n}" * 32}, {"filename": "c.pdf", "data": PDF}, ""
             )
             repo.record(db, mail)
-        repo.record(db, mailer.status_changed_mail(CHANGE, {**STUDENT, "id": 8}, MAIL_FROM))
+        repo.record(db, mails.status_changed_mail(CHANGE, {**STUDENT, "id": 8}, MAIL_FROM))
         with db() as session:
             first, cursor = repo.list_page(session, 7, None, 2, None)
             rest, end = repo.list_page(session, 7, None, 2, cursor)
@@ -291,10 +293,7 @@ class TestLog:
 
 @pytest.fixture
 def service(db):
-    wrapper = DatabaseWrapper(db)
-    worker = worker_factory(NotificationsService, db=wrapper, config={"MAIL_FROM": MAIL_FROM})
-    yield worker
-    wrapper.close()
+    yield worker_factory(NotificationsService, db=db, settings=Settings(mail_from=MAIL_FROM))
 
 
 def event(**changes) -> dict:

@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 
 import pytest
 from nameko.testing.services import worker_factory
-from nameko_sqlalchemy.database import DatabaseWrapper, Session
 from sqlalchemy import func, select
 from sqlalchemy.orm import sessionmaker
 
+from services._status import batches
 from services._status import repo as status_repo
 from services._status.models import StatusBase, StatusHistory, StatusOutbox, StatusRequest, StudentStatus
 from services._students.models import StudentsBase, StudentsOutbox
@@ -29,6 +29,7 @@ from services.exceptions import (
 from services.infra import retry
 from services.infra.db import build_engine
 from services.infra.outbox import OutboxWriter
+from services.infra.settings import Settings
 from services.status import StatusService
 from services.students import StudentsService
 
@@ -36,7 +37,7 @@ from services.students import StudentsService
 def make_session_factory(tmp_path, name: str, base) -> sessionmaker:
     engine = build_engine(f"sqlite:///{tmp_path}/{name}.db")
     base.metadata.create_all(engine)
-    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+    return sessionmaker(bind=engine, expire_on_commit=False)
 
 
 @pytest.fixture
@@ -55,16 +56,12 @@ def status_db(tmp_path):
 
 @pytest.fixture
 def students(students_db):
-    wrapper = DatabaseWrapper(students_db)
-    yield worker_factory(StudentsService, db=wrapper, outbox=OutboxWriter(StudentsOutbox))
-    wrapper.close()
+    yield worker_factory(StudentsService, db=students_db, outbox=OutboxWriter(StudentsOutbox))
 
 
 @pytest.fixture
 def status(status_db):
-    wrapper = DatabaseWrapper(status_db)
-    yield worker_factory(StatusService, db=wrapper)
-    wrapper.close()
+    yield worker_factory(StatusService, db=status_db, settings=Settings())
 
 
 def outbox_rows(factory: sessionmaker, model=StudentsOutbox) -> list[tuple[str, dict]]:
@@ -400,14 +397,14 @@ def submit(factory: sessionmaker, student_id: int, target: str, reason: str | No
 
 
 def track(factory: sessionmaker, *student_ids: int) -> None:
-    with factory() as session:
+    with factory.begin() as session:
         for student_id in student_ids:
             assert status_repo.ensure_student(session, student_id)
 
 
-def apply(factory: sessionmaker, limit: int = 100) -> status_repo.BatchResult:
-    with factory() as session:
-        return status_repo.apply_pending(session, limit, now=NOW)
+def apply(factory: sessionmaker, limit: int = 100) -> batches.BatchResult:
+    with factory.begin() as session:
+        return batches.apply_pending(session, limit, now=NOW)
 
 
 def requests_by_id(factory: sessionmaker) -> dict[str, StatusRequest]:
@@ -506,7 +503,7 @@ class TestApplyPending:
     def test_deleted_student_is_rejected(self, status_db, tracked_first):
         if tracked_first:
             track(status_db, 1)
-        with status_db() as session:
+        with status_db.begin() as session:
             status_repo.mark_deleted(session, 1)
         request_id = submit(status_db, 1, "active")
 
@@ -529,8 +526,8 @@ class TestApplyPending:
         assert requests[known].state == "applied"
         assert [requests[i].state for i in unknown] == ["pending"] * 3
         with status_db() as session:
-            assert status_repo.due_unknown_students(session, 10) == {2, 3}
-            assert len(status_repo.due_unknown_students(session, 1)) == 1
+            assert batches.due_unknown_students(session, 10) == {2, 3}
+            assert len(batches.due_unknown_students(session, 1)) == 1
 
     def test_tracked_student_is_no_longer_unknown(self, status_db):
         submit(status_db, 2, "active")
@@ -538,7 +535,7 @@ class TestApplyPending:
 
         assert apply(status_db).applied == 1
         with status_db() as session:
-            assert status_repo.due_unknown_students(session, 10) == set()
+            assert batches.due_unknown_students(session, 10) == set()
 
     def test_ensure_student_is_idempotent(self, status_db):
         track(status_db, 1)

@@ -1,0 +1,103 @@
+"""The background loop that sends pending mails, retrying failures with
+exponential backoff (``mail_retry_base_delay`` x 2^n, ``mail_max_attempts`` in all)::
+
+    class NotificationsService:
+        db = Database(NotificationsBase)
+        sender = MailSender()
+
+        @reliable_event_handler("status", "student_status_changed")
+        def handle_student_status_changed(self, payload):
+            ...  # record a pending notification, then
+            self.sender.wake()
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+from services._notifications import repo
+from services._notifications.mail import Outgoing
+from services._notifications.transport import build_message, describe_error, transport_for
+from services.infra.background import BackgroundLoop
+from services.infra.models import utcnow
+from services.infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 10
+
+
+def retry_schedule(settings: Settings) -> list[float]:
+    """The waits between attempts: one fewer than ``mail_max_attempts``."""
+    return [repo.retry_delay(settings.mail_retry_base_delay, n) for n in range(1, settings.mail_max_attempts)]
+
+
+class MailSender(BackgroundLoop):
+    """Sends due notifications; workers ``wake()`` it after recording one.
+
+    Each round claims a batch in a short transaction (pushing its ``next_attempt_at``
+    out by a lease, so another instance leaves it alone), sends outside any
+    transaction, and records each outcome in a short transaction of its own.
+    A process killed mid-send resends that mail when the lease runs out, with the
+    same ``Message-ID``.
+    """
+
+    def __init__(self, db_attr: str = "db", batch_size: int = BATCH_SIZE):
+        self.db_attr = db_attr
+        self.batch_size = batch_size
+
+    def setup(self) -> None:
+        super().setup()
+        self.settings = Settings.from_config(self.container.config)
+        self.transport = transport_for(self.settings)
+        # a mail in hand cannot take longer than a few SMTP timeouts
+        self.lease = timedelta(seconds=30 + 3 * self.settings.smtp_timeout * self.batch_size)
+        # short retry delays (tests, impatient set-ups) are honoured, not rounded up to a second
+        self.poll_interval = max(min(1.0, self.settings.mail_retry_base_delay), 0.05)
+
+    def start(self) -> None:
+        self.Session = self.sibling(self.db_attr).Session
+        log.info("notifications: mail goes to %s", self.transport.describe())
+        super().start()
+
+    def get_dependency(self, worker_ctx: Any) -> MailSender:
+        return self
+
+    def step(self) -> bool:
+        with self.Session.begin() as session:
+            batch = repo.claim_due(session, utcnow(), self.batch_size, self.lease)
+        try:
+            for index, mail in enumerate(batch):
+                if not self.running:  # stopping: leave the rest for the next process
+                    with self.Session.begin() as session:
+                        repo.release(session, [m.id for m in batch[index:]], utcnow())
+                    return False
+                self.send(mail)
+        finally:
+            self.transport.close()
+        return len(batch) == self.batch_size
+
+    def send(self, mail: Outgoing) -> None:
+        try:
+            self.transport.send(build_message(mail, self.settings.mail_from))
+        except Exception as exc:  # any failure is a failed attempt, retried later
+            error = describe_error(exc)
+            with self.Session.begin() as session:
+                state = repo.mark_failed(
+                    session,
+                    mail.id,
+                    error,
+                    utcnow(),
+                    self.settings.mail_max_attempts,
+                    self.settings.mail_retry_base_delay,
+                )
+            if state == repo.FAILED:
+                log.error("notification %d to %s failed for good: %s", mail.id, mail.recipient, error)
+            else:
+                log.warning("notification %d to %s not sent (%s); will retry", mail.id, mail.recipient, error)
+            return
+        with self.Session.begin() as session:
+            repo.mark_sent(session, mail.id, utcnow())
+        log.info("notification %d sent to %s", mail.id, mail.recipient)

@@ -1,0 +1,200 @@
+"""The status service's applier, database side: one batch of pending requests
+applied in one transaction (statuses, history, outbox), and students it does not know."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, or_, select, update
+from sqlalchemy.orm import Session
+
+from services import lifecycle
+from services._status.models import StatusHistory, StatusJob, StatusOutbox, StatusRequest, StudentStatus
+from services._status.repo import APPLIED, PENDING, REJECTED, STUDENT_NOT_FOUND
+from services.infra.models import utcnow
+
+
+@dataclass
+class BatchResult:
+    applied: int = 0
+    noops: int = 0
+    rejected: int = 0
+    events: int = 0
+
+    @property
+    def handled(self) -> int:
+        return self.applied + self.noops + self.rejected
+
+
+def released():
+    """Pending requests the applier may take: not rows of a bulk job whose
+    upload is still going on (those wait for its seal, all together)."""
+    receiving = select(StatusJob.id).where(StatusJob.sealed_at.is_(None))
+    return or_(StatusRequest.job_id.is_(None), StatusRequest.job_id.not_in(receiving))
+
+
+def due_unknown_students(session: Session, limit: int) -> set[int]:
+    """Students with pending requests that the status service does not track yet."""
+    rows = session.execute(
+        select(StatusRequest.student_id)
+        .outerjoin(StudentStatus, StudentStatus.student_id == StatusRequest.student_id)
+        .where(StatusRequest.state == PENDING, StudentStatus.student_id.is_(None), released())
+        .distinct()
+        .limit(limit)
+    )
+    return {row.student_id for row in rows}
+
+
+def reject_unknown(session: Session, student_id: int) -> None:
+    session.execute(
+        update(StatusRequest)
+        .where(StatusRequest.student_id == student_id, StatusRequest.state == PENDING, released())
+        .values(
+            state=REJECTED,
+            error_code=STUDENT_NOT_FOUND,
+            error_message=f"Student {student_id} not found.",
+            updated_at=utcnow(),
+        )
+    )
+
+
+def apply_pending(session: Session, limit: int, now: datetime | None = None) -> BatchResult:
+    """Apply up to ``limit`` pending requests, oldest first, in this transaction.
+
+    Status rows are locked in student-id order (``FOR UPDATE`` on PostgreSQL;
+    SQLite serialises writers), so two status instances never apply a
+    transition from a stale status and never deadlock on each other. Writes are
+    executemany statements (requests, statuses, history) and one outbox row
+    carrying the batch's events in order.
+    """
+    now = now or utcnow()
+    result = BatchResult()
+    requests = session.execute(
+        select(
+            StatusRequest.seq,
+            StatusRequest.id,
+            StatusRequest.student_id,
+            StatusRequest.target_status,
+            StatusRequest.reason,
+            StatusRequest.actor,
+            StatusRequest.course,
+        )
+        # only students already tracked: unknown ones wait for resolution
+        # without holding up everyone else
+        .join(StudentStatus, StudentStatus.student_id == StatusRequest.student_id)
+        .where(StatusRequest.state == PENDING, released())
+        .order_by(StatusRequest.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True, of=StatusRequest)
+    ).all()
+    if not requests:
+        return result
+    statuses = {
+        row.student_id: {
+            "student_id": row.student_id,
+            "status": row.status,
+            "version": row.version,
+            "read_version": row.version,
+            "deleted": row.deleted,
+        }
+        for row in session.execute(
+            select(StudentStatus.student_id, StudentStatus.status, StudentStatus.version, StudentStatus.deleted)
+            .where(StudentStatus.student_id.in_(sorted({r.student_id for r in requests})))
+            .order_by(StudentStatus.student_id)
+            .with_for_update()
+        )
+    }
+    outcomes, history, changes, changed = [], [], [], {}
+    for request in requests:
+        row = statuses[request.student_id]
+        outcome = {
+            "seq": request.seq,
+            "state": APPLIED,
+            "from_status": row["status"],
+            "error_code": None,
+            "error_message": None,
+        }
+        outcomes.append(outcome)
+        if row["deleted"]:
+            outcome.update(
+                state=REJECTED,
+                error_code=STUDENT_NOT_FOUND,
+                error_message=f"Student {request.student_id} was deleted.",
+            )
+            result.rejected += 1
+            continue
+        decision = lifecycle.decide(row["status"], request.target_status)
+        if decision.outcome == "reject":
+            outcome.update(
+                state=REJECTED,
+                error_code=decision.error,
+                error_message=lifecycle.describe_rejection(row["status"], request.target_status),
+            )
+            result.rejected += 1
+        elif decision.outcome == "noop":
+            result.noops += 1
+        else:
+            change = _change(request, row, now)
+            history.append(
+                {k: v for k, v in change.items() if k not in ("course", "occurred_at")} | {"occurred_at": now}
+            )
+            changes.append(change)
+            row["status"], row["version"] = request.target_status, change["version"]
+            changed[row["student_id"]] = row
+            result.applied += 1
+    # one UPDATE per distinct outcome (a handful per batch), not one per row
+    for (state, from_status, error_code, error_message), seqs in _grouped(
+        outcomes, lambda o: (o["state"], o["from_status"], o["error_code"], o["error_message"]), "seq"
+    ):
+        session.execute(
+            update(StatusRequest)
+            .where(StatusRequest.seq.in_(seqs))
+            .values(
+                state=state,
+                from_status=from_status,
+                error_code=error_code,
+                error_message=error_message,
+                attempts=StatusRequest.attempts + 1,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    if changed:
+        for (status, steps), student_ids in _grouped(
+            changed.values(), lambda r: (r["status"], r["version"] - r["read_version"]), "student_id"
+        ):
+            session.execute(
+                update(StudentStatus)
+                .where(StudentStatus.student_id.in_(student_ids))
+                .values(status=status, version=StudentStatus.version + steps, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        session.execute(insert(StatusHistory.__table__), history)
+        session.add(StatusOutbox(event_type="student_status_changed", payload={"changes": changes}, created_at=now))
+        result.events = len(changes)
+    return result
+
+
+def _grouped(items, key, field: str) -> list[tuple[tuple, list]]:
+    """``[(key, [item[field], ...]), ...]`` in first-seen order."""
+    groups: dict[tuple, list] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item[field])
+    return list(groups.items())
+
+
+def _change(request: Any, row: dict, now: datetime) -> dict:
+    """One ``student_status_changed`` event (and, less ``course``, its history row)."""
+    return {
+        "student_id": request.student_id,
+        "from_status": row["status"],
+        "to_status": request.target_status,
+        "reason": request.reason,
+        "actor": request.actor,
+        "request_id": request.id,
+        "course": request.course,
+        "version": row["version"] + 1,
+        "occurred_at": now.isoformat(),
+    }

@@ -1,0 +1,131 @@
+"""Every setting mensageria reads from ``config.yaml``, declared once: its type and default.
+
+``config.yaml`` maps environment variables onto these keys (``RPC_TIMEOUT: ${RPC_TIMEOUT:5}``);
+a unit test keeps its defaults equal to the ones here. Code never calls ``config.get`` for
+these keys: a service declares ``settings = SettingsProvider()`` and reads
+``self.settings.rpc_timeout``; another extension calls ``Settings.from_config(container.config)``::
+
+    class CertificatesService:
+        settings = SettingsProvider()
+
+        @rpc
+        def link(self, code):
+            return f"{self.settings.public_base_url}/certificates/{code}"
+
+A value of the wrong type stops the process at start with the key's name, not at first use.
+nameko's own keys (``AMQP_URI``, ``HEARTBEAT``, ``max_workers``, ``DB_URIS``, ``LOGGING``) are
+read by nameko and are not repeated here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nameko.extensions import DependencyProvider
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; the message names the key."""
+
+
+def _setting(default: Any, minimum: float | None = None) -> Any:
+    return field(default=default, metadata={"minimum": minimum})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings; each field's config key is its name in upper case."""
+
+    # RPC: every service-to-service and gateway call gives up after this (seconds)
+    rpc_timeout: float = _setting(5.0, minimum=0.001)
+    # gateway
+    web_server_address: str = "0.0.0.0:8000"
+    ready_timeout: float = _setting(2.0, minimum=0.001)
+    max_body_bytes: int = _setting(65536, minimum=1)
+    request_id_secret: str = "mensageria-dev-secret"
+    student_cache_seconds: float = _setting(30.0, minimum=0)
+    bulk_max_rows: int = _setting(100_000, minimum=1)
+    bulk_max_bytes: int = _setting(32 * 1024 * 1024, minimum=1)
+    job_errors_shown: int = _setting(100, minimum=0)
+    # where people reach the gateway: links in certificates and mails
+    public_base_url: str = "http://localhost:8000"
+    # mail: with no smtp_host, mails are written as .eml files to mail_dir
+    smtp_host: str | None = None
+    smtp_port: int = _setting(587, minimum=1)
+    smtp_starttls: bool = False
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_timeout: float = _setting(10.0, minimum=0.001)
+    mail_from: str = "mensageria <no-reply@mensageria.local>"
+    mail_dir: str = "./mail"
+    mail_max_attempts: int = _setting(10, minimum=1)
+    mail_retry_base_delay: float = _setting(30.0, minimum=0)
+    # event handlers: attempts before an event is parked, and the first retry's delay (seconds)
+    event_retry_attempts: int = _setting(5, minimum=1)
+    event_retry_base_delay: float = _setting(1.0, minimum=0)
+
+    @classmethod
+    def config_keys(cls) -> list[str]:
+        return [f.name.upper() for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settings:
+        """The settings in ``config`` (a missing or empty value takes the default)."""
+        values = {}
+        for spec in dataclasses.fields(cls):
+            raw = config.get(spec.name.upper())
+            if raw is None or (isinstance(raw, str) and not raw.strip() and spec.type != "str | None"):
+                continue
+            values[spec.name] = _convert(spec, raw)
+        return cls(**values)
+
+
+def _convert(spec: dataclasses.Field, raw: Any) -> Any:
+    key = spec.name.upper()
+    kind = spec.type
+    try:
+        if kind == "bool":
+            value = _flag(raw)
+        elif kind == "int":
+            if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                raise ValueError(raw)
+            value = int(raw)
+        elif kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            value = float(raw)
+        else:  # str, str | None
+            value = (str(raw) if str(raw).strip() else None) if kind == "str | None" else str(raw)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config: {key} must be {_KINDS[kind]}, got {raw!r}") from None
+    minimum = spec.metadata.get("minimum")
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"config: {key} must be at least {minimum:g}, got {raw!r}")
+    return value
+
+
+_KINDS = {"bool": "true or false", "int": "a whole number", "float": "a number"}
+
+
+def _flag(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+class SettingsProvider(DependencyProvider):
+    """The service's :class:`Settings`, parsed once when the container starts."""
+
+    def setup(self) -> None:
+        self.settings = Settings.from_config(self.container.config)
+
+    def get_dependency(self, worker_ctx: Any) -> Settings:
+        return self.settings

@@ -21,6 +21,7 @@ COPY bin/ bin/
 COPY migrations/ migrations/
 COPY services/ services/
 COPY gateway/ gateway/
+COPY tools/ tools/
 
 USER mensageria
 

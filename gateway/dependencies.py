@@ -13,20 +13,11 @@ from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 
 from services.exceptions import ServiceUnavailable
-from services.infra.rpc import BROKER_ERRORS, TimedRpcProxy, TimedServiceProxy
-from services.infra.settings import Settings as GatewaySettings  # noqa: I001 -- TEMP alias until service.py moves
-from services.infra.settings import SettingsProvider as Settings
+from services.infra.rpc import BROKER_ERRORS
+from services.infra.settings import Settings
 from services.infra.topology import subscriber_queues
 
-__all__ = [
-    "BatchingEventDispatcher",
-    "DurableEventDispatcher",
-    "GatewaySettings",
-    "KnownStudents",
-    "Settings",
-    "TimedRpcProxy",
-    "TimedServiceProxy",
-]
+__all__ = ["BatchingEventDispatcher", "DurableEventDispatcher", "KnownStudents"]
 
 
 class DurableEventDispatcher(EventDispatcher):
@@ -126,7 +117,7 @@ class KnownStudents(DependencyProvider):
     MAX_ENTRIES = 100_000
 
     def setup(self) -> None:
-        self.ttl = GatewaySettings.from_config(self.container.config).student_cache_seconds
+        self.ttl = Settings.from_config(self.container.config).student_cache_seconds
         self.seen: dict[int, float] = {}
 
     def get_dependency(self, worker_ctx: Any) -> KnownStudents:

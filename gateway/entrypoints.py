@@ -55,8 +55,12 @@ ERROR_STATUSES: tuple[tuple[type[ServiceError], int], ...] = (
 
 
 def status_for(exc: ServiceError) -> int:
-    for exc_type, status in ERROR_STATUSES:
-        if isinstance(exc, exc_type):
+    return status_of(type(exc))
+
+
+def status_of(exc_type: type[Exception]) -> int:
+    for mapped, status in ERROR_STATUSES:
+        if issubclass(exc_type, mapped):
             return status
     return 500
 
@@ -135,7 +139,15 @@ class JsonWebServer(WebServer):
 
 
 class JsonHttpEntrypoint(HttpRequestHandler):
+    """``@http(method, url, errors=(StudentNotFound, ...))``: ``errors`` names the
+    error types the route answers with, documented by :mod:`gateway.openapi`
+    with the status this table gives them."""
+
     server = JsonWebServer()
+
+    def __init__(self, method: str, url: str, errors: tuple[type[ServiceError], ...] = (), **kwargs):
+        self.errors = tuple(errors)
+        super().__init__(method, url, **kwargs)
 
     def response_from_exception(self, exc: Exception) -> Response:
         return error_response(exc)

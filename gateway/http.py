@@ -1,4 +1,4 @@
-"""Reading requests: content type, size limit, JSON, query strings."""
+"""Reading requests: content type, size limit, JSON, query strings, headers."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from werkzeug.wrappers import Request
 from gateway.exceptions import MalformedJson, PayloadTooLarge, UnsupportedMediaType
 from services.exceptions import ValidationFailed
 from services.schemas import load
+
+# what reading a request body and validating it may raise
+BODY_ERRORS = (MalformedJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed)
 
 
 def read_json(request: Request, max_bytes: int, required: bool = True) -> Any:
@@ -61,3 +64,8 @@ def idempotency_key(request: Request) -> str | None:
     if not key or len(key) > 200:
         raise ValidationFailed("Invalid Idempotency-Key header.", {"Idempotency-Key": ["Must be 1 to 200 characters."]})
     return key
+
+
+def actor(request: Request) -> str:
+    """Who asks (``X-Actor``), ``http`` unless told."""
+    return (request.headers.get("X-Actor") or "http")[:200]

@@ -1,22 +1,29 @@
 """The gateway's OpenAPI 3 document, generated from its routes and the
 services' marshmallow schemas.
 
-Paths and methods come from the ``@http`` entrypoints themselves; each
-handler's docstring (after ``---``) holds its operation, so a route cannot
-exist without its documentation (``tests/unit/test_openapi.py`` checks that).
+Paths and methods come from the ``@http`` entrypoints of the service class
+handed to :func:`build_spec`; each handler's docstring (after ``---``) holds its
+operation, so a route cannot exist without its documentation
+(``tests/unit/test_openapi.py`` checks that). Error responses are not written
+there: a route names the errors it answers with (``@http(..., errors=...)``),
+the error table gives their statuses, and :func:`error_responses` the rest.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from functools import lru_cache
+from typing import NamedTuple
 
 from apispec import APISpec
 from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.yaml_utils import load_operations_from_docstring
 from marshmallow import Schema, fields
 
+from gateway.entrypoints import status_of
 from services import schemas
+from services.exceptions import ServiceError
 
 
 class ErrorSchema(Schema):
@@ -42,19 +49,6 @@ SCHEMAS = {
     "Job": schemas.JobSchema,
 }
 
-ERROR_RESPONSES = {
-    "MalformedJson": "The body is not valid JSON (MALFORMED_JSON).",
-    "NotFound": "No such student, request, certificate or route "
-    "(STUDENT_NOT_FOUND, STATUS_REQUEST_NOT_FOUND, CERTIFICATE_NOT_FOUND, NOT_FOUND).",
-    "Conflict": "Duplicate e-mail or reused idempotency key (EMAIL_ALREADY_EXISTS, IDEMPOTENCY_KEY_REUSED).",
-    "PreconditionFailed": "If-Match does not name the current version (VERSION_MISMATCH).",
-    "PayloadTooLarge": "The body exceeds MAX_BODY_BYTES (PAYLOAD_TOO_LARGE).",
-    "UnsupportedMediaType": "The body is not application/json (UNSUPPORTED_MEDIA_TYPE).",
-    "ValidationError": "Schema violations, per field in details (VALIDATION_ERROR).",
-    "ServiceUnavailable": "Broker or a backend service unavailable (SERVICE_UNAVAILABLE).",
-    "Timeout": "A backend service did not answer in time (BACKEND_TIMEOUT).",
-}
-
 _RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
@@ -63,20 +57,56 @@ def openapi_path(rule: str) -> str:
     return _RULE_PARAM.sub(r"{\1}", rule)
 
 
-def routes() -> list[tuple[str, str, object]]:
-    """``(method, url rule, handler)`` for every ``@http`` entrypoint of the gateway."""
-    from gateway.service import GatewayService
+class Route(NamedTuple):
+    method: str
+    rule: str
+    handler: Callable
+    errors: tuple[type[ServiceError], ...]
 
+
+def routes(service: type) -> list[Route]:
+    """Every ``@http`` entrypoint of ``service``, by rule then method."""
     found = []
-    for name in dir(GatewayService):
-        handler = getattr(GatewayService, name)
+    for name in dir(service):
+        handler = getattr(service, name)
         for entrypoint in getattr(handler, "nameko_entrypoints", ()):
-            found.append((entrypoint.method, entrypoint.url, handler))
-    return sorted(found, key=lambda route: (route[1], route[0]))
+            found.append(Route(entrypoint.method, entrypoint.url, handler, entrypoint.errors))
+    return sorted(found, key=lambda route: (route.rule, route.method))
 
 
-@lru_cache(maxsize=1)
-def build_spec() -> dict:
+def error_responses(errors: Iterable[type[ServiceError]]) -> dict[int, dict]:
+    """One response per status the error table gives ``errors``: the Error
+    schema, with an example per error code."""
+    by_status: dict[int, list[type[ServiceError]]] = {}
+    for exc_type in errors:
+        by_status.setdefault(status_of(exc_type), []).append(exc_type)
+    return {status: _error_response(exc_types) for status, exc_types in sorted(by_status.items())}
+
+
+def _error_response(exc_types: list[type[ServiceError]]) -> dict:
+    examples = {
+        exc_type.code: {
+            "summary": describe(exc_type),
+            "value": {"error": exc_type.code, "message": describe(exc_type), "details": {}},
+        }
+        for exc_type in exc_types
+    }
+    return {
+        "description": " ".join(f"{exc_type.code}: {describe(exc_type)}" for exc_type in exc_types),
+        "content": {"application/json": {"schema": ErrorSchema, "examples": examples}},
+    }
+
+
+def describe(exc_type: type[ServiceError]) -> str:
+    """The first line of the class's own docstring, else its code as a sentence."""
+    doc = vars(exc_type).get("__doc__")
+    if doc:
+        return doc.strip().splitlines()[0]
+    return exc_type.code.replace("_", " ").capitalize() + "."
+
+
+@lru_cache(maxsize=4)
+def build_spec(service: type) -> dict:
     spec = APISpec(
         title="mensageria gateway",
         version="1.0.0",
@@ -86,22 +116,26 @@ def build_spec() -> dict:
     )
     for name, schema in SCHEMAS.items():
         spec.components.schema(name, schema=schema)
-    for name, description in ERROR_RESPONSES.items():
-        spec.components.response(
-            name, {"description": description, "content": {"application/json": {"schema": "ErrorSchema"}}}
-        )
     spec.components.parameter(
         "StudentId", "path", {"name": "student_id", "required": True, "schema": {"type": "integer", "minimum": 1}}
     )
     by_path: dict[str, dict] = {}
-    for method, rule, handler in routes():
-        operations = load_operations_from_docstring(handler.__doc__ or "")
-        operation = operations.get(method.lower())
-        if operation is None:
-            raise ValueError(f"{method} {rule} has no OpenAPI operation in its docstring")
-        operation.setdefault("summary", (handler.__doc__ or "").strip().splitlines()[0])
-        operation.setdefault("operationId", handler.__name__)
-        by_path.setdefault(openapi_path(rule), {})[method.lower()] = operation
+    for route in routes(service):
+        by_path.setdefault(openapi_path(route.rule), {})[route.method.lower()] = _operation(route)
     for path, operations in by_path.items():
         spec.path(path=path, operations=operations)
     return spec.to_dict()
+
+
+def _operation(route: Route) -> dict:
+    doc = route.handler.__doc__ or ""
+    operation = load_operations_from_docstring(doc).get(route.method.lower())
+    if operation is None:
+        raise ValueError(f"{route.method} {route.rule} has no OpenAPI operation in its docstring")
+    responses = operation.setdefault("responses", {})
+    if any(not str(status).startswith("2") for status in responses):
+        raise ValueError(f"{route.method} {route.rule}: name its errors in @http(errors=...), not in its docstring")
+    responses.update(error_responses(route.errors))
+    operation.setdefault("summary", doc.strip().splitlines()[0])
+    operation.setdefault("operationId", route.handler.__name__)
+    return operation

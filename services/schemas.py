@@ -2,7 +2,8 @@
 
 ``load()`` raises :class:`services.exceptions.ValidationFailed` with per-field
 messages (see :func:`load`); the gateway's OpenAPI document is generated from
-these same classes.
+these same classes. One module on purpose (~300 lines): it is the wire contract of
+every RPC method and event, read as a whole by callers and by the OpenAPI builder.
 """
 
 from __future__ import annotations

@@ -20,11 +20,14 @@ read by nameko and are not repeated here.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from nameko.extensions import DependencyProvider
+with warnings.catch_warnings():  # tools read settings too: keep eventlet's notice off their output
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    from nameko.extensions import DependencyProvider
 
 
 class ConfigError(ValueError):

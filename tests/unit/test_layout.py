@@ -10,9 +10,11 @@ inside functions and under ``TYPE_CHECKING``):
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("services", "gateway", "clients", "tools", "benchmarks", "migrations", "examples")
@@ -138,3 +140,19 @@ def test_no_import_cycles():
 )
 def test_find_cycle_finds_cycles(graph, cycle):
     assert find_cycle(graph) == cycle
+
+
+def test_the_image_holds_every_module_compose_runs():
+    """Each module a compose service runs exists, and the Dockerfile copies its package."""
+    copied = set(re.findall(r"^COPY (\w+)/ ", (ROOT / "Dockerfile").read_text(), re.M))
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    run = {
+        word
+        for service in compose["services"].values()
+        if isinstance(service.get("command"), list)
+        for word in service["command"]
+        if word.split(".")[0] in PACKAGES
+    }
+    assert {"tools.launch", "tools.migrate", "services.status", "gateway.service"} <= run
+    assert sorted(m for m in run if m not in MODULES) == []
+    assert sorted(m for m in run if m.split(".")[0] not in copied) == []

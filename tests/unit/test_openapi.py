@@ -6,28 +6,18 @@ import json
 
 import pytest
 
-from gateway.entrypoints import ERROR_STATUSES
-from gateway.openapi import build_spec, openapi_path, routes
+from gateway.entrypoints import ERROR_STATUSES, http, status_of
+from gateway.exceptions import RouteNotFound
+from gateway.openapi import build_spec, error_responses, openapi_path, routes
+from gateway.service import GatewayService
+from services.exceptions import StudentNotFound, ValidationFailed
 
 METHODS = {"get", "put", "post", "patch", "delete", "head", "options"}
-
-# which documented error response each status must use
-ERROR_RESPONSE_FOR_STATUS = {
-    "400": "MalformedJson",
-    "404": "NotFound",
-    "409": "Conflict",
-    "412": "PreconditionFailed",
-    "413": "PayloadTooLarge",
-    "415": "UnsupportedMediaType",
-    "422": "ValidationError",
-    "503": "ServiceUnavailable",
-    "504": "Timeout",
-}
 
 
 @pytest.fixture(scope="module")
 def spec() -> dict:
-    document = build_spec()
+    document = build_spec(GatewayService)
     json.dumps(document)  # served as JSON: must serialise as is
     return document
 
@@ -73,10 +63,11 @@ def test_openapi_path(rule, path):
 
 
 def test_every_route_is_documented_with_its_method(spec):
-    expected = {(openapi_path(rule), method.lower()) for method, rule, _ in routes()}
+    found = routes(GatewayService)
+    expected = {(openapi_path(route.rule), route.method.lower()) for route in found}
     documented = {(path, method) for path, method, _ in operations(spec)}
 
-    assert len(expected) == len(routes()) > 0
+    assert len(expected) == len(found) > 0
     assert documented == expected
 
 
@@ -94,21 +85,54 @@ def test_response_codes_are_success_or_in_the_error_table(spec):
     assert codes - error_statuses == {code for code in codes if code.startswith("2")}
 
 
-def test_error_codes_use_the_matching_error_response(spec):
-    for path, method, operation in operations(spec):
-        for code, response in operation["responses"].items():
-            if str(code).startswith("2"):
-                continue
-            name = ERROR_RESPONSE_FOR_STATUS[str(code)]
-            assert response == {"$ref": f"#/components/responses/{name}"}, (method, path, code)
+def test_error_responses_document_each_route_error_at_its_table_status(spec):
+    for route in routes(GatewayService):
+        operation = spec["paths"][openapi_path(route.rule)][route.method.lower()]
+        documented = {
+            (status, code)
+            for status, response in operation["responses"].items()
+            if not status.startswith("2")
+            for code in response["content"]["application/json"]["examples"]
+        }
+        assert documented == {(str(status_of(t)), t.code) for t in route.errors}, (route.method, route.rule)
 
 
 def test_error_responses_carry_the_error_schema(spec):
     error = spec["components"]["schemas"]["Error"]
     assert set(error["required"]) == {"error", "message", "details"}
-    for name, response in spec["components"]["responses"].items():
-        schema = response["content"]["application/json"]["schema"]
-        assert resolve(spec, schema["$ref"]) is error, name
+    for path, method, operation in operations(spec):
+        for code, response in operation["responses"].items():
+            if code.startswith("2"):
+                continue
+            content = response["content"]["application/json"]
+            assert resolve(spec, content["schema"]["$ref"]) is error, (method, path, code)
+            assert response["description"], (method, path, code)
+            for name, example in content["examples"].items():
+                assert example["value"] == {"error": name, "message": example["summary"], "details": {}}
+
+
+def test_error_responses_group_errors_by_status():
+    responses = error_responses([StudentNotFound, ValidationFailed, RouteNotFound])
+
+    assert sorted(responses) == [404, 422]
+    assert sorted(responses[404]["content"]["application/json"]["examples"]) == ["NOT_FOUND", "STUDENT_NOT_FOUND"]
+    assert "VALIDATION_ERROR" in responses[422]["description"]
+
+
+def test_an_error_response_written_in_a_docstring_is_refused():
+    class Service:
+        @http("GET", "/thing", errors=(StudentNotFound,))
+        def thing(self, request):
+            """A thing.
+            ---
+            get:
+              responses:
+                200: {description: The thing.}
+                404: {description: No such thing.}
+            """
+
+    with pytest.raises(ValueError, match="errors="):
+        build_spec(Service)
 
 
 def test_every_ref_resolves(spec):

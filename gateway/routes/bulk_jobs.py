@@ -1,0 +1,110 @@
+"""Routes of bulk jobs: many status changes uploaded at once, then polled."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from itertools import islice
+
+from werkzeug.wrappers import Request, Response
+
+from gateway import bulk
+from gateway.entrypoints import http, json_response
+from gateway.exceptions import BACKEND_ERRORS, PayloadTooLarge, UnsupportedMediaType
+from gateway.http import BODY_ERRORS, actor, idempotency_key
+from services import jobs
+from services.exceptions import JobNotFound, JobUploadSuperseded, ServiceError
+
+CHUNK_ROWS = 2_000  # rows per add_job_rows call while an upload streams in
+
+
+class BulkJobRoutes:
+    """Uses ``GatewayService``'s ``status``, ``students`` and ``settings``."""
+
+    @http("POST", "/status-requests/bulk", errors=(*BODY_ERRORS, JobUploadSuperseded, *BACKEND_ERRORS))
+    def submit_bulk_job(self, request: Request) -> Response:
+        """Many status changes at once, as a job; answered once every row is stored.
+        The body is a JSON array of ``{student_id | email, status, reason}`` or a CSV
+        with a header naming those columns, read as a stream. Invalid rows are
+        refused one by one (see ``GET /jobs/{id}``); they never fail the job. Nothing
+        is applied unless the whole upload arrives. Repeating an upload with the
+        same ``Idempotency-Key`` returns the same job.
+        ---
+        post:
+          tags: [bulk]
+          parameters:
+          - {in: header, name: Idempotency-Key, schema: {type: string, maxLength: 200}}
+          - {in: header, name: X-Actor, schema: {type: string, maxLength: 200}, description: Who asks.}
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: {type: array, items: JobRowSchema}
+              text/csv:
+                schema: {type: string, example: "student_id,status,reason\\n7,active,term start\\n"}
+          responses:
+            202:
+              description: Accepted; poll ``Location``.
+              headers:
+                Location: {schema: {type: string}}
+              content:
+                application/json:
+                  schema: JobSchema
+        """
+        key = idempotency_key(request)
+        limits = self.settings
+        if request.mimetype not in (bulk.JSON, bulk.CSV):
+            raise UnsupportedMediaType(
+                "Send the rows as application/json or text/csv.", {"content_type": request.content_type or ""}
+            )
+        if request.content_length is not None and request.content_length > limits.bulk_max_bytes:
+            raise PayloadTooLarge(
+                f"The body exceeds {limits.bulk_max_bytes} bytes.", {"max_bytes": limits.bulk_max_bytes}
+            )
+        upload = self.status.create_job(idempotency_key=key, actor=actor(request))
+        job_id, token = upload["job_id"], upload["upload"]
+        if upload["created"]:
+            rows = bulk.read_rows(
+                request.stream, request.mimetype, max_rows=limits.bulk_max_rows, max_bytes=limits.bulk_max_bytes
+            )
+            try:
+                total = self._upload_rows(job_id, token, rows)
+                self.status.seal_job(job_id, token, total)
+            except BaseException:
+                self._discard(job_id, token)
+                raise
+        job = self.status.get_job(job_id, limits.job_errors_shown)
+        return json_response(202, job, {"Location": f"/jobs/{job_id}"})
+
+    def _upload_rows(self, job_id: str, token: str, rows: Iterator) -> int:
+        """Send the rows in chunks, e-mails resolved; returns how many rows there were."""
+        total = 0
+        while chunk := list(islice(rows, CHUNK_ROWS)):
+            total += len(chunk)
+            valid = [r for r in chunk if isinstance(r, bulk.BulkRow)]  # the fields of jobs.Row
+            refused = [jobs.invalid(r.row, r.details) for r in chunk if not isinstance(r, bulk.BulkRow)]
+            accepted, unknown = jobs.resolve(valid, self.students.resolve_student_emails)
+            self.status.add_job_rows(job_id, token, accepted, refused + unknown)
+        return total
+
+    def _discard(self, job_id: str, token: str) -> None:
+        # if this fails too, the job stays unsealed: never applied, replaced by a retry with the same key
+        with contextlib.suppress(ServiceError):
+            self.status.discard_job(job_id, token)
+
+    @http("GET", "/jobs/<job_id>", errors=(JobNotFound, *BACKEND_ERRORS))
+    def get_job(self, request: Request, job_id: str) -> Response:
+        """Progress of a bulk job: counts by state, rows/s so far and the first row errors
+        (row number, code, reason), in row order.
+        ---
+        get:
+          tags: [bulk]
+          parameters: [{in: path, name: job_id, required: true, schema: {type: string, format: uuid}}]
+          responses:
+            200:
+              description: The job.
+              content:
+                application/json:
+                  schema: JobSchema
+        """
+        return json_response(200, self.status.get_job(job_id, self.settings.job_errors_shown))

@@ -37,6 +37,11 @@ MAX_DELAY = 30.0
 STABLE_AFTER = 60.0  # a run this long resets the restart backoff
 STOP_GRACE = 30.0  # seconds nameko gets to stop gracefully before it is killed
 PR_SET_PDEATHSIG = 1
+POLL = 0.5  # seconds between looks at whether a stop was asked
+# nameko run stopped while it is still starting its services can hang (its queue consumer
+# is told twice that the last provider left); a stop asked that early gets a short grace
+STARTING = 10.0
+STARTING_GRACE = 5.0
 
 
 def _die_with_parent() -> None:
@@ -62,12 +67,22 @@ class Supervisor:
         self.command = command
         self.amqp_uri = amqp_uri
         self.child: subprocess.Popen | None = None
+        self.started = 0.0
         self.stopping = False
 
     def forward(self, signum: int, _frame: object) -> None:
+        """Ask ``nameko run`` to stop, once: with SIGTERM whatever arrived here.
+
+        SIGTERM is the one stop nameko run handles at any moment (before its handler
+        is installed it simply ends; a SIGINT during start-up is swallowed by
+        eventlet's monkey-patching). Later signals (a Ctrl-C after a SIGTERM, the same
+        signal from the group and from ``bin/run``) are not repeated: a second stop
+        while nameko run stops leaves it hung."""
+        if self.stopping:
+            return
         self.stopping = True
         if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signum)
+            self.child.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.forward)
@@ -77,8 +92,10 @@ class Supervisor:
             wait_for_broker(self.amqp_uri)
             if self.stopping:
                 break
-            started = time.monotonic()
-            self.child = subprocess.Popen(self.command, preexec_fn=_die_with_parent)
+            started = self.started = time.monotonic()
+            # a session of its own: a signal to our process group (Ctrl-C) reaches
+            # nameko run once, through forward(), never also directly
+            self.child = subprocess.Popen(self.command, preexec_fn=_die_with_parent, start_new_session=True)
             status = self._wait()
             if self.stopping:
                 return status if status > 0 else 0
@@ -90,15 +107,24 @@ class Supervisor:
         return 0
 
     def _wait(self) -> int:
-        """The child's exit status; once a stop was asked, at most STOP_GRACE seconds."""
+        """The child's exit status; once a stop was asked, at most STOP_GRACE seconds
+        (STARTING_GRACE in its first STARTING seconds).
+
+        Waits in short slices: a signal handler only sets ``stopping``, and a wait
+        without a timeout would resume after it as if nothing had happened."""
+        deadline = grace = None
         while True:
+            if self.stopping and deadline is None:
+                grace = STARTING_GRACE if time.monotonic() - self.started < STARTING else STOP_GRACE
+                deadline = time.monotonic() + grace
+                log.info("stopping %s (up to %.0fs)", " ".join(self.command[3:]), grace)
             try:
-                return self.child.wait(timeout=STOP_GRACE if self.stopping else None)
+                return self.child.wait(timeout=POLL if deadline is None else max(deadline - time.monotonic(), 0.01))
             except subprocess.TimeoutExpired:
-                if not self.stopping:
-                    continue
-                log.error("%s did not stop within %.0fs; killing it", " ".join(self.command[3:]), STOP_GRACE)
-                self.child.kill()
+                if deadline is not None and time.monotonic() >= deadline:
+                    log.error("%s did not stop within %.0fs; killing it", " ".join(self.command[3:]), grace)
+                    self.child.kill()
+                    return self.child.wait()
 
 
 def main() -> None:

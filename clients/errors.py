@@ -126,10 +126,6 @@ class IncorrectSignature(BadRequest):
     code = "INCORRECT_SIGNATURE"
 
 
-class MalformedRequest(BadRequest):
-    code = "MALFORMED_REQUEST"
-
-
 class ServiceError(RemoteError):
     """A deliberate error of a mensageria service (``services.exceptions.ServiceError``)."""
 
@@ -206,6 +202,13 @@ class ServiceUnavailable(ServiceError):
 
 # exc_path on the wire -> the class raised here. The one place that knows both sides;
 # tests/unit/test_client_errors.py keeps it in step with services/exceptions.py.
+class MalformedRequest(ServiceError, BadRequest):
+    """The service refused the message before decoding it: too large, not JSON, or not
+    ``{"args": [...], "kwargs": {...}}`` (mensageria's guard, or nameko's own check)."""
+
+    code = "MALFORMED_REQUEST"
+
+
 REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     "services.exceptions.ServiceError": ServiceError,
     "services.exceptions.ValidationFailed": ValidationFailed,
@@ -222,6 +225,7 @@ REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     "services.exceptions.JobUploadSuperseded": JobUploadSuperseded,
     "services.exceptions.BackendTimeout": BackendTimeout,
     "services.exceptions.ServiceUnavailable": ServiceUnavailable,
+    "services.exceptions.MalformedRequest": MalformedRequest,
     "nameko.exceptions.MethodNotFound": MethodNotFound,
     "nameko.exceptions.IncorrectSignature": IncorrectSignature,
     "nameko.exceptions.MalformedRequest": MalformedRequest,

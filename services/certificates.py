@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import base64
 
-from nameko.rpc import rpc
-
 from services import lifecycle
 from services._certificates import repo
 from services._certificates.models import Certificate, CertificatesBase, CertificatesOutbox
@@ -19,6 +17,7 @@ from services._certificates.pdf import render_certificate
 from services.exceptions import StudentNotFound, ValidationFailed
 from services.infra import dead_letters
 from services.infra.db import Database
+from services.infra.inbound import rpc
 from services.infra.outbox import Outbox
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy

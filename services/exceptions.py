@@ -124,3 +124,10 @@ class JobUploadSuperseded(Conflict):
     """Another upload with the same idempotency key replaced this one before it completed."""
 
     code = "JOB_UPLOAD_SUPERSEDED"
+
+
+@deserialize_to_instance
+class MalformedRequest(ServiceError):
+    """An AMQP message refused before decoding: too large, not JSON, or not an RPC request."""
+
+    code = "MALFORMED_REQUEST"

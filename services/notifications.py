@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 
-from nameko.rpc import rpc
-
 from services._notifications import mail, repo
 from services._notifications.models import NotificationsBase
 from services._notifications.sender import MailSender
 from services.exceptions import CertificateNotFound
 from services.infra import dead_letters
 from services.infra.db import Database
+from services.infra.inbound import rpc
 from services.infra.models import utcnow
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy

@@ -10,8 +10,6 @@ Events: student_status_changed (via the outbox, after the change is committed).
 
 from __future__ import annotations
 
-from nameko.rpc import rpc
-
 from services import jobs
 from services._status import jobs_repo, repo
 from services._status.applier import RecentResults, StatusApplier
@@ -19,6 +17,7 @@ from services._status.models import StatusBase
 from services.exceptions import ValidationFailed
 from services.infra import dead_letters
 from services.infra.db import Database
+from services.infra.inbound import rpc
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider

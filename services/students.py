@@ -9,13 +9,12 @@ Handles: status.student_status_changed (read copy).
 
 from __future__ import annotations
 
-from nameko.rpc import rpc
-
 from services._students import repo
 from services._students.models import StudentsBase, StudentsOutbox
 from services.exceptions import ValidationFailed
 from services.infra import dead_letters
 from services.infra.db import Database
+from services.infra.inbound import rpc
 from services.infra.outbox import Outbox
 from services.infra.retry import reliable_event_handler
 from services.schemas import (

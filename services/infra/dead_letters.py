@@ -20,10 +20,10 @@ from kombu import Connection
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
-from nameko.rpc import rpc
 
 from services.exceptions import ValidationFailed
-from services.infra import retry
+from services.infra import parking
+from services.infra.inbound import rpc
 
 MAX_LIST = 1000
 
@@ -32,14 +32,16 @@ def describe(message: Any) -> dict:
     headers = message.headers or {}
     return {
         "message_id": message.properties.get("message_id"),
-        "handler": headers.get(retry.HANDLER),
-        "queue": headers.get(retry.QUEUE),
-        "exchange": headers.get(retry.ORIGINAL_EXCHANGE),
-        "routing_key": headers.get(retry.ORIGINAL_ROUTING_KEY),
-        "attempts": int(headers.get(retry.ATTEMPT, 1)),
-        "error": headers.get(retry.ERROR),
-        "failed_at": headers.get(retry.FAILED_AT),
-        "traceback": headers.get(retry.TRACEBACK),
+        "handler": headers.get(parking.HANDLER),
+        "queue": headers.get(parking.QUEUE),
+        "exchange": headers.get(parking.ORIGINAL_EXCHANGE),
+        "routing_key": headers.get(parking.ORIGINAL_ROUTING_KEY),
+        "attempts": int(headers.get(parking.ATTEMPT, 1)),
+        "error": headers.get(parking.ERROR),
+        "failed_at": headers.get(parking.FAILED_AT),
+        "traceback": headers.get(parking.TRACEBACK),
+        # a message refused before decoding: the payload holds its raw body (base64)
+        "malformed": bool(headers.get(parking.MALFORMED)),
         "payload": message.payload,
     }
 
@@ -47,7 +49,7 @@ def describe(message: Any) -> dict:
 class DeadLetterQueue:
     def __init__(self, amqp_uri: str, service_name: str):
         self.amqp_uri = amqp_uri
-        self.queue = retry.dead_letter_queue(service_name)
+        self.queue = parking.dead_letter_queue(service_name)
         self.publisher = Publisher(amqp_uri)
 
     def _take(self, channel: Any, limit: int) -> list[Any]:
@@ -69,9 +71,11 @@ class DeadLetterQueue:
             channel.close()  # requeues them, in order
         return messages
 
-    def replay(self, message_ids: list[str] | None = None) -> list[str]:
-        """Send parked events back to their handler; ``None`` replays all."""
-        replayed = []
+    def replay(self, message_ids: list[str] | None = None) -> tuple[list[str], list[str]]:
+        """Send parked events back to their handler; ``None`` replays all. Returns the
+        ids replayed and those left parked because they cannot be replayed (malformed:
+        the same bytes would be refused again; purge them once read)."""
+        replayed, kept = [], []
         wanted = None if message_ids is None else set(message_ids)
         with Connection(self.amqp_uri) as connection:
             channel = connection.channel()
@@ -79,12 +83,15 @@ class DeadLetterQueue:
                 entry = describe(message)
                 if wanted is not None and entry["message_id"] not in wanted:
                     continue
-                headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(retry.HEADER)}
-                headers[retry.ORIGINAL_EXCHANGE] = entry["exchange"]
-                headers[retry.ORIGINAL_ROUTING_KEY] = entry["routing_key"]
+                if entry["malformed"]:
+                    kept.append(entry["message_id"])
+                    continue
+                headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(parking.HEADER)}
+                headers[parking.ORIGINAL_EXCHANGE] = entry["exchange"]
+                headers[parking.ORIGINAL_ROUTING_KEY] = entry["routing_key"]
                 self.publisher.publish(
                     message.payload,
-                    exchange=retry.DEFAULT_EXCHANGE,
+                    exchange=parking.DEFAULT_EXCHANGE,
                     routing_key=entry["queue"],
                     headers=headers,
                     message_id=entry["message_id"],
@@ -93,7 +100,7 @@ class DeadLetterQueue:
                 message.ack()
                 replayed.append(entry["message_id"])
             channel.close()
-        return replayed
+        return replayed, kept
 
     def purge(self) -> int:
         with Connection(self.amqp_uri) as connection:
@@ -127,7 +134,8 @@ class DeadLetterRpc:
             not isinstance(message_ids, list) or not all(isinstance(i, str) for i in message_ids)
         ):
             raise ValidationFailed("Invalid message ids.", {"message_ids": ["Must be a list of strings or null."]})
-        return {"replayed": self.dead_letters.replay(message_ids)}
+        replayed, malformed = self.dead_letters.replay(message_ids)
+        return {"replayed": replayed, "not_replayable": malformed}
 
     @rpc
     def purge_dead_letters(self) -> dict:

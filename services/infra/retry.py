@@ -28,30 +28,31 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from kombu import Exchange, Queue
+from kombu import Queue
 from marshmallow import ValidationError
 from nameko.amqp.publish import Publisher, get_connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
 
 from services.exceptions import ValidationFailed
+from services.infra.inbound import GuardedQueueConsumer
+from services.infra.parking import (
+    ATTEMPT,
+    DEFAULT_EXCHANGE,
+    ERROR,
+    FAILED_AT,
+    HANDLER,
+    ORIGINAL_EXCHANGE,
+    ORIGINAL_ROUTING_KEY,
+    QUEUE,
+    TRACEBACK,
+    dead_letter_queue,
+)
 from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BACKOFF_FACTOR = 4
-
-HEADER = "x-mensageria-"
-ATTEMPT = HEADER + "attempt"
-ERROR = HEADER + "error"
-ORIGINAL_EXCHANGE = HEADER + "original-exchange"
-ORIGINAL_ROUTING_KEY = HEADER + "original-routing-key"
-QUEUE = HEADER + "queue"
-HANDLER = HEADER + "handler"
-FAILED_AT = HEADER + "failed-at"
-TRACEBACK = HEADER + "traceback"
-
-DEFAULT_EXCHANGE = Exchange("")
 
 # retrying cannot help: an event that fails validation is parked at once
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValidationFailed, ValidationError)
@@ -78,16 +79,13 @@ def delay_queue(queue_name: str, seconds: float) -> Queue:
     )
 
 
-def dead_letter_queue(service_name: str) -> Queue:
-    name = f"{service_name}.dead-letters"
-    return Queue(name, exchange=DEFAULT_EXCHANGE, routing_key=name, durable=True)
-
-
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:1000]
 
 
 class ReliableEventHandler(EventHandler):
+    queue_consumer = GuardedQueueConsumer()  # malformed deliveries are parked, not dropped
+
     def setup(self) -> None:
         super().setup()
         config = self.container.config

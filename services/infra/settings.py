@@ -66,6 +66,10 @@ class Settings:
     mail_dir: str = "./mail"
     mail_max_attempts: int = _setting(10, minimum=1)
     mail_retry_base_delay: float = _setting(30.0, minimum=0)
+    # AMQP messages larger than this are refused before they are decoded (bytes)
+    max_message_bytes: int = _setting(4 * 1024 * 1024, minimum=1024)
+    # how much of a refused message's raw body its dead letter keeps (bytes)
+    dead_letter_body_bytes: int = _setting(65536, minimum=0)
     # event handlers: attempts before an event is parked, and the first retry's delay (seconds)
     event_retry_attempts: int = _setting(5, minimum=1)
     event_retry_base_delay: float = _setting(1.0, minimum=0)

@@ -53,10 +53,13 @@ def test_poison_event_is_parked_then_replayed_once(config, rpc, unique):
     assert letter["handler"] == "status.handle_status_change_requested"
     assert rpc.status.list_dead_letters() == parked, "listing changes nothing"
 
-    assert rpc.status.replay_dead_letters([letter["message_id"]]) == {"replayed": [letter["message_id"]]}
+    assert rpc.status.replay_dead_letters([letter["message_id"]]) == {
+        "replayed": [letter["message_id"]],
+        "not_replayable": [],
+    }
     assert wait_for(lambda: settled(rpc, request_id))["state"] == "applied"
     assert rpc.status.list_dead_letters() == []
-    assert rpc.status.replay_dead_letters() == {"replayed": []}
+    assert rpc.status.replay_dead_letters() == {"replayed": [], "not_replayable": []}
     assert [h["request_id"] for h in rpc.status.get_status_history(student["id"])["items"]] == [request_id]
 
 

@@ -16,6 +16,7 @@ from services.exceptions import (
     IdempotencyKeyReused,
     JobNotFound,
     JobUploadSuperseded,
+    MalformedRequest,
     NotificationNotFound,
     ServiceError,
     ServiceUnavailable,
@@ -38,6 +39,7 @@ RAISED_BY_SERVICES = [
     (ServiceUnavailable, "SERVICE_UNAVAILABLE"),
     (JobNotFound, "JOB_NOT_FOUND"),
     (JobUploadSuperseded, "JOB_UPLOAD_SUPERSEDED"),
+    (MalformedRequest, "MALFORMED_REQUEST"),
 ]
 
 DETAILS = {

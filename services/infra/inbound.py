@@ -1,0 +1,176 @@
+"""What comes in over AMQP is checked before it is decoded, and bad input is never silence.
+
+nameko's consumer logs a message it cannot decode (not JSON, a refused content type such
+as pickle or YAML) and acks it: an RPC caller waits for its own timeout, an event is gone.
+Here every service's RPC requests and event deliveries pass through :class:`GuardedQueueConsumer`
+first (nameko's queue consumer, with kombu's raw ``on_message`` hook instead of its
+decoding callbacks):
+
+- larger than ``MAX_MESSAGE_BYTES``, a content type other than JSON, undecodable, or (for
+  RPC) not an object with ``args`` (a list) and ``kwargs`` (an object): refused before any
+  worker sees it;
+- a refused RPC request that names ``reply_to`` is answered at once with
+  :class:`~services.exceptions.MalformedRequest` (same ``correlation_id``); one without
+  ``reply_to``, and a refused event, is parked in ``<service>.dead-letters`` with the
+  reason, content type, headers, routing and the raw body (base64, at most
+  ``DEAD_LETTER_BODY_BYTES``, flagged when cut), where ``list_dead_letters`` shows it.
+
+Services use this module's :data:`rpc` instead of nameko's, and
+:func:`~services.infra.retry.reliable_event_handler` consumes through the same guard::
+
+    class StudentsService:
+        @rpc
+        def get_student(self, student_id): ...
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import uuid
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any
+
+from nameko.amqp.publish import Publisher, get_connection
+from nameko.constants import AMQP_URI_CONFIG_KEY
+from nameko.exceptions import serialize
+from nameko.messaging import QueueConsumer
+from nameko.rpc import Rpc, RpcConsumer, get_rpc_exchange
+
+from services.exceptions import MalformedRequest
+from services.infra import parking
+from services.infra.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+
+
+def refusal(message: Any, limit: int, rpc: bool) -> tuple[Any, str | None]:
+    """``(body, None)`` for a message fit to handle, else ``(None, reason)``."""
+    size = len(message.body or b"")
+    if size > limit:
+        return None, f"Message of {size} bytes is larger than the limit of {limit} bytes."
+    if message.content_type != JSON:
+        return None, f"Content type {message.content_type!r} is refused; send {JSON}."
+    try:
+        body = message.decode()
+    except Exception as exc:
+        return None, f"Body is not valid JSON ({type(exc).__name__}: {str(exc)[:200]})."
+    if rpc and not (
+        isinstance(body, dict) and isinstance(body.get("args"), list) and isinstance(body.get("kwargs"), dict)
+    ):
+        return None, 'An RPC request is a JSON object {"args": [...], "kwargs": {...}}.'
+    return body, None
+
+
+def parked_body(message: Any, limit: int) -> dict:
+    """The dead letter's body: the raw bytes (base64, cut at ``limit``) and their description."""
+    raw = bytes(message.body or b"")
+    return {
+        "raw_body": base64.b64encode(raw[:limit]).decode(),
+        "raw_bytes": len(raw),
+        "truncated": len(raw) > limit,
+        "content_type": message.content_type,
+        "content_encoding": message.content_encoding,
+    }
+
+
+class GuardedQueueConsumer(QueueConsumer):
+    """nameko's queue consumer, with every delivery checked before it is decoded."""
+
+    def setup(self) -> None:
+        super().setup()
+        config = self.container.config
+        settings = Settings.from_config(config)
+        self.max_bytes = settings.max_message_bytes
+        self.parked_bytes = settings.dead_letter_body_bytes
+        self.parking = parking.dead_letter_queue(self.container.service_name)
+        self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], declare=[self.parking])
+        self.replies = Publisher(config[AMQP_URI_CONFIG_KEY])
+        self.rpc_exchange = get_rpc_exchange(config)
+        with get_connection(config[AMQP_URI_CONFIG_KEY]) as connection:
+            self.parking.maybe_bind(connection.channel())
+            self.parking.declare()
+
+    def get_consumers(self, consumer_cls: Any, channel: Any) -> Any:
+        consumers = super().get_consumers(consumer_cls, channel)
+        for provider, consumer in self._consumers.items():
+            consumer.on_message = partial(self.on_raw_message, provider)
+        return consumers
+
+    def on_raw_message(self, provider: Any, message: Any) -> None:
+        body, reason = refusal(message, self.max_bytes, isinstance(provider, RpcConsumer))
+        if reason is None:
+            self.handle_message(provider, body, message)
+        else:
+            self.container.spawn_managed_thread(partial(self.refuse, provider, message, reason))
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        """kombu found the message broken before handing it over (e.g. bad compression)."""
+        provider = next((p for p, c in self._consumers.items() if _owns(c, message)), None)
+        self.container.spawn_managed_thread(partial(self.refuse, provider, message, f"Undecodable: {exc}"[:500]))
+
+    def refuse(self, provider: Any, message: Any, reason: str) -> None:
+        try:
+            if isinstance(provider, RpcConsumer) and message.properties.get("reply_to"):
+                self._answer(message, reason)
+            else:
+                self._park(provider, message, reason)
+        except Exception:  # the broker is in trouble: keep the message for a later try
+            log.exception("could not refuse a malformed message; requeueing it")
+            self.requeue_message(message)
+            return
+        self.ack_message(message)
+
+    def _answer(self, message: Any, reason: str) -> None:
+        log.warning("refused an RPC request to %s: %s", message.delivery_info.get("routing_key"), reason)
+        self.replies.publish(
+            {"result": None, "error": serialize(MalformedRequest(reason, {"reason": reason}))},
+            exchange=self.rpc_exchange,
+            routing_key=message.properties["reply_to"],
+            correlation_id=message.properties.get("correlation_id"),
+            serializer="json",
+        )
+
+    def _park(self, provider: Any, message: Any, reason: str) -> None:
+        service = self.container.service_name
+        is_rpc = isinstance(provider, RpcConsumer)
+        handler = f"{service}.rpc" if is_rpc else f"{service}.{getattr(provider, 'method_name', '?')}"
+        headers = {
+            **{k: v for k, v in (message.headers or {}).items() if not k.startswith(parking.HEADER)},
+            parking.ORIGINAL_EXCHANGE: message.delivery_info.get("exchange", ""),
+            parking.ORIGINAL_ROUTING_KEY: message.delivery_info.get("routing_key", ""),
+            parking.ERROR: f"MalformedRequest: {reason}",
+            parking.QUEUE: provider.queue.name if provider is not None else "",
+            parking.HANDLER: handler,
+            parking.FAILED_AT: datetime.now(UTC).isoformat(),
+            parking.MALFORMED: True,
+        }
+        log.error("parked a malformed message for %s in %s: %s", handler, self.parking.name, reason)
+        self.publisher.publish(
+            parked_body(message, self.parked_bytes),
+            exchange=parking.DEFAULT_EXCHANGE,
+            routing_key=self.parking.name,
+            headers=headers,
+            message_id=message.properties.get("message_id") or str(uuid.uuid4()),
+            serializer="json",
+            mandatory=True,
+        )
+
+
+def _owns(consumer: Any, message: Any) -> bool:
+    tag = message.delivery_info.get("consumer_tag")
+    return tag is not None and tag in getattr(consumer, "_active_tags", {}).values()
+
+
+class GuardedRpcConsumer(RpcConsumer):
+    queue_consumer = GuardedQueueConsumer()
+
+
+class GuardedRpc(Rpc):
+    rpc_consumer = GuardedRpcConsumer()
+
+
+rpc = GuardedRpc.decorator

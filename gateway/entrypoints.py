@@ -125,12 +125,19 @@ class CodeConverter(BaseConverter):
     part_isolating = True
 
 
+class UuidConverter(BaseConverter):
+    """``<uuid:name>``: a UUID, kept as text (``/status-requests/bulk`` is not a request id)."""
+
+    regex = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    part_isolating = True
+
+
 class JsonWebServer(WebServer):
     def get_wsgi_app(self) -> JsonWsgiApp:
         return JsonWsgiApp(self)
 
     def make_url_map(self) -> Map:
-        url_map = Map(converters={"id": IdConverter, "code": CodeConverter})
+        url_map = Map(converters={"id": IdConverter, "code": CodeConverter, "uuid": UuidConverter})
         for provider in self._providers:
             rule = provider.get_url_rule()
             rule.endpoint = provider

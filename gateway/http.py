@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
+from marshmallow import ValidationError, fields
+from marshmallow.validate import Length
 from werkzeug.wrappers import Request
 
 from gateway.exceptions import MalformedJson, PayloadTooLarge, UnsupportedMediaType
 from services.exceptions import ValidationFailed
-from services.schemas import load
+from services.fields import FullMatch
+from services.schemas import ACTOR, IDEMPOTENCY_KEY, load
 
 # what reading a request body and validating it may raise
 BODY_ERRORS = (MalformedJson, PayloadTooLarge, UnsupportedMediaType, ValidationFailed)
@@ -45,27 +48,58 @@ def read_query(request: Request, schema: Any) -> dict:
     return load(schema, raw)
 
 
-def if_match_version(request: Request) -> int | None:
-    """``If-Match: 3`` or ``If-Match: "3"`` → 3."""
-    value = request.headers.get("If-Match")
+class Header(NamedTuple):
+    """A request header a route reads: its rule (a marshmallow field, also its schema
+    in the OpenAPI document) and what it means."""
+
+    name: str
+    field: fields.Field
+    description: str
+
+
+# visible ASCII, spaces inside: what RFC 9110 asks a sender to put in a header
+VISIBLE = FullMatch(r"^(?:[!-~](?:[ -~]*[!-~])?)?$", error="Must be visible ASCII characters and spaces.")
+
+IF_MATCH = Header(
+    "If-Match",
+    fields.String(validate=FullMatch(r'^(?:(?:W/)?"[0-9]{1,10}"|[0-9]{1,10})$', error="Must be a version number.")),
+    'The version last read, as its ETag (`"3"`) or bare (`3`); a stale version is answered 412.',
+)
+IDEMPOTENCY_KEY_HEADER = Header(
+    "Idempotency-Key",
+    fields.String(
+        validate=[Length(min=1, max=IDEMPOTENCY_KEY, error=f"Must be 1 to {IDEMPOTENCY_KEY} characters."), VISIBLE]
+    ),
+    "Repeating a request with the same key returns the same request, never a second change.",
+)
+ACTOR_HEADER = Header(
+    "X-Actor",
+    fields.String(validate=[Length(max=ACTOR), VISIBLE]),
+    "Who asks, recorded with the change (empty or absent: `http`).",
+)
+
+
+def _header(request: Request, header: Header) -> str | None:
+    """The header's value (the spaces around it are not part of it), checked: 422 if it breaks its rule."""
+    value = request.headers.get(header.name)
     if value is None:
         return None
-    tag = value.strip().removeprefix("W/").strip('"')
-    if not (tag.isascii() and tag.isdigit()):
-        raise ValidationFailed("Invalid If-Match header.", {"If-Match": ["Must be a version number."]})
-    return int(tag)
+    try:
+        return header.field.deserialize(value.strip(" \t"))
+    except ValidationError as exc:
+        raise ValidationFailed(f"Invalid {header.name} header.", {header.name: exc.messages}) from None
+
+
+def if_match_version(request: Request) -> int | None:
+    """``If-Match: "3"``, ``W/"3"`` or ``3`` → 3."""
+    tag = _header(request, IF_MATCH)
+    return None if tag is None else int(tag.removeprefix("W/").strip('"'))
 
 
 def idempotency_key(request: Request) -> str | None:
-    key = request.headers.get("Idempotency-Key")
-    if key is None:
-        return None
-    key = key.strip()
-    if not key or len(key) > 200:
-        raise ValidationFailed("Invalid Idempotency-Key header.", {"Idempotency-Key": ["Must be 1 to 200 characters."]})
-    return key
+    return _header(request, IDEMPOTENCY_KEY_HEADER)
 
 
 def actor(request: Request) -> str:
     """Who asks (``X-Actor``), ``http`` unless told."""
-    return (request.headers.get("X-Actor") or "http")[:200]
+    return _header(request, ACTOR_HEADER) or "http"

@@ -21,6 +21,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from apispec.yaml_utils import load_operations_from_docstring
 from marshmallow import Schema, fields
 
+from gateway import bulk, http
 from gateway.entrypoints import status_of
 from services import schemas
 from services.exceptions import ServiceError
@@ -30,6 +31,12 @@ class ErrorSchema(Schema):
     error = fields.String(required=True, metadata={"example": "VALIDATION_ERROR"})
     message = fields.String(required=True)
     details = fields.Dict(required=True)
+
+
+class CertificateRequestSchema(schemas.StatusRequestSchema):
+    """What ``POST /api/v1/certificate/`` answers: the completion request, and the student."""
+
+    student = fields.Nested(schemas.StudentSchema, metadata={"description": "The student found or created."})
 
 
 SCHEMAS = {
@@ -47,6 +54,17 @@ SCHEMAS = {
     "CompletionBody": schemas.CompletionBodySchema,
     "JobRow": schemas.JobRowSchema,
     "Job": schemas.JobSchema,
+    "CertificateRequest": CertificateRequestSchema,
+}
+# what a schema's @validates_schema checks, which apispec cannot see
+SCHEMA_RULES = {"StudentUpdate": {"minProperties": 1}}
+# header parameters, referred to by name in the routes' docstrings
+HEADERS = {"IdempotencyKey": http.IDEMPOTENCY_KEY_HEADER, "Actor": http.ACTOR_HEADER, "IfMatch": http.IF_MATCH}
+CSV_UPLOAD = {
+    "type": "string",
+    "pattern": bulk.CSV_PATTERN,
+    "description": "A header naming student_id or email, status and optionally reason; then one row a line.",
+    "example": "student_id,status,reason\n7,active,term start\n",
 }
 
 _RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -107,15 +125,21 @@ def describe(exc_type: type[ServiceError]) -> str:
 
 @lru_cache(maxsize=4)
 def build_spec(service: type) -> dict:
+    marshmallow = MarshmallowPlugin()
     spec = APISpec(
         title="mensageria gateway",
         version="1.0.0",
         openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
+        plugins=[marshmallow],
         info={"description": "Student status processing: students, status changes, history."},
     )
     for name, schema in SCHEMAS.items():
-        spec.components.schema(name, schema=schema)
+        spec.components.schema(name, SCHEMA_RULES.get(name), schema=schema)
+    spec.components.schema("CsvUpload", CSV_UPLOAD)
+    for name, header in HEADERS.items():
+        schema = marshmallow.converter.field2property(header.field)
+        parameter = {"name": header.name, "schema": schema, "description": header.description}
+        spec.components.parameter(name, "header", parameter)
     spec.components.parameter(
         "StudentId", "path", {"name": "student_id", "required": True, "schema": {"type": "integer", "minimum": 1}}
     )

@@ -2,8 +2,8 @@
 
 ``load()`` raises :class:`services.exceptions.ValidationFailed` with per-field
 messages (see :func:`load`); the gateway's OpenAPI document is generated from
-these same classes. One module on purpose (~300 lines): it is the wire contract of
-every RPC method and event, read as a whole by callers and by the OpenAPI builder.
+these same classes; the field types (text, e-mail addresses, cursors) and their
+published patterns are in :mod:`services.fields`.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from marshmallow import (
 
 from services import lifecycle
 from services.exceptions import ValidationFailed
+from services.fields import SPACES, Cursor, EmailAddress, FreeText, Line
 from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
 
 
@@ -47,7 +48,7 @@ def positive_id(value: object, name: str = "student_id") -> int:
 
 def _strip(data: Any, names: tuple[str, ...]) -> Any:
     if isinstance(data, dict):
-        return {k: v.strip() if k in names and isinstance(v, str) else v for k, v in data.items()}
+        return {k: v.strip(SPACES) if k in names and isinstance(v, str) else v for k, v in data.items()}
     return data
 
 
@@ -58,17 +59,17 @@ class StrictSchema(Schema):
 
 # --- students ---------------------------------------------------------------
 
-NAME = validate.Length(min=1, max=200)
+NAME = 200  # characters of a name or a course
 
 
 class StudentCreateSchema(StrictSchema):
-    name = fields.String(required=True, validate=NAME)
-    email = fields.Email(required=True, validate=validate.Length(max=320))
-    course = fields.String(required=True, validate=NAME)
+    name = Line(NAME, required=True)
+    email = EmailAddress(required=True)
+    course = Line(NAME, required=True)
 
     @pre_load
     def strip(self, data: Any, **_: Any) -> Any:
-        return _strip(data, ("name", "email", "course"))
+        return _strip(data, ("email",))
 
     @post_load
     def normalise(self, data: dict, **_: Any) -> dict:
@@ -102,9 +103,9 @@ class StudentSchema(Schema):
 
 class ListStudentsSchema(StrictSchema):
     status = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(lifecycle.STATUSES))
-    course = fields.String(load_default=None, allow_none=True, validate=NAME)
+    course = Line(NAME, load_default=None, allow_none=True)
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
-    cursor = fields.String(load_default=None, allow_none=True)
+    cursor = Cursor()
 
 
 class StudentPageSchema(Schema):
@@ -114,23 +115,27 @@ class StudentPageSchema(Schema):
 
 # --- status -----------------------------------------------------------------
 
+REASON = 1000  # characters of a reason
+ACTOR = 200  # characters of an actor (who asked)
+IDEMPOTENCY_KEY = 200  # characters of an idempotency key
+
 
 class StatusChangeBodySchema(StrictSchema):
     """Body of ``POST /students/{id}/status``."""
 
     status = fields.String(required=True, validate=validate.OneOf(lifecycle.STATUSES))
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    reason = FreeText(REASON, load_default=None, allow_none=True)
 
 
 class StatusChangeSchema(StatusChangeBodySchema):
     """A status change request as the status service accepts it."""
 
     student_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
-    actor = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=200))
-    idempotency_key = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
+    actor = Line(ACTOR, load_default=None, allow_none=True)
+    idempotency_key = Line(IDEMPOTENCY_KEY, load_default=None, allow_none=True)
     request_id = fields.UUID(load_default=None, allow_none=True)
     # a completion's course, carried to student_status_changed (None: the student's course)
-    course = fields.String(load_default=None, allow_none=True, validate=NAME)
+    course = Line(NAME, load_default=None, allow_none=True)
 
 
 class StatusRequestErrorSchema(Schema):
@@ -151,6 +156,8 @@ class StatusRequestSchema(Schema):
     error = fields.Method("dump_error", allow_none=True)
     created_at = fields.AwareDateTime()
     updated_at = fields.AwareDateTime()
+    # only while the gateway knows the request (it issued the id) and the status service does not yet
+    queued = fields.Boolean(metadata={"description": "True while the request is still queued."})
 
     def dump_error(self, request: Any) -> dict | None:
         if not request.error_code:
@@ -177,7 +184,7 @@ class HistoryPageSchema(Schema):
 
 class HistoryQuerySchema(StrictSchema):
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
-    cursor = fields.String(load_default=None, allow_none=True)
+    cursor = Cursor()
 
 
 class CurrentStatusSchema(Schema):
@@ -233,9 +240,9 @@ class JobRowSchema(StrictSchema):
     """One row of a bulk job submitted over RPC: a student by id or by e-mail."""
 
     student_id = fields.Integer(strict=True, validate=validate.Range(min=1, max=MAX_ID))
-    email = fields.Email(validate=validate.Length(max=320))
+    email = EmailAddress()
     status = fields.String(required=True, validate=validate.OneOf(lifecycle.STATUSES))
-    reason = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    reason = FreeText(REASON, load_default=None, allow_none=True)
 
     @validates_schema
     def one_student(self, data: dict, **_: Any) -> None:
@@ -306,4 +313,4 @@ class CertificateSchema(Schema):
 class CompletionBodySchema(StrictSchema):
     """Body of ``POST /students/{id}/completion`` (may be empty)."""
 
-    course = fields.String(load_default=None, allow_none=True, validate=NAME)
+    course = Line(NAME, load_default=None, allow_none=True)

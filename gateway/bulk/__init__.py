@@ -23,12 +23,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import BinaryIO
 
-from gateway.bulk._csv import _csv_rows
+from gateway.bulk._csv import CSV_PATTERN, _csv_rows
 from gateway.bulk._json import _json_rows
 from gateway.bulk._rows import BulkRow, RowError
 from gateway.exceptions import UnsupportedMediaType
 
-__all__ = ["CSV", "JSON", "BulkRow", "RowError", "read_rows"]
+__all__ = ["CSV", "CSV_PATTERN", "JSON", "BulkRow", "RowError", "read_rows"]
 
 JSON = "application/json"
 CSV = "text/csv"

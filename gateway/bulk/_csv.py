@@ -12,19 +12,23 @@ from gateway.bulk._rows import (
     BAD_ID,
     BAD_STATUS,
     COLUMNS,
-    LONG_REASON,
-    MAX_REASON,
     MISSING,
     NOT_INTEGER,
     BulkRow,
     RowError,
     _email,
     _finish,
+    _reason,
     _too_many,
 )
 from gateway.bulk._text import _texts
 from services.exceptions import ValidationFailed
 from services.infra.pagination import MAX_ID
+
+# The documented shape of an upload (its OpenAPI ``pattern``): a header in one of the
+# usual orders, then rows without quotes. The reader accepts more (the columns in any
+# order and case, quoted cells, a BOM, blank lines); the document promises this much.
+CSV_PATTERN = r'^(?:student_id|email|student_id,email),status(?:,reason)?(?:\r?\n[^"\u0000\r\n]*)*(?:\r?\n)?$'
 
 
 def _csv_rows(stream: BinaryIO, max_rows: int, max_bytes: int, chunk_size: int) -> Iterator[BulkRow | RowError]:
@@ -110,7 +114,5 @@ def _csv_row(row: int, record: list[str], index: dict[str, int], width: int) -> 
         errors["status"] = [MISSING]
     position = index.get("reason")
     if position is not None and position < cells and record[position].strip():
-        reason = record[position]
-        if len(reason) > MAX_REASON:
-            errors["reason"] = [LONG_REASON]
+        reason = _reason(record[position], errors)
     return _finish(row, student_id, email, status, reason, errors)

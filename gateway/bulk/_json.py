@@ -13,8 +13,6 @@ from gateway.bulk._rows import (
     BAD_ID,
     BAD_STATUS,
     COLUMNS,
-    LONG_REASON,
-    MAX_REASON,
     MISSING,
     NOT_INTEGER,
     NOT_NULL,
@@ -25,6 +23,7 @@ from gateway.bulk._rows import (
     RowError,
     _email,
     _finish,
+    _reason,
     _row_error,
     _too_many,
 )
@@ -145,8 +144,8 @@ def _json_row(row: int, data: Any) -> BulkRow | RowError:
     if reason is not None:
         if not isinstance(reason, str):
             errors["reason"] = [NOT_STRING]
-        elif len(reason) > MAX_REASON:
-            errors["reason"] = [LONG_REASON]
+        else:
+            reason = _reason(reason, errors)
     for key in data:
         if key not in COLUMNS:
             errors[key] = [UNKNOWN]

@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from marshmallow import ValidationError, validate
+from marshmallow import ValidationError
 
 from gateway.exceptions import PayloadTooLarge
+from services.fields import FREE_TEXT, SPACES, EmailCheck, Printable
 from services.infra.pagination import MAX_ID
 from services.lifecycle import STATUSES
 
@@ -30,7 +31,8 @@ NOT_OBJECT = "Expected an object."
 UNKNOWN = "Unknown field."
 
 _STATUSES = frozenset(STATUSES)
-_EMAIL = validate.Email()
+_EMAIL = EmailCheck()
+_FREE_TEXT = Printable(FREE_TEXT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +57,7 @@ def _too_many(max_rows: int) -> PayloadTooLarge:
 
 
 def _email(value: str, errors: dict[str, list[str]]) -> str:
-    value = value.strip()
+    value = value.strip(SPACES)
     messages = []
     try:
         _EMAIL(value)
@@ -66,6 +68,17 @@ def _email(value: str, errors: dict[str, list[str]]) -> str:
     if messages:
         errors["email"] = messages
     return value.lower()
+
+
+def _reason(value: str, errors: dict[str, list[str]]) -> str:
+    messages = [LONG_REASON] if len(value) > MAX_REASON else []
+    try:
+        _FREE_TEXT(value)
+    except ValidationError as exc:
+        messages.extend(exc.messages)
+    if messages:
+        errors["reason"] = messages
+    return value
 
 
 def _finish(row: int, student_id: Any, email: Any, status: Any, reason: Any, errors: dict) -> BulkRow | RowError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import Iterator
 from itertools import islice
 
@@ -32,16 +33,18 @@ class BulkJobRoutes:
         ---
         post:
           tags: [bulk]
-          parameters:
-          - {in: header, name: Idempotency-Key, schema: {type: string, maxLength: 200}}
-          - {in: header, name: X-Actor, schema: {type: string, maxLength: 200}, description: Who asks.}
+          parameters: [IdempotencyKey, Actor]
           requestBody:
             required: true
             content:
               application/json:
-                schema: {type: array, items: JobRowSchema}
+                schema:
+                  type: array
+                  items:
+                    description: A row as JobRow; any other value is a row refused on its own.
+                    anyOf: [JobRowSchema, {}]
               text/csv:
-                schema: {type: string, example: "student_id,status,reason\\n7,active,term start\\n"}
+                schema: {$ref: "#/components/schemas/CsvUpload"}
           responses:
             202:
               description: Accepted; poll ``Location``.
@@ -51,7 +54,7 @@ class BulkJobRoutes:
                 application/json:
                   schema: JobSchema
         """
-        key = idempotency_key(request)
+        key, who = idempotency_key(request), actor(request)
         limits = self.settings
         if request.mimetype not in (bulk.JSON, bulk.CSV):
             raise UnsupportedMediaType(
@@ -61,18 +64,20 @@ class BulkJobRoutes:
             raise PayloadTooLarge(
                 f"The body exceeds {limits.bulk_max_bytes} bytes.", {"max_bytes": limits.bulk_max_bytes}
             )
-        upload = self.status.create_job(idempotency_key=key, actor=actor(request))
+        upload = self.status.create_job(idempotency_key=key, actor=who)
         job_id, token = upload["job_id"], upload["upload"]
+        rows = bulk.read_rows(
+            request.stream, request.mimetype, max_rows=limits.bulk_max_rows, max_bytes=limits.bulk_max_bytes
+        )
         if upload["created"]:
-            rows = bulk.read_rows(
-                request.stream, request.mimetype, max_rows=limits.bulk_max_rows, max_bytes=limits.bulk_max_bytes
-            )
             try:
                 total = self._upload_rows(job_id, token, rows)
                 self.status.seal_job(job_id, token, total)
             except BaseException:
                 self._discard(job_id, token)
                 raise
+        else:  # a repeat gets the job, or the error its body earns, as the first upload did
+            deque(rows, maxlen=0)
         job = self.status.get_job(job_id, limits.job_errors_shown)
         return json_response(202, job, {"Location": f"/jobs/{job_id}"})
 
@@ -92,7 +97,7 @@ class BulkJobRoutes:
         with contextlib.suppress(ServiceError):
             self.status.discard_job(job_id, token)
 
-    @http("GET", "/jobs/<job_id>", errors=(JobNotFound, *BACKEND_ERRORS))
+    @http("GET", "/jobs/<uuid:job_id>", errors=(JobNotFound, *BACKEND_ERRORS))
     def get_job(self, request: Request, job_id: str) -> Response:
         """Progress of a bulk job: counts by state, rows/s so far and the first row errors
         (row number, code, reason), in row order.

@@ -3,6 +3,7 @@ and the applied history. A change is answered once durably queued (202)."""
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from werkzeug.wrappers import Request, Response
@@ -37,10 +38,7 @@ class StatusChangeRoutes:
         ---
         post:
           tags: [status]
-          parameters:
-          - StudentId
-          - {in: header, name: Idempotency-Key, schema: {type: string, maxLength: 200}}
-          - {in: header, name: X-Actor, schema: {type: string, maxLength: 200}, description: Who asks.}
+          parameters: [StudentId, IdempotencyKey, Actor]
           requestBody:
             required: true
             content:
@@ -55,12 +53,12 @@ class StatusChangeRoutes:
                 application/json:
                   schema: StatusRequestSchema
         """
-        key = idempotency_key(request)
+        key, who = idempotency_key(request), actor(request)
         body = load(StatusChangeBodySchema(), read_json(request, self.settings.max_body_bytes))
         if student_id not in self.known_students:  # 404 now rather than a rejection later
             self.students.get_student(student_id)
             self.known_students.add(student_id)
-        return _accepted(self._submit(request, student_id, body["status"], body["reason"], key))
+        return _accepted(self._submit(student_id, body["status"], body["reason"], key, who))
 
     @http("POST", STUDENT + "/completion", errors=(*SUBMIT_ERRORS, StudentNotFound))
     def complete_course(self, request: Request, student_id: int) -> Response:
@@ -70,9 +68,7 @@ class StatusChangeRoutes:
         ---
         post:
           tags: [completion]
-          parameters:
-          - StudentId
-          - {in: header, name: Idempotency-Key, schema: {type: string, maxLength: 200}}
+          parameters: [StudentId, IdempotencyKey, Actor]
           requestBody:
             required: false
             content:
@@ -87,11 +83,11 @@ class StatusChangeRoutes:
                 application/json:
                   schema: StatusRequestSchema
         """
-        key = idempotency_key(request)
+        key, who = idempotency_key(request), actor(request)
         body = load(CompletionBodySchema(), read_json(request, self.settings.max_body_bytes, required=False))
         student = self.students.get_student(student_id)
         course = body["course"] or student["course"]
-        return _accepted(self._submit(request, student_id, lifecycle.COMPLETED, "course completed", key, course))
+        return _accepted(self._submit(student_id, lifecycle.COMPLETED, "course completed", key, who, course))
 
     @http("POST", "/api/v1/certificate/", errors=SUBMIT_ERRORS)
     def legacy_certificate(self, request: Request) -> Response:
@@ -101,8 +97,7 @@ class StatusChangeRoutes:
         ---
         post:
           tags: [completion]
-          parameters:
-          - {in: header, name: Idempotency-Key, schema: {type: string, maxLength: 200}}
+          parameters: [IdempotencyKey, Actor]
           requestBody:
             required: true
             content:
@@ -115,9 +110,9 @@ class StatusChangeRoutes:
                 Location: {schema: {type: string}}
               content:
                 application/json:
-                  schema: StatusRequestSchema
+                  schema: CertificateRequestSchema
         """
-        key = idempotency_key(request)
+        key, who = idempotency_key(request), actor(request)
         fields = load(StudentCreateSchema(), read_json(request, self.settings.max_body_bytes))
         try:
             student = self.students.create_student(fields)
@@ -129,19 +124,19 @@ class StatusChangeRoutes:
                 student["id"],
                 lifecycle.ACTIVE,
                 reason="course started",
-                actor=actor(request),
-                idempotency_key=f"{key}:active" if key else None,
+                actor=who,
+                idempotency_key=_derived_key(key, lifecycle.ACTIVE),
             )
-        accepted = self._submit(request, student["id"], lifecycle.COMPLETED, "course completed", key, fields["course"])
+        accepted = self._submit(student["id"], lifecycle.COMPLETED, "course completed", key, who, fields["course"])
         return _accepted({**accepted, "student": student})
 
     def _submit(
         self,
-        request: Request,
         student_id: int,
         status: str,
         reason: str | None,
         key: str | None,
+        who: str,
         course: str | None = None,
     ) -> dict:
         """Queue a status change durably; a repeated idempotency key returns the original."""
@@ -157,7 +152,7 @@ class StatusChangeRoutes:
                 "student_id": student_id,
                 "status": status,
                 "reason": reason,
-                "actor": actor(request),
+                "actor": who,
                 "idempotency_key": key,
                 "course": course,
             },
@@ -176,7 +171,7 @@ class StatusChangeRoutes:
             )
         return existing
 
-    @http("GET", "/status-requests/<request_id>", errors=(StatusRequestNotFound, *BACKEND_ERRORS))
+    @http("GET", "/status-requests/<uuid:request_id>", errors=(StatusRequestNotFound, *BACKEND_ERRORS))
     def get_status_request(self, request: Request, request_id: str) -> Response:
         """A status change request: ``pending``, ``applied``, ``rejected`` or ``failed``.
         ---
@@ -218,6 +213,14 @@ class StatusChangeRoutes:
         query = read_query(request, HistoryQuerySchema())
         self.students.get_student(student_id)
         return json_response(200, self.status.get_status_history(student_id, **query))
+
+
+def _derived_key(key: str | None, step: str) -> str | None:
+    """The idempotency key of a step a request takes on its way (the legacy endpoint's
+    activation): as unique as the client's key, and within the same length limit."""
+    if key is None:
+        return None
+    return f"{step}:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
 def _accepted(request: dict[str, Any]) -> Response:

@@ -81,9 +81,7 @@ class StudentRoutes:
         ---
         patch:
           tags: [students]
-          parameters:
-          - StudentId
-          - {in: header, name: If-Match, schema: {type: string}, description: The version last read.}
+          parameters: [StudentId, IfMatch]
           requestBody:
             required: true
             content:

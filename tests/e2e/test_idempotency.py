@@ -53,4 +53,4 @@ def test_issued_request_id_is_never_unknown(system: System, unique: str) -> None
     assert system.settled_request(request_id)["state"] == "applied"
 
     assert_error(system.get(f"/status-requests/{uuid.uuid4()}"), 404, "STATUS_REQUEST_NOT_FOUND")
-    assert_error(system.get("/status-requests/not-a-uuid"), 404, "STATUS_REQUEST_NOT_FOUND")
+    assert_error(system.get("/status-requests/not-a-uuid"), 404, "NOT_FOUND")  # request ids are UUIDs

@@ -9,7 +9,7 @@ from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
 from gateway.exceptions import MalformedJson, PayloadTooLarge, UnsupportedMediaType
-from gateway.http import idempotency_key, if_match_version, read_json
+from gateway.http import actor, idempotency_key, if_match_version, read_json
 from services.exceptions import ValidationFailed
 
 MAX = 64
@@ -145,3 +145,39 @@ def test_idempotency_key_rejected(header):
     with pytest.raises(ValidationFailed) as info:
         idempotency_key(make_request(**{"Idempotency-Key": header}))
     assert info.value.details == {"Idempotency-Key": ["Must be 1 to 200 characters."]}
+
+
+@pytest.mark.parametrize("header", ["k\x01y", "clé", "a\tb"])
+def test_idempotency_key_is_visible_ascii(header):
+    with pytest.raises(ValidationFailed) as info:
+        idempotency_key(make_request(**{"Idempotency-Key": header}))
+    assert info.value.details == {"Idempotency-Key": ["Must be visible ASCII characters and spaces."]}
+
+
+@pytest.mark.parametrize("header", ['"3', '3"', "W/3", '""3""', "1" * 11])
+def test_if_match_is_one_whole_version(header):
+    with pytest.raises(ValidationFailed):
+        if_match_version(make_request(**{"If-Match": header}))
+
+
+# --- X-Actor ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "who"),
+    [(None, "http"), ("", "http"), ("  ", "http"), (" registrar ", "registrar"), ("a" * 200, "a" * 200)],
+)
+def test_actor(header, who):
+    headers = {} if header is None else {"X-Actor": header}
+
+    assert actor(make_request(**headers)) == who
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [("a" * 201, "Longer than maximum length 200."), ("ana\x86", "Must be visible ASCII characters and spaces.")],
+)
+def test_actor_rejected(header, message):
+    with pytest.raises(ValidationFailed) as info:
+        actor(make_request(**{"X-Actor": header}))
+    assert info.value.details == {"X-Actor": [message]}

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import base64
+import re
+import unicodedata
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.exceptions import ValidationFailed
-from services.infra.pagination import DEFAULT_LIMIT, decode_cursor, encode_cursor, page
+from services.fields import CURSOR, EMAIL, LINE
+from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, decode_cursor, encode_cursor, page
 from services.schemas import (
+    CompletionBodySchema,
+    HistoryQuerySchema,
+    JobRowSchema,
     ListStudentsSchema,
+    StatusChangeBodySchema,
     StatusChangeSchema,
     StudentCreateSchema,
     StudentUpdateSchema,
@@ -257,3 +266,163 @@ def test_page_splits_rows(rows, items, more):
 
     assert [row.id for row in got] == items
     assert cursor == (encode_cursor(items[-1]) if more else None)
+
+
+# --- text: printable, any script; a line is trimmed -----------------------------
+
+SCRIPTS = [
+    "João Conceição",  # Portuguese
+    "Αθηνά Παπαδοπούλου",  # Greek
+    "王小明",  # Chinese
+    "佐藤 はると",  # Japanese
+    "محمد الأحمد",  # Arabic
+    "שרה לוי",  # Hebrew
+    "Ольга Иванова",  # Cyrillic
+    "अनन्या शर्मा",  # Devanagari
+    "می\u200cخواهم",  # noqa: RUF001 - Persian, with a zero-width non-joiner (a format character)
+    "Zoë 👩🏽\u200d🔬",  # an emoji sequence: astral characters and a zero-width joiner
+    "Ana\u00a0Lima\u3000Sá",  # spaces of other kinds, inside
+]
+# C0, DEL, C1 (the issue's U+0086 and U+009F among them), and line breaks inside a line
+CONTROLS = ["\x00", "\x07", "\x08", "\x1b", "\x1c", "\x7f", "\x85", "\x86", "\x9f", "\t", "\n", "\r", "\u2028"]
+
+
+@pytest.mark.parametrize("text", SCRIPTS)
+def test_every_printable_script_is_accepted(text):
+    loaded = load(StudentCreateSchema(), {**VALID, "name": text, "course": text})
+
+    assert (loaded["name"], loaded["course"]) == (text, text)
+    assert load(StatusChangeBodySchema(), {"status": "active", "reason": text})["reason"] == text
+
+
+@pytest.mark.parametrize("char", CONTROLS, ids=lambda c: f"U+{ord(c):04X}")
+@pytest.mark.parametrize("field", ["name", "course"])
+def test_control_characters_in_a_line_are_refused(field, char):
+    details = failed_fields(StudentCreateSchema(), {**VALID, field: f"Ana{char}Lima"})
+
+    assert details == {field: [f"Must be one line without control characters (U+{ord(char):04X})."]}
+
+
+@pytest.mark.parametrize(
+    ("schema", "data", "field"),
+    [
+        (StudentUpdateSchema(), {"name": "Ana\x86"}, "name"),
+        (StudentCreateSchema(), {**VALID, "email": '"a\x01b"@example.com'}, "email"),
+        (ListStudentsSchema(), {"course": "Physics\x9f"}, "course"),
+        (CompletionBodySchema(), {"course": "\x1bPhysics"}, "course"),
+        (StatusChangeSchema(), {"student_id": 3, "status": "active", "actor": "ana\x00"}, "actor"),
+        (StatusChangeSchema(), {"student_id": 3, "status": "active", "idempotency_key": "k\x7f"}, "idempotency_key"),
+        (StatusChangeSchema(), {"student_id": 3, "status": "active", "course": "a\nb"}, "course"),
+        (StatusChangeBodySchema(), {"status": "active", "reason": "why\x07"}, "reason"),
+        (JobRowSchema(), {"student_id": 3, "status": "active", "reason": "\x85"}, "reason"),
+        (HistoryQuerySchema(), {"cursor": encode_cursor(3) + "\n"}, "cursor"),
+    ],
+)
+def test_every_text_field_refuses_control_characters(schema, data, field):
+    assert set(failed_fields(schema, data)) == {field}
+
+
+def test_a_reason_may_span_lines_but_holds_no_other_control():
+    reason = "first line\r\nsecond\tline\n"
+
+    assert load(StatusChangeBodySchema(), {"status": "active", "reason": reason})["reason"] == reason
+    details = failed_fields(StatusChangeBodySchema(), {"status": "active", "reason": "a\x0cb"})
+    assert details == {"reason": ["Must not contain control characters other than tab and line breaks (U+000C)."]}
+
+
+@pytest.mark.parametrize(
+    ("schema", "data", "field"),
+    [(StudentCreateSchema(), VALID, "name"), (StatusChangeBodySchema(), {"status": "active"}, "reason")],
+)
+def test_a_lone_surrogate_is_refused(schema, data, field):
+    details = failed_fields(schema, {**data, field: "Ana\ud800"})
+
+    assert details == {field: ["Must be valid Unicode (a lone surrogate, U+D800)."]}
+
+
+def test_a_line_is_trimmed_of_spaces_and_line_breaks_only():
+    loaded = load(StudentCreateSchema(), {**VALID, "name": "\u3000 Ana\u00a0Lima\r\n", "course": "Physics"})
+    assert loaded["name"] == "Ana\u00a0Lima"
+    # str.strip() would also drop U+001C and U+0085: here they are refused, at the edges too
+    assert set(failed_fields(StudentCreateSchema(), {**VALID, "name": "Ana\x1c"})) == {"name"}
+    assert set(failed_fields(StudentCreateSchema(), {**VALID, "name": "\x85Ana"})) == {"name"}
+
+
+@pytest.mark.parametrize("blank", [" ", "\t \n", "\u3000\u00a0", "\u2029"])
+def test_a_blank_line_is_refused(blank):
+    assert failed_fields(StudentCreateSchema(), {**VALID, "name": blank}) == {"name": ["Must not be blank."]}
+
+
+def test_a_line_is_measured_as_sent():
+    assert set(failed_fields(StudentCreateSchema(), {**VALID, "name": " " + "n" * 200})) == {"name"}
+
+
+def test_the_line_pattern_is_the_rule():
+    """What ``LINE`` (the fields' pattern in the OpenAPI document) matches is what a line
+    field accepts: every character but controls, line and paragraph separators and lone
+    surrogates; format, private-use and unassigned characters pass (a zero-width joiner
+    belongs to several scripts)."""
+    disagreements = []
+    for char in [*map(chr, range(0x3100)), "\ud800", "\ue000", "\ufeff", "😀", "\U0010fffd"]:
+        value = f"a{char}b"
+        try:
+            load(StudentUpdateSchema(), {"name": value})
+            accepted = True
+        except ValidationFailed:
+            accepted = False
+        by_pattern = bool(re.fullmatch(LINE, value)) and not 0xD800 <= ord(char) <= 0xDFFF
+        by_category = unicodedata.category(char) not in {"Cc", "Zl", "Zp", "Cs"}
+        if not accepted == by_pattern == by_category:
+            disagreements.append((f"U+{ord(char):04X}", accepted, by_pattern, by_category))
+
+    assert disagreements == []
+
+
+# --- e-mail addresses --------------------------------------------------------
+
+
+@pytest.mark.parametrize("email", ["ana@example.com", "a.b+c@sub.example.pt", "joão@escola.pt", "用户@例子.广告"])
+def test_email_accepted(email):
+    assert re.fullmatch(EMAIL, email)
+    assert load(StudentCreateSchema(), {**VALID, "email": email})["email"] == email.lower()
+
+
+@pytest.mark.parametrize(
+    "email",
+    ["0@0.a", "a@b", "a@localhost", '"a b"@example.com', "a@[192.0.2.1]", "a..b@example.com", "a@-x.com", "a@b.-cd"],
+)
+def test_email_outside_the_published_pattern_is_refused(email):
+    """Forms some validators of ``format: email`` accept and marshmallow's check may too:
+    the pattern says which are accepted, and the server keeps to it."""
+    assert not re.fullmatch(EMAIL, email)
+    assert failed_fields(StudentCreateSchema(), {**VALID, "email": email}) == {"email": ["Not a valid email address."]}
+
+
+# --- cursors as query parameters (the pattern a generator can use) -------------
+
+
+@pytest.mark.parametrize("last_id", [0, 1, 9, 10, 99, 100, 999, 1000, 12345, 1234567, 123456789, 1000000000, MAX_ID])
+def test_every_issued_cursor_matches_the_pattern(last_id):
+    cursor = encode_cursor(last_id)
+
+    assert re.fullmatch(CURSOR, cursor)
+    assert load(ListStudentsSchema(), {"cursor": cursor})["cursor"] == cursor
+
+
+@settings(max_examples=300, database=None, deadline=None)
+@given(st.from_regex(CURSOR, fullmatch=True))
+def test_every_cursor_the_pattern_admits_is_read(cursor):
+    loaded = load(HistoryQuerySchema(), {"cursor": cursor})["cursor"]
+
+    assert loaded is None if cursor == "" else 0 <= decode_cursor(loaded) <= MAX_ID
+
+
+def test_a_cursor_past_the_largest_id_reads_as_the_end():
+    past = base64.urlsafe_b64encode(b"after:9999999999").decode().rstrip("=")
+
+    assert load(ListStudentsSchema(), {"cursor": past})["cursor"] == encode_cursor(MAX_ID)
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "YWZ0ZXI6", _b64("after:x"), encode_cursor(7) + "=", "é"])
+def test_a_cursor_outside_the_pattern_is_refused(cursor):
+    assert failed_fields(ListStudentsSchema(), {"cursor": cursor}) == {"cursor": ["Invalid cursor."]}

@@ -21,6 +21,7 @@ from services import lifecycle
 from tests.e2e.support import System, poll
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
+SETTLED = ("applied", "rejected")  # what every accepted request must become
 
 
 def port_open(port: int) -> bool:
@@ -150,12 +151,11 @@ class Workload:
         deadline = time.monotonic() + timeout
         http = requests.Session()
         while time.monotonic() < deadline:
-            for request_id in [r for r in self.accepted if states.get(r, {}).get("state", "pending") == "pending"]:
+            # asked again until settled: pending, or "missing" (503/504 while status restarts) so far
+            for request_id in [r for r in self.accepted if states.get(r, {}).get("state") not in SETTLED]:
                 response = http.get(f"{self.system.base_url}/status-requests/{request_id}", timeout=10)
                 states[request_id] = response.json() if response.status_code == 200 else {"state": "missing"}
-            if all(s["state"] in ("applied", "rejected") for s in states.values()) and len(states) == len(
-                self.accepted
-            ):
+            if all(s["state"] in SETTLED for s in states.values()) and len(states) == len(self.accepted):
                 break
             time.sleep(0.5)
         counts = Counter(s["state"] for s in states.values())
@@ -195,8 +195,11 @@ class Workload:
         assert response.status_code == 202, response.text
         return response.json()
 
-    def job(self, job_id: str) -> dict:
+    def job(self, job_id: str) -> dict | None:
+        """The job's progress; None while the status service cannot answer (503/504: restarting)."""
         response = requests.get(f"{self.system.base_url}/jobs/{job_id}", timeout=10)
+        if response.status_code in (503, 504):
+            return None
         assert response.status_code == 200, response.text
         return response.json()
 
@@ -204,9 +207,10 @@ class Workload:
         """Wait until the job is done, then check every student's history against it."""
         deadline = time.monotonic() + timeout
         job = self.job(job_id)
-        while job["state"] != "done" and time.monotonic() < deadline:
+        while (job is None or job["state"] != "done") and time.monotonic() < deadline:
             time.sleep(0.5)
             job = self.job(job_id)
+        assert job is not None, f"the status service did not answer within {timeout:g}s"
         history_ids, chain_errors, read_copy_mismatches = self._histories(requests.Session(), deadline)
         return {
             **{key: job[key] for key in ("state", "total", "pending", "applied", "rejected", "failed")},

@@ -8,9 +8,13 @@ import io
 
 import pytest
 from nameko.standalone.events import event_dispatcher
+from nameko.testing.services import entrypoint_waiter
+from nameko.testing.utils import get_container
 from pypdf import PdfReader
 
+from services.certificates import CertificatesService
 from services.exceptions import CertificateNotFound, ValidationFailed
+from services.schemas import status_changes
 from tests.integration.conftest import settled, wait_for
 
 
@@ -21,7 +25,7 @@ def complete(rpc, student_id: int, course: str | None = None) -> dict:
     return request
 
 
-def test_completion_issues_one_verifiable_certificate_with_a_real_pdf(config, rpc, unique):
+def test_completion_issues_one_verifiable_certificate_with_a_real_pdf(config, services, rpc, unique):
     student = rpc.students.create_student(
         {"name": "João Conceição", "email": f"joao.{unique}@school.example", "course": "Biologia"}
     )
@@ -42,23 +46,43 @@ def test_completion_issues_one_verifiable_certificate_with_a_real_pdf(config, rp
     for expected in ("João Conceição", "Biologia Marinha", certificate["code"], certificate["verification_url"]):
         assert expected in text
 
-    # redelivered completion events: still one certificate
+    # redelivered completion events: still one certificate, once all three were handled
     history = rpc.status.get_status_history(student["id"])["items"]
     event = {**history[-1], "course": "Biologia Marinha"}
+    handled = []
+
+    def redelivery_handled(worker_ctx, result, exc_info) -> bool:
+        if worker_ctx.args == (event,) and exc_info is None:
+            handled.append(worker_ctx)
+        return len(handled) == 3
+
     dispatch = event_dispatcher(config)
-    for _ in range(3):
-        dispatch("status", "student_status_changed", event)
-    rpc.status.request_status_change(student["id"], "completed")  # a no-op, no event
-    wait_for(lambda: rpc.certificates.list_dead_letters() == [])
+    certificates = get_container(services, CertificatesService)
+    with entrypoint_waiter(certificates, "handle_student_status_changed", callback=redelivery_handled, timeout=30):
+        for _ in range(3):
+            dispatch("status", "student_status_changed", event)
+    noop = rpc.status.request_status_change(student["id"], "completed")  # a no-op: no event, no certificate
+    noop = wait_for(lambda rid=noop["request_id"]: settled(rpc, rid))
+    assert (noop["state"], noop["from_status"]) == ("applied", "completed")
+    assert rpc.certificates.list_dead_letters() == []
     assert [c["code"] for c in rpc.certificates.list_certificates(student["id"])] == [certificate["code"]]
     assert request["request_id"] == history[-1]["request_id"]
 
 
-def test_other_transitions_issue_nothing_and_course_defaults_to_the_students(rpc, unique):
+def test_other_transitions_issue_nothing_and_course_defaults_to_the_students(services, rpc, unique):
     student = rpc.students.create_student({"name": "Ana", "email": f"ana.{unique}@school.example", "course": "Física"})
-    request = rpc.status.request_status_change(student["id"], "active")
-    wait_for(lambda: settled(rpc, request["request_id"]))
-    assert rpc.certificates.list_certificates(student["id"]) == []
+
+    def activation_handled(worker_ctx, result, exc_info) -> bool:
+        changes = status_changes(worker_ctx.args[0])
+        return exc_info is None and any(
+            c["student_id"] == student["id"] and c["to_status"] == "active" for c in changes
+        )
+
+    certificates = get_container(services, CertificatesService)
+    with entrypoint_waiter(certificates, "handle_student_status_changed", callback=activation_handled, timeout=30):
+        request = rpc.status.request_status_change(student["id"], "active")
+    assert wait_for(lambda: settled(rpc, request["request_id"]))["state"] == "applied"
+    assert rpc.certificates.list_certificates(student["id"]) == []  # the certificates service has seen it
     complete(rpc, student["id"])
     [certificate] = wait_for(lambda: rpc.certificates.list_certificates(student["id"]))
     assert certificate["course"] == "Física"

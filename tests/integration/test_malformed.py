@@ -87,7 +87,8 @@ def test_malformed_rpc_requests_get_a_typed_error_reply_at_once(config, rpc, uni
 
     for (name, _), reply in zip(cases, replies, strict=False):
         assert reply["reply"] is not None, f"{name}: no reply"
-        assert reply["seconds"] < 1.0, f"{name}: answered after {reply['seconds']:.2f}s"
+        # at once rather than never (None after --wait, 5 s), with room for a loaded machine
+        assert reply["seconds"] < 2.5, f"{name}: answered after {reply['seconds']:.2f}s"
         error = reply["reply"]["error"]
         assert error["exc_path"] == "services.exceptions.MalformedRequest", (name, error)
         remote = deserialize(error)  # what a nameko caller raises

@@ -29,6 +29,8 @@ import pytest
 from nameko.rpc import rpc
 from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.testing.services import entrypoint_waiter
+from nameko.testing.utils import get_container
 from pypdf import PdfReader
 from reportlab.pdfgen import canvas
 
@@ -223,6 +225,18 @@ def in_state(proxy, state: str, **filters) -> dict | None:
     return item if item and item["state"] == state else None
 
 
+def handled(times: int):
+    """An ``entrypoint_waiter`` callback: done once the handler has returned ``times`` times."""
+    results = []
+
+    def callback(worker_ctx, result, exc_info) -> bool:
+        if exc_info is None:
+            results.append(result)
+        return len(results) == times
+
+    return callback
+
+
 def still_one_message(smtp: SmtpServer) -> list[dict]:
     time.sleep(0.5)  # a duplicate would arrive within a few polls
     received = smtp.messages()
@@ -233,16 +247,20 @@ def still_one_message(smtp: SmtpServer) -> list[dict]:
 def test_status_change_is_mailed_once_however_often_the_event_arrives(runner_factory, mail_config, smtp, proxy, unique):
     smtp.start()
     config = {**mail_config, "SMTP_USERNAME": "mailer", "SMTP_PASSWORD": "secret"}
-    runner_factory(config, NotificationsService, StudentsService).start()
+    runner = runner_factory(config, NotificationsService, StudentsService)
+    runner.start()
     student = proxy.students.create_student(
         {"name": "João Conceição", "email": f"joao.{unique}@escola.example", "course": "Física Nuclear"}
     )
 
     payload = status_changed(student)
     dispatch = event_dispatcher(config)
-    for _ in range(3):  # at-least-once delivery, at its worst
-        dispatch("status", "student_status_changed", payload)
+    notifications = get_container(runner, NotificationsService)
+    with entrypoint_waiter(notifications, "handle_student_status_changed", callback=handled(3), timeout=30):
+        for _ in range(3):  # at-least-once delivery, at its worst
+            dispatch("status", "student_status_changed", payload)
 
+    # all three deliveries were handled: one notification, and once sent, one message
     sent = wait_for(lambda: in_state(proxy, "sent", student_id=student["id"]))
     [received] = still_one_message(smtp)
     assert received["rcpt_tos"] == [student["email"]] and received["mail_from"] == "secretaria@escola.example"
@@ -301,7 +319,8 @@ def test_smtp_down_then_up_delivers_exactly_once(runner_factory, mail_config, sm
     assert proxy.notifications.ping() == {"service": "notifications", "ok": True}, "mail trouble stays in mail"
 
     smtp.start()
-    sent = wait_for(lambda: in_state(proxy, "sent"))
+    # the next attempt comes after the current backoff (up to 12.8 s after the 7th of 8)
+    sent = wait_for(lambda: in_state(proxy, "sent"), timeout=30)
     still_one_message(smtp)
     assert sent["attempts"] > 2 and sent["last_error"] is None
 

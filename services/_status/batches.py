@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from services import lifecycle
@@ -106,6 +106,9 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             .with_for_update()
         )
     }
+    requests = _in_turn(session, requests)
+    if not requests:
+        return result
     outcomes, history, changes, changed = [], [], [], {}
     for request in requests:
         row = statuses[request.student_id]
@@ -175,6 +178,26 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
         session.add(StatusOutbox(event_type="student_status_changed", payload={"changes": changes}, created_at=now))
         result.events = len(changes)
     return result
+
+
+def _in_turn(session: Session, requests: list) -> list:
+    """The batch without the students whose earlier pending requests another instance
+    holds (``SKIP LOCKED`` passed them over): theirs wait for the next round, so every
+    student's requests are applied in arrival order whichever instance takes them.
+    Read after the status rows are locked: by then an earlier batch that locked them
+    first has committed, and its requests are no longer pending."""
+    first_seq: dict[int, int] = {}
+    for request in requests:
+        first_seq.setdefault(request.student_id, request.seq)
+    earliest = dict(
+        session.execute(
+            select(StatusRequest.student_id, func.min(StatusRequest.seq))
+            .where(StatusRequest.state == PENDING, StatusRequest.student_id.in_(first_seq), released())
+            .group_by(StatusRequest.student_id)
+        ).all()
+    )
+    held = {student for student, seq in first_seq.items() if earliest.get(student, seq) < seq}
+    return [request for request in requests if request.student_id not in held] if held else requests
 
 
 def _grouped(items, key, field: str) -> list[tuple[tuple, list]]:

@@ -16,6 +16,8 @@ class StudentsBase(DeclarativeBase):
 
 class Student(StudentsBase):
     __tablename__ = "students"
+    # SQLite would otherwise give a deleted newest student's id to the next one
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(200))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import BACKENDS, make_db_uris
-from tests.e2e.support import System, amqp_username, rabbit_vhost, start_system, stop_processes, vhost_uri
+from tests.e2e.support import System, running_system
 
 
 @pytest.fixture(scope="session")
@@ -26,14 +26,8 @@ def system(request, rabbit_manager, amqp_uri, tmp_path_factory) -> Iterator[Syst
     backend = request.param
     log_dir = tmp_path_factory.mktemp(f"e2e-{backend}")
     db_uris = make_db_uris(backend, log_dir, request)
-    with rabbit_vhost(rabbit_manager, amqp_username(amqp_uri)) as vhost:
-        system = start_system(backend, vhost_uri(amqp_uri, vhost), db_uris, log_dir)
-        try:
-            system.wait_ready()
-            yield system
-        finally:
-            system.http.close()
-            stop_processes(system.processes)
+    with running_system(backend, rabbit_manager, amqp_uri, db_uris, log_dir) as system:
+        yield system
 
 
 @pytest.hookimpl(wrapper=True)

@@ -262,6 +262,21 @@ class System:
         return response.json()["items"]
 
 
+@contextlib.contextmanager
+def running_system(
+    backend: str, rabbit_manager: Any, amqp_uri: str, db_uris: dict[str, str], log_dir: Path, **env: str
+) -> Iterator[System]:
+    """The whole system on a vhost of its own, ready; stopped (and the vhost gone) on exit."""
+    with rabbit_vhost(rabbit_manager, amqp_username(amqp_uri)) as vhost:
+        system = start_system(backend, vhost_uri(amqp_uri, vhost), db_uris, log_dir, **env)
+        try:
+            system.wait_ready()
+            yield system
+        finally:
+            system.http.close()
+            stop_processes(system.processes)
+
+
 def start_system(
     backend: str, amqp_uri: str, db_uris: dict[str, str], log_dir: Path, supervised: bool = False, **env: str
 ) -> System:

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_db_uris
-from tests.e2e.support import System, amqp_username, rabbit_vhost, start_system, stop_processes, vhost_uri
+from tests.e2e.support import System, running_system
 
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
 SEED = 20260101
@@ -51,14 +51,8 @@ def system(request, rabbit_manager, amqp_uri, tmp_path_factory) -> Iterator[Syst
     the other e2e tests set."""
     log_dir = tmp_path_factory.mktemp("e2e-conformance")
     db_uris = make_db_uris("sqlite", log_dir, request)
-    with rabbit_vhost(rabbit_manager, amqp_username(amqp_uri)) as vhost:
-        system = start_system("sqlite", vhost_uri(amqp_uri, vhost), db_uris, log_dir, MAX_BODY_BYTES="65536")
-        try:
-            system.wait_ready()
-            yield system
-        finally:
-            system.http.close()
-            stop_processes(system.processes)
+    with running_system("sqlite", rabbit_manager, amqp_uri, db_uris, log_dir, MAX_BODY_BYTES="65536") as system:
+        yield system
 
 
 def schemathesis_command(base_url: str, config: Path, reports: Path) -> list[str]:

@@ -42,7 +42,12 @@ def main() -> int:
         print(f"created student {student['id']} <{student['email']}>: {student['status']}")
 
         request = client.status.request_status_change(
-            student["id"], "active", reason="term starts", actor="client_roundtrip", idempotency_key=f"start-{email}"
+            student["id"],
+            "active",
+            reason="term starts",
+            actor="client_roundtrip",
+            idempotency_key=f"start-{email}",
+            on_behalf_of="ada.admin",  # the person in this program who asked; the actor stays accountable
         )
         print(f"requested enrolled -> active: request {request['request_id']} ({request['state']})")
 
@@ -53,7 +58,8 @@ def main() -> int:
         for change in client.status.get_status_history(student["id"])["items"]:
             print(
                 f"  {change['occurred_at']}  {change['from_status']} -> {change['to_status']}"
-                f"  reason={change['reason']!r} actor={change['actor']} request={change['request_id']}"
+                f"  reason={change['reason']!r} actor={change['actor']} on_behalf_of={change['on_behalf_of']}"
+                f" request={change['request_id']}"
             )
         return 0 if request["state"] == "applied" else 1
 

@@ -116,7 +116,7 @@ class StudentPageSchema(Schema):
 # --- status -----------------------------------------------------------------
 
 REASON = 1000  # characters of a reason
-ACTOR = 200  # characters of an actor (who asked)
+ACTOR = 200  # characters of an actor (who asked), or of whom it asked on behalf of
 IDEMPOTENCY_KEY = 200  # characters of an idempotency key
 
 
@@ -132,6 +132,9 @@ class StatusChangeSchema(StatusChangeBodySchema):
 
     student_id = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     actor = Line(ACTOR, load_default=None, allow_none=True)
+    # a detail next to the actor (e.g. a person's login in the calling app), never instead of it:
+    # the actor is who is accountable (an API key's name), this only who it says it acts for
+    on_behalf_of = Line(ACTOR, load_default=None, allow_none=True)
     idempotency_key = Line(IDEMPOTENCY_KEY, load_default=None, allow_none=True)
     request_id = fields.UUID(load_default=None, allow_none=True)
     # a completion's course, carried to student_status_changed (None: the student's course)
@@ -149,6 +152,7 @@ class StatusRequestSchema(Schema):
     status = fields.String(attribute="target_status", metadata={"enum": list(lifecycle.STATUSES)})
     reason = fields.String(allow_none=True)
     actor = fields.String(allow_none=True)
+    on_behalf_of = fields.String(allow_none=True)
     idempotency_key = fields.String(allow_none=True)
     course = fields.String(allow_none=True)
     state = fields.String(metadata={"enum": ["pending", "applied", "rejected", "failed"]})
@@ -172,6 +176,7 @@ class HistoryEntrySchema(Schema):
     to_status = fields.String()
     reason = fields.String(allow_none=True)
     actor = fields.String(allow_none=True)
+    on_behalf_of = fields.String(allow_none=True)
     request_id = fields.String()
     version = fields.Integer()
     occurred_at = fields.AwareDateTime()
@@ -236,6 +241,15 @@ def status_change_requests(payload: Any) -> list[dict]:
     return [load(StatusChangeSchema(), payload)]
 
 
+class JobOptionsSchema(StrictSchema):
+    """Who submits a bulk job, and its idempotency key: the rules of ``StatusChangeSchema``,
+    since they end up on every request of the job."""
+
+    idempotency_key = Line(IDEMPOTENCY_KEY, load_default=None, allow_none=True)
+    actor = Line(ACTOR, load_default=None, allow_none=True)
+    on_behalf_of = Line(ACTOR, load_default=None, allow_none=True)
+
+
 class JobRowSchema(StrictSchema):
     """One row of a bulk job submitted over RPC: a student by id or by e-mail."""
 
@@ -269,6 +283,7 @@ class JobSchema(Schema):
     failed = fields.Integer()
     rows_per_second = fields.Float(allow_none=True)
     actor = fields.String(allow_none=True)
+    on_behalf_of = fields.String(allow_none=True)
     idempotency_key = fields.String(allow_none=True)
     created_at = fields.String()
     sealed_at = fields.String(allow_none=True)

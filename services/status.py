@@ -25,6 +25,7 @@ from services.schemas import (
     CurrentStatusSchema,
     HistoryEntrySchema,
     HistoryQuerySchema,
+    JobOptionsSchema,
     JobRowSchema,
     StatusChangeSchema,
     StatusRequestSchema,
@@ -52,7 +53,7 @@ class StatusService(dead_letters.DeadLetterRpc):
 
     @rpc
     def request_status_change(
-        self, student_id, status, reason=None, actor=None, idempotency_key=None, course=None
+        self, student_id, status, reason=None, actor=None, idempotency_key=None, course=None, on_behalf_of=None
     ) -> dict:
         command = load(
             StatusChangeSchema(),
@@ -61,6 +62,7 @@ class StatusService(dead_letters.DeadLetterRpc):
                 "status": status,
                 "reason": reason,
                 "actor": actor,
+                "on_behalf_of": on_behalf_of,
                 "idempotency_key": idempotency_key,
                 "course": course,
             },
@@ -90,15 +92,22 @@ class StatusService(dead_letters.DeadLetterRpc):
     # --- bulk jobs -----------------------------------------------------------
 
     @rpc
-    def submit_job(self, rows: list[dict], idempotency_key: str | None = None, actor: str | None = None) -> dict:
+    def submit_job(
+        self,
+        rows: list[dict],
+        idempotency_key: str | None = None,
+        actor: str | None = None,
+        on_behalf_of: str | None = None,
+    ) -> dict:
         """A bulk job from ``rows`` (``{student_id | email, status, reason}``), at most
         ``BULK_MAX_ROWS``; invalid rows are refused one by one, never the whole job."""
+        options = _job_options(idempotency_key, actor, on_behalf_of)
         if not isinstance(rows, list):
             raise ValidationFailed("Expected a list of rows.", {"rows": ["Must be a list."]})
         max_rows = self.settings.bulk_max_rows
         if len(rows) > max_rows:
             raise ValidationFailed(f"More than {max_rows} rows.", {"rows": [f"At most {max_rows}."]})
-        upload = jobs_repo.create(self.db, idempotency_key, actor)
+        upload = jobs_repo.create(self.db, **options)
         if upload.created:
             accepted, refused = jobs.check_rows(rows, JobRowSchema(), self.applier.directory.resolve_emails)
             with self.db.begin() as session:
@@ -120,8 +129,10 @@ class StatusService(dead_letters.DeadLetterRpc):
         return {**job, "errors": job["errors"][:shown]}
 
     @rpc
-    def create_job(self, idempotency_key: str | None = None, actor: str | None = None) -> dict:
-        upload = jobs_repo.create(self.db, idempotency_key, actor)
+    def create_job(
+        self, idempotency_key: str | None = None, actor: str | None = None, on_behalf_of: str | None = None
+    ) -> dict:
+        upload = jobs_repo.create(self.db, **_job_options(idempotency_key, actor, on_behalf_of))
         return {"job_id": upload.job_id, "upload": upload.upload, "created": upload.created}
 
     @rpc
@@ -161,6 +172,11 @@ class StatusService(dead_letters.DeadLetterRpc):
         student_id = _event_student_id(payload, None)
         with self.db.begin() as session:
             repo.mark_deleted(session, student_id)
+
+
+def _job_options(idempotency_key: object, actor: object, on_behalf_of: object) -> dict:
+    """Checked as a single request's are: they are copied onto every request of the job."""
+    return load(JobOptionsSchema(), {"idempotency_key": idempotency_key, "actor": actor, "on_behalf_of": on_behalf_of})
 
 
 def _errors_shown(value: object) -> int:

@@ -100,7 +100,7 @@ def _csv_row(row: int, record: list[str], index: dict[str, int], width: int) -> 
         student_id = record[position]
         if not (student_id.isascii() and student_id.isdigit()):
             errors["student_id"] = [NOT_INTEGER]
-        elif len(student_id.lstrip("0")) > 10 or not 1 <= (student_id := int(student_id)) <= MAX_ID:
+        elif len(student_id.lstrip("0")) > 10 or not 1 <= (student_id := int(student_id.lstrip("0") or "0")) <= MAX_ID:
             errors["student_id"] = [BAD_ID]
     position = index.get("email")
     if position is not None and position < cells and record[position].strip():

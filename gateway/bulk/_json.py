@@ -31,9 +31,27 @@ from gateway.bulk._text import _texts
 from gateway.exceptions import MalformedJson
 from services.infra.pagination import MAX_ID
 
+
+class _TooManyDigits:
+    """An integer longer than Python converts (``sys.get_int_max_str_digits()``): a bad
+    value in its row, as any other, rather than an uncaught ValueError (a 500) that ends the upload."""
+
+
+_TOO_MANY_DIGITS = _TooManyDigits()
+
+
+def _int_or_too_many_digits(digits: str) -> int | _TooManyDigits:
+    try:
+        return int(digits)
+    except ValueError:
+        return _TOO_MANY_DIGITS
+
+
 _JSON_WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()
-_NUMBERS = (int, float)
+# only for the rare element the fast decoder cannot convert: a Python call per integer is slower
+_LENIENT_DECODER = json.JSONDecoder(parse_int=_int_or_too_many_digits)
+_NUMBERS = (int, float, _TooManyDigits)
 _NUMBER_TAIL = re.compile(r"[0-9.eE+-]+")
 # a syntax error this close to the end of the buffer may only be a token cut by a chunk edge
 # (a literal such as "-Infinity" or a "\uXXXX" escape): read on before deciding
@@ -98,7 +116,7 @@ def _json_rows(stream: BinaryIO, max_rows: int, max_bytes: int, chunk_size: int)
             raise malformed("Extra data after the array.")
         else:
             try:
-                value, end = _DECODER.raw_decode(buf, pos)
+                value, end = _decode(buf, pos)
             except json.JSONDecodeError as exc:
                 cut = exc.msg.startswith("Unterminated string") or exc.pos >= len(buf) - _CUT_TOKEN
                 if cut and not eof:
@@ -119,13 +137,22 @@ def _json_rows(stream: BinaryIO, max_rows: int, max_bytes: int, chunk_size: int)
             state = _AFTER
 
 
+def _decode(buf: str, pos: int) -> tuple[Any, int]:
+    try:
+        return _DECODER.raw_decode(buf, pos)
+    except json.JSONDecodeError:  # a ValueError too, but one the caller handles
+        raise
+    except ValueError:  # an integer with too many digits to convert
+        return _LENIENT_DECODER.raw_decode(buf, pos)
+
+
 def _json_row(row: int, data: Any) -> BulkRow | RowError:
     if not isinstance(data, dict):
         return _row_error(row, {"_schema": [NOT_OBJECT]})
     errors: dict[str, list[str]] = {}
     student_id = data.get("student_id")
     if student_id is not None and (type(student_id) is not int or not 1 <= student_id <= MAX_ID):
-        errors["student_id"] = [BAD_ID if type(student_id) is int else NOT_INTEGER]
+        errors["student_id"] = [BAD_ID if type(student_id) in (int, _TooManyDigits) else NOT_INTEGER]
     email = data.get("email")
     if isinstance(email, str):
         email = _email(email, errors)

@@ -79,6 +79,7 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             StatusRequest.target_status,
             StatusRequest.reason,
             StatusRequest.actor,
+            StatusRequest.on_behalf_of,
             StatusRequest.course,
         )
         # only students already tracked: unknown ones wait for resolution
@@ -140,9 +141,7 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             result.noops += 1
         else:
             change = _change(request, row, now)
-            history.append(
-                {k: v for k, v in change.items() if k not in ("course", "occurred_at")} | {"occurred_at": now}
-            )
+            history.append(_history_row(change, request, now))
             changes.append(change)
             row["status"], row["version"] = request.target_status, change["version"]
             changed[row["student_id"]] = row
@@ -208,8 +207,15 @@ def _grouped(items, key, field: str) -> list[tuple[tuple, list]]:
     return list(groups.items())
 
 
+def _history_row(change: dict, request: Any, now: datetime) -> dict:
+    """The history row of an applied change: its event less ``course``, plus
+    ``on_behalf_of`` (kept in the history, not published: the event's payload is unchanged)."""
+    row = {k: v for k, v in change.items() if k not in ("course", "occurred_at")}
+    return row | {"on_behalf_of": request.on_behalf_of, "occurred_at": now}
+
+
 def _change(request: Any, row: dict, now: datetime) -> dict:
-    """One ``student_status_changed`` event (and, less ``course``, its history row)."""
+    """One ``student_status_changed`` event (and most of its history row: :func:`_history_row`)."""
     return {
         "student_id": request.student_id,
         "from_status": row["status"],

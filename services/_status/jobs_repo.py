@@ -43,8 +43,11 @@ class Upload:
     created: bool  # False: the key names a job already sealed; nothing to upload
 
 
-def create(session_factory: sessionmaker, idempotency_key: str | None, actor: str | None) -> Upload:
-    """A new job, or the one ``idempotency_key`` names (reset if never sealed)."""
+def create(
+    session_factory: sessionmaker, idempotency_key: str | None, actor: str | None, on_behalf_of: str | None = None
+) -> Upload:
+    """A new job, or the one ``idempotency_key`` names (reset if never sealed); its
+    ``actor`` and ``on_behalf_of`` go onto every request of the job."""
     for _ in range(2):
         with session_factory.begin() as session:
             job = None
@@ -56,12 +59,17 @@ def create(session_factory: sessionmaker, idempotency_key: str | None, actor: st
                 return Upload(job.id, job.upload, False)
             if job is not None:  # an earlier upload never completed: start again
                 _drop_rows(session, job.id)
-                job.upload, job.actor, job.created_at = str(uuid.uuid4()), actor, utcnow()
+                job.upload, job.created_at = str(uuid.uuid4()), utcnow()
+                job.actor, job.on_behalf_of = actor, on_behalf_of
                 return Upload(job.id, job.upload, True)
         try:
             with session_factory.begin() as session:
                 job = StatusJob(
-                    id=str(uuid.uuid4()), idempotency_key=idempotency_key, upload=str(uuid.uuid4()), actor=actor
+                    id=str(uuid.uuid4()),
+                    idempotency_key=idempotency_key,
+                    upload=str(uuid.uuid4()),
+                    actor=actor,
+                    on_behalf_of=on_behalf_of,
                 )
                 session.add(job)
             return Upload(job.id, job.upload, True)
@@ -96,6 +104,7 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
                 "target_status": status,
                 "reason": reason,
                 "actor": job.actor,
+                "on_behalf_of": job.on_behalf_of,
                 "state": PENDING,
                 "attempts": 0,
                 "job_id": job_id,
@@ -241,6 +250,7 @@ def progress(session: Session, job_id: str, errors_shown: int) -> dict[str, Any]
         **counts,
         "rows_per_second": round(done / elapsed, 1) if elapsed > 0 else None,
         "actor": job.actor,
+        "on_behalf_of": job.on_behalf_of,
         "idempotency_key": job.idempotency_key,
         "created_at": job.created_at.isoformat(),
         "sealed_at": job.sealed_at.isoformat() if job.sealed_at else None,

@@ -50,6 +50,7 @@ class StatusRequest(StatusBase):
     target_status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str | None] = mapped_column(String(200))
+    on_behalf_of: Mapped[str | None] = mapped_column(String(200))  # a detail next to the actor
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # the course a completion is for (None: the student's own course)
     course: Mapped[str | None] = mapped_column(String(200))
@@ -77,6 +78,7 @@ class StatusJob(StatusBase):
     # the upload attempt filling the job; a retried upload of an unsealed job replaces it
     upload: Mapped[str] = mapped_column(String(36))
     actor: Mapped[str | None] = mapped_column(String(200))
+    on_behalf_of: Mapped[str | None] = mapped_column(String(200))  # a detail next to the actor
     total: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -105,6 +107,7 @@ class StatusHistory(StatusBase):
     to_status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     actor: Mapped[str | None] = mapped_column(String(200))
+    on_behalf_of: Mapped[str | None] = mapped_column(String(200))  # a detail next to the actor
     # unique: a request can never produce a second history row
     request_id: Mapped[str] = mapped_column(String(36), unique=True)
     version: Mapped[int] = mapped_column(Integer)

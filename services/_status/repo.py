@@ -116,6 +116,8 @@ def _new_row(command: dict) -> dict:
         "target_status": command["status"],
         "reason": command.get("reason"),
         "actor": command.get("actor"),
+        # .get: commands of old messages still queued have no on_behalf_of
+        "on_behalf_of": command.get("on_behalf_of"),
         "course": command.get("course"),
         "state": PENDING,
         "attempts": 0,
@@ -132,6 +134,7 @@ def _new_request(command: dict, rejection: IdempotencyKeyReused | None) -> Statu
         target_status=command["status"],
         reason=command.get("reason"),
         actor=command.get("actor"),
+        on_behalf_of=command.get("on_behalf_of"),
         idempotency_key=None if rejection else command.get("idempotency_key"),
         course=command.get("course"),
         state=PENDING,

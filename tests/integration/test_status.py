@@ -19,16 +19,20 @@ from tests.integration.test_students import new_student
 
 def test_request_applied_with_history_and_event(rpc, unique, received):
     student = new_student(rpc, unique)
-    request = rpc.status.request_status_change(student["id"], "active", reason="term starts", actor="registrar")
+    request = rpc.status.request_status_change(
+        student["id"], "active", reason="term starts", actor="registrar", on_behalf_of="ana.lima"
+    )
     assert request["state"] == "pending" and request["status"] == "active"
+    assert (request["actor"], request["on_behalf_of"]) == ("registrar", "ana.lima")
 
     done = wait_for(lambda: settled(rpc, request["request_id"]))
     assert done["state"] == "applied" and done["from_status"] == "enrolled" and done["error"] is None
+    assert (done["actor"], done["on_behalf_of"]) == ("registrar", "ana.lima")
 
     history = rpc.status.get_status_history(student["id"])["items"]
-    assert [(h["from_status"], h["to_status"], h["reason"], h["actor"], h["request_id"]) for h in history] == [
-        ("enrolled", "active", "term starts", "registrar", request["request_id"])
-    ]
+    assert [
+        (h["from_status"], h["to_status"], h["reason"], h["actor"], h["on_behalf_of"], h["request_id"]) for h in history
+    ] == [("enrolled", "active", "term starts", "registrar", "ana.lima", request["request_id"])]
     assert rpc.status.get_current_status(student["id"])["status"] == "active"
 
     event = wait_for(lambda: [e for e in received if e["request_id"] == request["request_id"]])[0]
@@ -41,6 +45,32 @@ def test_request_applied_with_history_and_event(rpc, unique, received):
     )
     assert event["occurred_at"] == history[0]["occurred_at"]
     wait_for(lambda: rpc.students.get_student(student["id"])["status"] == "active")
+
+
+def test_on_behalf_of_defaults_to_none_and_keeps_positional_callers_working(rpc, unique):
+    student = new_student(rpc, unique)
+    # the arguments before on_behalf_of, by position, as callers wrote them before it existed
+    request = rpc.status.request_status_change(student["id"], "active", "term starts", "registrar", unique, None)
+    assert (request["actor"], request["on_behalf_of"], request["idempotency_key"]) == ("registrar", None, unique)
+
+    wait_for(lambda: settled(rpc, request["request_id"]))
+    [entry] = rpc.status.get_status_history(student["id"])["items"]
+    assert (entry["actor"], entry["on_behalf_of"]) == ("registrar", None)
+
+
+def test_too_long_on_behalf_of_is_refused_everywhere(rpc, unique):
+    student = new_student(rpc, unique)
+    too_long = "o" * 201
+    calls = [
+        lambda: rpc.status.request_status_change(student["id"], "active", actor="registrar", on_behalf_of=too_long),
+        lambda: rpc.status.submit_job([{"student_id": student["id"], "status": "active"}], on_behalf_of=too_long),
+        lambda: rpc.status.create_job(idempotency_key=unique, actor="registrar", on_behalf_of=too_long),
+    ]
+    for call in calls:
+        with pytest.raises(ValidationFailed) as refused:
+            call()
+        assert set(refused.value.details) == {"on_behalf_of"}
+    assert rpc.status.get_status_history(student["id"])["items"] == []
 
 
 def test_rejections_and_noop_leave_no_history(rpc, unique):
@@ -113,6 +143,64 @@ def test_gateway_event_path_is_idempotent_by_request_id(config, rpc, unique):
     assert parked[0]["attempts"] == 1, "a validation failure is not retried"
     assert parked[0]["error"].startswith("ValidationFailed") and parked[0]["routing_key"] == "status_change_requested"
     assert parked[0]["handler"] == "status.handle_status_change_requested"
+
+
+def test_gateway_event_path_records_on_behalf_of_and_reads_old_commands(config, rpc, unique):
+    first, second = new_student(rpc, unique, 1), new_student(rpc, unique, 2)
+    old = {"request_id": str(uuid.uuid4()), "student_id": first["id"], "status": "active", "actor": "http"}
+    new = {
+        "request_id": str(uuid.uuid4()),
+        "student_id": second["id"],
+        "status": "active",
+        "actor": "key:webapp",
+        "on_behalf_of": "ana.lima",
+        "idempotency_key": unique,  # recorded through the other path (one by one)
+    }
+    event_dispatcher(config)("gateway", "status_change_requested", {"requests": [old, new]})
+
+    for command, expected in ((old, ("http", None)), (new, ("key:webapp", "ana.lima"))):
+        done = wait_for(lambda command=command: settled(rpc, command["request_id"]))
+        assert done["state"] == "applied" and (done["actor"], done["on_behalf_of"]) == expected
+        [entry] = rpc.status.get_status_history(command["student_id"])["items"]
+        assert (entry["actor"], entry["on_behalf_of"]) == expected
+    assert rpc.status.list_dead_letters() == []
+
+
+def job_done(rpc, job_id: str) -> dict | None:
+    job = rpc.status.get_job(job_id)
+    return job if job["state"] == "done" else None
+
+
+def test_a_job_carries_on_behalf_of_to_its_requests_and_history(rpc, unique):
+    ana, bia = new_student(rpc, unique, 1), new_student(rpc, unique, 2)
+    rows = [{"student_id": ana["id"], "status": "active"}, {"email": bia["email"], "status": "active"}]
+
+    job = rpc.status.submit_job(rows, idempotency_key=unique, actor="key:registry", on_behalf_of="ana.lima")
+    assert (job["actor"], job["on_behalf_of"]) == ("key:registry", "ana.lima")
+
+    done = wait_for(lambda: job_done(rpc, job["job_id"]))
+    assert (done["applied"], done["actor"], done["on_behalf_of"]) == (2, "key:registry", "ana.lima")
+    for student in (ana, bia):
+        [entry] = rpc.status.get_status_history(student["id"])["items"]
+        assert (entry["actor"], entry["on_behalf_of"]) == ("key:registry", "ana.lima")
+        request = rpc.status.get_status_request(entry["request_id"])
+        assert (request["actor"], request["on_behalf_of"]) == ("key:registry", "ana.lima")
+
+
+def test_a_streamed_job_carries_on_behalf_of_and_defaults_to_none(rpc, unique):
+    student = new_student(rpc, unique)
+    for on_behalf_of, target in (("ana.lima", "active"), (None, "suspended")):
+        upload = rpc.status.create_job(actor="key:registry", on_behalf_of=on_behalf_of)
+        rpc.status.add_job_rows(upload["job_id"], upload["upload"], [[1, student["id"], target, None]], [])
+        rpc.status.seal_job(upload["job_id"], upload["upload"], 1)
+        done = wait_for(lambda upload=upload: job_done(rpc, upload["job_id"]))
+        assert (done["applied"], done["actor"], done["on_behalf_of"]) == (1, "key:registry", on_behalf_of)
+
+    history = rpc.status.get_status_history(student["id"])["items"]
+    assert [(h["to_status"], h["actor"], h["on_behalf_of"]) for h in history] == [
+        ("active", "key:registry", "ana.lima"),
+        ("suspended", "key:registry", None),
+    ]
 
 
 def test_history_pages(rpc, unique):

@@ -109,6 +109,33 @@ def test_json_invalid_row_between_valid_ones(read, element, details):
     assert read(json.dumps([valid, element, valid])) == [OK, invalid(2, details), BulkRow(3, 1, None, "active", None)]
 
 
+# more digits than Python converts to an int (sys.get_int_max_str_digits(), 4,300 by default)
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("element", "details"),
+    [
+        (f'{{"student_id": {HUGE}, "status": "active"}}', BAD_ID),
+        (f'{{"student_id": -{HUGE}, "status": "active"}}', BAD_ID),
+        (f'{{"student_id": 1, "status": {HUGE}}}', {"status": ["Not a valid string."]}),
+        (f'{{"student_id": 1, "status": "active", "reason": {HUGE}}}', {"reason": ["Not a valid string."]}),
+        (f'{{"email": {HUGE}, "status": "active"}}', BAD_EMAIL),
+        (f'{{"student_id": 1, "status": "active", "n": [{HUGE}]}}', {"n": ["Unknown field."]}),
+        (HUGE, {"_schema": ["Expected an object."]}),
+    ],
+)
+def test_json_integer_with_too_many_digits_is_a_row_error(read, element, details):
+    valid = '{"student_id": 1, "status": "active"}'
+    body = f"[{valid}, {element}, {valid}]"
+
+    assert read(body) == [OK, invalid(2, details), BulkRow(3, 1, None, "active", None)]
+
+
+def test_json_integer_with_too_many_digits_then_a_fraction_is_one_number(read):
+    assert read(f"[{HUGE}.5]") == [invalid(1, {"_schema": ["Expected an object."]})]
+
+
 def test_json_whitespace_bom_and_empty_array(read):
     assert read(" \n[ \r\n\t]\n ") == []
     assert read('\ufeff[\n  {"student_id" : 1 ,\n "status":"active"}\n\n]\n') == [OK]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 import unicodedata
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import given, settings
@@ -14,12 +15,18 @@ from services.exceptions import ValidationFailed
 from services.fields import CURSOR, EMAIL, LINE
 from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, decode_cursor, encode_cursor, page
 from services.schemas import (
+    ACTOR,
     CompletionBodySchema,
+    HistoryEntrySchema,
     HistoryQuerySchema,
+    JobOptionsSchema,
     JobRowSchema,
+    JobSchema,
     ListStudentsSchema,
+    StatusChangeBatchSchema,
     StatusChangeBodySchema,
     StatusChangeSchema,
+    StatusRequestSchema,
     StudentCreateSchema,
     StudentUpdateSchema,
     load,
@@ -146,6 +153,7 @@ def test_status_change_valid_with_defaults():
         "status": "active",
         "reason": None,
         "actor": None,
+        "on_behalf_of": None,
         "idempotency_key": None,
         "request_id": None,
         "course": None,
@@ -167,6 +175,10 @@ def test_status_change_valid_with_defaults():
         ({"reason": "x" * 1001}, "reason"),
         ({"idempotency_key": ""}, "idempotency_key"),
         ({"idempotency_key": "k" * 201}, "idempotency_key"),
+        ({"actor": "a" * 201}, "actor"),
+        ({"on_behalf_of": "o" * 201}, "on_behalf_of"),
+        ({"on_behalf_of": ""}, "on_behalf_of"),
+        ({"on_behalf_of": 5}, "on_behalf_of"),
         ({"request_id": "not-a-uuid"}, "request_id"),
         ({"priority": "high"}, "priority"),
     ],
@@ -179,6 +191,67 @@ def test_status_change_rejects(changes, field):
 
 def test_status_change_requires_student_and_status():
     assert set(failed_fields(StatusChangeSchema(), {})) == {"student_id", "status"}
+
+
+def test_status_change_on_behalf_of_is_a_line_next_to_the_actor():
+    data = {"student_id": 3, "status": "active", "actor": "key:webapp", "on_behalf_of": " " + "o" * (ACTOR - 1)}
+
+    loaded = load(StatusChangeSchema(), data)
+
+    assert (loaded["actor"], loaded["on_behalf_of"]) == ("key:webapp", "o" * (ACTOR - 1))
+    assert load(StatusChangeSchema(), {**data, "on_behalf_of": None})["on_behalf_of"] is None
+
+
+def test_a_batch_of_old_commands_without_on_behalf_of_is_read():
+    old = {"request_id": None, "student_id": 3, "status": "active", "actor": "http", "idempotency_key": None}
+    new = {**old, "student_id": 4, "on_behalf_of": "ana"}
+
+    loaded = load(StatusChangeBatchSchema(), {"requests": [old, new]})["requests"]
+
+    assert [c["on_behalf_of"] for c in loaded] == [None, "ana"]
+    details = failed_fields(StatusChangeBatchSchema(), {"requests": [{**new, "on_behalf_of": "o" * 201}]})
+    assert details == {"requests": {"0": {"on_behalf_of": ["Length must be between 1 and 200."]}}}
+
+
+# --- JobOptionsSchema --------------------------------------------------------
+
+
+def test_job_options_default_to_none():
+    assert load(JobOptionsSchema(), {}) == {"idempotency_key": None, "actor": None, "on_behalf_of": None}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"idempotency_key": "k" * 201}, "idempotency_key"),
+        ({"actor": "a" * 201}, "actor"),
+        ({"on_behalf_of": "o" * 201}, "on_behalf_of"),
+        ({"on_behalf_of": "ana\nlima"}, "on_behalf_of"),
+        ({"on_behalf_of": ["ana"]}, "on_behalf_of"),
+    ],
+)
+def test_job_options_reject(changes, field):
+    assert set(failed_fields(JobOptionsSchema(), {"actor": "key:webapp", **changes})) == {field}
+
+
+# --- what the status service returns --------------------------------------
+
+
+@pytest.mark.parametrize("schema", [StatusRequestSchema(), HistoryEntrySchema()])
+@pytest.mark.parametrize("on_behalf_of", ["ana", None])
+def test_requests_and_history_carry_on_behalf_of_next_to_the_actor(schema, on_behalf_of):
+    row = SimpleNamespace(actor="key:webapp", on_behalf_of=on_behalf_of, error_code=None)
+
+    dumped = schema.dump(row)
+
+    assert (dumped["actor"], dumped["on_behalf_of"]) == ("key:webapp", on_behalf_of)
+
+
+def test_a_job_carries_on_behalf_of_next_to_the_actor():
+    assert JobSchema().dump({"actor": "key:webapp", "on_behalf_of": "ana"}) == {
+        "actor": "key:webapp",
+        "on_behalf_of": "ana",
+    }
 
 
 @pytest.mark.parametrize("value", [0, -5, True, "1", 1.5, None, 2**31, 10**20])
@@ -311,6 +384,8 @@ def test_control_characters_in_a_line_are_refused(field, char):
         (ListStudentsSchema(), {"course": "Physics\x9f"}, "course"),
         (CompletionBodySchema(), {"course": "\x1bPhysics"}, "course"),
         (StatusChangeSchema(), {"student_id": 3, "status": "active", "actor": "ana\x00"}, "actor"),
+        (StatusChangeSchema(), {"student_id": 3, "status": "active", "on_behalf_of": "ana\x00"}, "on_behalf_of"),
+        (JobOptionsSchema(), {"on_behalf_of": "ana\u2028lima"}, "on_behalf_of"),
         (StatusChangeSchema(), {"student_id": 3, "status": "active", "idempotency_key": "k\x7f"}, "idempotency_key"),
         (StatusChangeSchema(), {"student_id": 3, "status": "active", "course": "a\nb"}, "course"),
         (StatusChangeBodySchema(), {"status": "active", "reason": "why\x07"}, "reason"),

@@ -199,6 +199,8 @@ def test_csv_bom_reordered_columns_quoted_newline_and_blank_lines(read):
         (f"{MAX_ID + 1},,active", BAD_ID),
         ("9" * 30 + ",,active", BAD_ID),
         ("0" * 30 + "1,,active,", None),  # leading zeros are fine
+        ("0" * 5000 + "1,,active,", None),  # more digits than Python's int() takes, still a small number
+        ("0" * 4999 + "1" * 11 + ",,active", BAD_ID),  # and a large one
         (",a@,active", BAD_EMAIL),
         ("7,,Active", BAD_STATUS),
         ("7,,", {"status": ["Missing data for required field."]}),

@@ -156,3 +156,165 @@ def test_the_image_holds_every_module_compose_runs():
     assert {"tools.launch", "tools.migrate", "services.status", "gateway.service"} <= run
     assert sorted(m for m in run if m not in MODULES) == []
     assert sorted(m for m in run if m.split(".")[0] not in copied) == []
+
+
+def test_the_image_holds_what_compose_modules_import():
+    """Every project module a compose service runs imports (directly or not) is in the image."""
+    copied = set(re.findall(r"^COPY (\w+)/ ", (ROOT / "Dockerfile").read_text(), re.M))
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    run = {
+        word
+        for service in compose["services"].values()
+        for word in service.get("command") or []
+        if isinstance(word, str) and word in MODULES
+    }
+    assert "tools.broker" in run
+    reached, stack = set(), list(run)
+    while stack:
+        module = stack.pop()
+        if module not in reached:
+            reached.add(module)
+            stack.extend(GRAPH.get(module, ()))
+    assert sorted(m for m in reached if m.split(".")[0] not in copied) == []
+
+
+# --- docker compose: no default credentials ---------------------------------------------
+
+# every credential and secret compose needs, from .env (see .env.example), never a default
+COMPOSE_SECRETS = (
+    "RABBITMQ_ADMIN_USER",
+    "RABBITMQ_ADMIN_PASSWORD",
+    "RABBITMQ_APP_USER",
+    "RABBITMQ_APP_PASSWORD",
+    "RABBITMQ_VHOST",
+    "POSTGRES_PASSWORD",
+    "REQUEST_ID_SECRET",
+    "API_KEY_SECRET",
+)
+# compose's interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}
+COMPOSE_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+
+
+def compose_text() -> str:
+    return (ROOT / "docker-compose.yml").read_text()
+
+
+def compose_variables() -> list[tuple[str, str, str]]:
+    """``(name, operator, default or message)`` of every ``${...}`` in docker-compose.yml."""
+    return COMPOSE_VARIABLE.findall(compose_text().replace("$$", ""))
+
+
+def env_example() -> dict[str, str]:
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    """docker-compose.yml as compose reads it with ``env`` (its .env file)."""
+
+    def value(match: re.Match) -> str:
+        name, operator, argument = match.groups()
+        found = env.get(name)
+        if operator in (":?", "?") and (found is None or (operator == ":?" and found == "")):
+            raise LookupError(f"required variable {name} is missing a value: {argument}")
+        if (operator == ":-" and not found) or (operator == "-" and found is None):
+            return argument
+        return found or ""
+
+    return COMPOSE_VARIABLE.sub(value, text)
+
+
+def filled_env() -> dict[str, str]:
+    """.env.example with every empty value filled in, as a user's .env would be."""
+    return {name: value or f"{name.lower()}-value" for name, value in env_example().items()}
+
+
+def test_compose_credentials_and_secrets_have_no_default():
+    variables = compose_variables()
+    assert set(COMPOSE_SECRETS) <= {name for name, _, _ in variables}
+    for name, operator, message in variables:
+        if name in COMPOSE_SECRETS:
+            assert operator == ":?", f"${{{name}}} must be ${{{name}:?...}}: no default"
+            assert message == f"set {name} in .env (see .env.example)"
+    text = compose_text()
+    for default in ("guest:guest", "mensageria:mensageria", "change-me", "POSTGRES_PASSWORD: mensageria"):
+        assert default not in text
+
+
+def test_env_example_lists_every_variable_compose_requires():
+    required = {name for name, operator, _ in compose_variables() if operator in ("", ":?", "?")}
+    example = env_example()
+    assert required == set(example) == set(COMPOSE_SECRETS)
+    assert example["RABBITMQ_VHOST"] == "mensageria"
+    for name in ("RABBITMQ_ADMIN_PASSWORD", "RABBITMQ_APP_PASSWORD", "POSTGRES_PASSWORD", *COMPOSE_SECRETS[-2:]):
+        assert example[name] == "", f"{name}: .env.example holds no secret"
+    assert 'python -c "import secrets; print(secrets.token_urlsafe(32))"' in (ROOT / ".env.example").read_text()
+    for ignore_file in (".gitignore", ".dockerignore"):
+        assert ".env" in (ROOT / ignore_file).read_text().split(), ignore_file
+
+
+@pytest.mark.parametrize("missing", COMPOSE_SECRETS)
+def test_compose_refuses_to_start_without_each_secret(missing):
+    env = filled_env()
+    for value in (None, ""):
+        if value is None:
+            del env[missing]
+        else:
+            env[missing] = value
+        with pytest.raises(LookupError, match=f"{missing} is missing a value: set {missing} in .env"):
+            interpolate(compose_text(), env)
+
+
+def test_compose_services_connect_as_the_application_user():
+    env = filled_env()
+    compose = yaml.safe_load(interpolate(compose_text(), env))
+    services = compose["services"]
+    app_uri = f"amqp://{env['RABBITMQ_APP_USER']}:{env['RABBITMQ_APP_PASSWORD']}@rabbitmq:5672/{env['RABBITMQ_VHOST']}"
+    runs = {name for name, service in services.items() if "tools.launch" in service.get("command", [])}
+    assert runs == {"students", "status", "certificates", "notifications", "gateway"}
+    for name in runs:
+        assert services[name]["environment"]["AMQP_URI"] == app_uri, name
+        assert services[name]["depends_on"]["broker-setup"] == {"condition": "service_completed_successfully"}, name
+    for name, service in services.items():
+        for key, uri in (service.get("environment") or {}).items():
+            if key.endswith("_DB_URI"):
+                assert f"mensageria:{env['POSTGRES_PASSWORD']}@postgres:5432/" in uri, (name, key)
+
+    rabbitmq = services["rabbitmq"]["environment"]
+    assert (rabbitmq["RABBITMQ_DEFAULT_USER"], rabbitmq["RABBITMQ_DEFAULT_PASS"]) == (
+        env["RABBITMQ_ADMIN_USER"],
+        env["RABBITMQ_ADMIN_PASSWORD"],
+    )
+    setup = services["broker-setup"]
+    admin_api = f"http://{env['RABBITMQ_ADMIN_USER']}:{env['RABBITMQ_ADMIN_PASSWORD']}@rabbitmq:15672"
+    assert setup["command"][:4] == ["python", "-m", "tools.broker", "setup"]
+    options = dict(zip(setup["command"][4::2], setup["command"][5::2], strict=True))
+    assert options == {
+        "--api-uri": admin_api,
+        "--vhost": env["RABBITMQ_VHOST"],
+        "--user": env["RABBITMQ_APP_USER"],
+        "--password-env": "RABBITMQ_APP_PASSWORD",  # the password itself never on a command line
+        "--process": "all",
+        "--wait": "60",
+    }
+    assert setup["environment"] == {"RABBITMQ_APP_PASSWORD": env["RABBITMQ_APP_PASSWORD"]}
+    assert setup["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+
+    gateway = services["gateway"]["environment"]
+    assert (gateway["REQUEST_ID_SECRET"], gateway["API_KEY_SECRET"]) == (
+        env["REQUEST_ID_SECRET"],
+        env["API_KEY_SECRET"],
+    )
+    assert gateway["GATEWAY_DB_URI"].endswith("@postgres:5432/gateway")
+    assert "GATEWAY_DB_URI" in services["migrate"]["environment"]  # migrate brings the gateway's database up too
+    secrets = {"REQUEST_ID_SECRET", "API_KEY_SECRET"}  # the gateway's alone
+    assert [n for n, s in services.items() if n != "gateway" and secrets & set(s.get("environment", {}))] == []
+
+
+def test_postgres_creates_every_database_and_waits_for_the_last():
+    created = re.findall(r"^CREATE DATABASE (\w+);", (ROOT / "docker" / "postgres-init.sql").read_text(), re.M)
+    assert created == ["students", "status", "certificates", "notifications", "gateway"]
+    compose = yaml.safe_load(interpolate(compose_text(), filled_env()))
+    healthcheck = compose["services"]["postgres"]["healthcheck"]["test"]
+    assert healthcheck[healthcheck.index("-d") + 1] == created[-1]

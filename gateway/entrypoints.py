@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import uuid
 
+from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest, ContainerBeingKilled, IncorrectSignature
 from nameko.web.handlers import HttpRequestHandler
 from nameko.web.server import WebServer, WsgiApp
@@ -19,13 +22,20 @@ from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.routing import BaseConverter, Map
 from werkzeug.wrappers import Request, Response
 
+from gateway.access.gate import AccessGate, audit_entry
 from gateway.exceptions import (
+    ACCESS_ERRORS,
+    AccessDenied,
     BackendTimeout,
+    InsufficientScope,
+    InvalidApiKey,
     MalformedJson,
     MethodNotAllowed,
     PayloadTooLarge,
+    RateLimited,
     RouteNotFound,
     ServiceUnavailable,
+    Unauthenticated,
     UnsupportedMediaType,
 )
 from services.exceptions import (
@@ -42,6 +52,9 @@ log = logging.getLogger(__name__)
 # most specific first: the first matching class decides
 ERROR_STATUSES: tuple[tuple[type[ServiceError], int], ...] = (
     (MalformedJson, 400),
+    (Unauthenticated, 401),
+    (InvalidApiKey, 401),
+    (InsufficientScope, 403),
     (NotFound, 404),
     (MethodNotAllowed, 405),
     (VersionMismatch, 412),
@@ -49,6 +62,7 @@ ERROR_STATUSES: tuple[tuple[type[ServiceError], int], ...] = (
     (PayloadTooLarge, 413),
     (UnsupportedMediaType, 415),
     (ValidationFailed, 422),
+    (RateLimited, 429),
     (ServiceUnavailable, 503),
     (BackendTimeout, 504),
 )
@@ -77,7 +91,7 @@ def error_response(exc: Exception) -> Response:
     if not isinstance(exc, ServiceError):
         log.error("unexpected error in the gateway", exc_info=exc)
         return json_response(500, {"error": "INTERNAL_ERROR", "message": "Internal error.", "details": {}})
-    return json_response(status_for(exc), exc.to_dict())
+    return json_response(status_for(exc), exc.to_dict(), getattr(exc, "headers", None))
 
 
 class JsonWsgiApp(WsgiApp):
@@ -132,12 +146,35 @@ class UuidConverter(BaseConverter):
     part_isolating = True
 
 
+class KeyIdConverter(BaseConverter):
+    """``<key:name>``: an API key's id."""
+
+    regex = r"[a-z0-9]{12}"
+    part_isolating = True
+
+
 class JsonWebServer(WebServer):
+    """nameko's web server, answering JSON for unknown routes and wrong methods.
+
+    eventlet refuses a header line of ``MAX_HEADER_LINE`` bytes with a bare 400 before
+    any application sees it; 8 KiB is less than an ``Authorization`` header may carry
+    here (a large bearer token, garbage), so lines up to 16 KiB reach the gateway, which
+    answers them as it answers any header (a malformed key is a 401, never a 500).
+    """
+
+    MAX_HEADER_LINE = 16 * 1024
+
+    def start(self) -> None:
+        eventlet_wsgi.MAX_HEADER_LINE = max(eventlet_wsgi.MAX_HEADER_LINE, self.MAX_HEADER_LINE)
+        super().start()
+
     def get_wsgi_app(self) -> JsonWsgiApp:
         return JsonWsgiApp(self)
 
     def make_url_map(self) -> Map:
-        url_map = Map(converters={"id": IdConverter, "code": CodeConverter, "uuid": UuidConverter})
+        url_map = Map(
+            converters={"id": IdConverter, "code": CodeConverter, "uuid": UuidConverter, "key": KeyIdConverter}
+        )
         for provider in self._providers:
             rule = provider.get_url_rule()
             rule.endpoint = provider
@@ -145,19 +182,92 @@ class JsonWebServer(WebServer):
         return url_map
 
 
+PUBLIC = "public"  # ``@http(..., scope=PUBLIC)``: a route anyone may call, without a key
+CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+AUDITED_REFUSALS = frozenset({401, 403, 429})
+TARGET_FIELDS = ("id", "student_id", "request_id", "job_id", "key_id", "code")
+CORRELATION_ID = re.compile(r"[!-~]{1,200}")
+_RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
+
+
+def route_template(rule: str) -> str:
+    """``/students/<id:student_id>`` → ``/students/{student_id}`` (OpenAPI's, and the audit's, route)."""
+    return _RULE_PARAM.sub(r"{\1}", rule)
+
+
 class JsonHttpEntrypoint(HttpRequestHandler):
-    """``@http(method, url, errors=(StudentNotFound, ...))``: ``errors`` names the
-    error types the route answers with, documented by :mod:`gateway.openapi`
-    with the status this table gives them."""
+    """``@http(method, url, scope="students:read", errors=(StudentNotFound, ...))``.
+
+    ``scope`` is the API key scope the route needs (:data:`gateway.access.keys.SCOPES`),
+    or :data:`PUBLIC`; it is checked (with the key and its rate limit) before a worker
+    is spawned, and changes and refusals are written to the audit trail. ``errors``
+    names the error types the route answers with, documented by :mod:`gateway.openapi`
+    with the status this table gives them (the door's own errors are added for
+    every route that needs a key)."""
 
     server = JsonWebServer()
+    gate = AccessGate()
 
-    def __init__(self, method: str, url: str, errors: tuple[type[ServiceError], ...] = (), **kwargs):
-        self.errors = tuple(errors)
+    def __init__(self, method: str, url: str, scope: str, errors: tuple[type[ServiceError], ...] = (), **kwargs):
+        self.scope = scope
+        self.errors = tuple(errors) if scope == PUBLIC else (*errors, *ACCESS_ERRORS)
+        self.route = route_template(url)
         super().__init__(method, url, **kwargs)
+
+    def handle_request(self, request: Request) -> Response:
+        correlation_id = request.headers.get("X-Request-Id", "")
+        if not CORRELATION_ID.fullmatch(correlation_id):
+            correlation_id = str(uuid.uuid4())
+        request.principal, request.correlation_id = None, correlation_id
+        limit_headers: dict[str, str] = {}
+        if self.scope == PUBLIC:
+            response = super().handle_request(request)
+        else:
+            try:
+                request.principal, verdict = self.gate.admit(request.headers.get("Authorization"), self.scope)
+                limit_headers = verdict.headers()
+            except AccessDenied as exc:
+                request.principal = exc.principal
+                response = error_response(exc)
+            else:
+                response = super().handle_request(request)
+        response.headers.update(limit_headers)
+        response.headers["X-Request-Id"] = correlation_id
+        if request.method in CHANGES or response.status_code in AUDITED_REFUSALS:
+            self.gate.record(self._audit_entry(request, response))
+        return response
+
+    def _audit_entry(self, request: Request, response: Response) -> dict:
+        return audit_entry(
+            request.principal,
+            _on_behalf_of(request),
+            request.method,
+            self.route,
+            _targets(request, response),
+            response.status_code,
+            request.correlation_id,
+        )
 
     def response_from_exception(self, exc: Exception) -> Response:
         return error_response(exc)
+
+
+def _on_behalf_of(request: Request) -> str | None:
+    value = (request.headers.get("X-Actor") or "").strip(" \t")
+    return value[:200] if value and value.isprintable() else None
+
+
+def _targets(request: Request, response: Response) -> dict:
+    """What a request was about: its path's ids, and the ids its (JSON, 2xx) answer names."""
+    targets = dict(getattr(request, "path_values", None) or {})
+    if 200 <= response.status_code < 300 and response.mimetype == "application/json" and not response.is_streamed:
+        try:
+            body = json.loads(response.get_data())
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            targets.update({name: body[name] for name in TARGET_FIELDS if isinstance(body.get(name), int | str)})
+    return targets
 
 
 http = JsonHttpEntrypoint.decorator

@@ -8,13 +8,20 @@ from __future__ import annotations
 from services.exceptions import BackendTimeout, NotFound, ServiceError, ServiceUnavailable
 
 __all__ = [
+    "ACCESS_ERRORS",
     "BACKEND_ERRORS",
+    "AccessDenied",
+    "ApiKeyNotFound",
     "BackendTimeout",
+    "InsufficientScope",
+    "InvalidApiKey",
     "MalformedJson",
     "MethodNotAllowed",
     "PayloadTooLarge",
+    "RateLimited",
     "RouteNotFound",
     "ServiceUnavailable",
+    "Unauthenticated",
     "UnsupportedMediaType",
 ]
 
@@ -50,3 +57,57 @@ class MethodNotAllowed(ServiceError):
     """The route does not take this method."""
 
     code = "METHOD_NOT_ALLOWED"
+
+
+class AccessDenied(ServiceError):
+    """Base of the errors that refuse a request at the door; they may carry response headers
+    and, once the key is known, who was refused (for the audit trail)."""
+
+    code = "ACCESS_DENIED"
+
+    def __init__(self, message: str, details: dict | None = None, principal=None, verdict=None):
+        super().__init__(message, details)
+        self.principal = principal
+        self.headers: dict[str, str] = verdict.headers() if verdict is not None else {}
+
+
+class Unauthenticated(AccessDenied):
+    """No API key, or an ``Authorization`` header that does not hold one (``Bearer msk_...``)."""
+
+    code = "UNAUTHENTICATED"
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message, details)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="mensageria"'}
+
+
+class InvalidApiKey(AccessDenied):
+    """The API key is unknown, revoked or expired (one answer for all three)."""
+
+    code = "INVALID_API_KEY"
+
+    def __init__(self, message: str, details: dict | None = None):
+        super().__init__(message, details)
+        self.headers = {"WWW-Authenticate": 'Bearer realm="mensageria", error="invalid_token"'}
+
+
+class InsufficientScope(AccessDenied):
+    """The API key lacks the scope this route needs (``details.required_scope``)."""
+
+    code = "INSUFFICIENT_SCOPE"
+
+
+class RateLimited(AccessDenied):
+    """Too many requests with this key; ``Retry-After`` says when to try again."""
+
+    code = "RATE_LIMITED"
+
+
+class ApiKeyNotFound(NotFound):
+    """No API key with this id."""
+
+    code = "API_KEY_NOT_FOUND"
+
+
+# what every route but the public ones may answer at the door
+ACCESS_ERRORS = (Unauthenticated, InvalidApiKey, InsufficientScope, RateLimited)

@@ -75,7 +75,8 @@ IDEMPOTENCY_KEY_HEADER = Header(
 ACTOR_HEADER = Header(
     "X-Actor",
     fields.String(validate=[Length(max=ACTOR), VISIBLE]),
-    "Who asks, recorded with the change (empty or absent: `http`).",
+    "On whose behalf the key's holder asks (e.g. a person's login in the calling app): recorded next to "
+    "the key's name, which is the actor.",
 )
 
 
@@ -100,6 +101,13 @@ def idempotency_key(request: Request) -> str | None:
     return _header(request, IDEMPOTENCY_KEY_HEADER)
 
 
-def actor(request: Request) -> str:
-    """Who asks (``X-Actor``), ``http`` unless told."""
-    return _header(request, ACTOR_HEADER) or "http"
+class Actor(NamedTuple):
+    """Who asks: the API key's name, and the ``X-Actor`` it asks on behalf of (if any)."""
+
+    name: str
+    on_behalf_of: str | None
+
+
+def actor(request: Request) -> Actor:
+    """The request's key name (the gateway checked the key before the route ran) and ``X-Actor``."""
+    return Actor(request.principal.name, _header(request, ACTOR_HEADER) or None)

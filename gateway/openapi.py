@@ -11,7 +11,6 @@ the error table gives their statuses, and :func:`error_responses` the rest.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import NamedTuple
@@ -22,7 +21,10 @@ from apispec.yaml_utils import load_operations_from_docstring
 from marshmallow import Schema, fields
 
 from gateway import bulk, http
-from gateway.entrypoints import status_of
+from gateway.access import keys
+from gateway.access import schemas as access_schemas
+from gateway.entrypoints import PUBLIC, route_template, status_of
+from gateway.routes.certificates import RevocationBodySchema
 from services import schemas
 from services.exceptions import ServiceError
 
@@ -55,6 +57,14 @@ SCHEMAS = {
     "JobRow": schemas.JobRowSchema,
     "Job": schemas.JobSchema,
     "CertificateRequest": CertificateRequestSchema,
+    "RevocationBody": RevocationBodySchema,
+    "Key": access_schemas.KeySchema,
+    "CreatedKey": access_schemas.CreatedKeySchema,
+    "KeyCreate": access_schemas.KeyCreateSchema,
+    "KeyPage": access_schemas.KeyPageSchema,
+    "AuditQuery": access_schemas.AuditQuerySchema,
+    "AuditEntry": access_schemas.AuditEntrySchema,
+    "AuditPage": access_schemas.AuditPageSchema,
 }
 # what a schema's @validates_schema checks, which apispec cannot see
 SCHEMA_RULES = {"StudentUpdate": {"minProperties": 1}}
@@ -67,12 +77,8 @@ CSV_UPLOAD = {
     "example": "student_id,status,reason\n7,active,term start\n",
 }
 
-_RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
-
-
-def openapi_path(rule: str) -> str:
-    """``/students/<id:student_id>`` → ``/students/{student_id}``."""
-    return _RULE_PARAM.sub(r"{\1}", rule)
+openapi_path = route_template
+SECURITY_SCHEME = "apiKey"
 
 
 class Route(NamedTuple):
@@ -80,6 +86,7 @@ class Route(NamedTuple):
     rule: str
     handler: Callable
     errors: tuple[type[ServiceError], ...]
+    scope: str
 
 
 def routes(service: type) -> list[Route]:
@@ -88,7 +95,7 @@ def routes(service: type) -> list[Route]:
     for name in dir(service):
         handler = getattr(service, name)
         for entrypoint in getattr(handler, "nameko_entrypoints", ()):
-            found.append(Route(entrypoint.method, entrypoint.url, handler, entrypoint.errors))
+            found.append(Route(entrypoint.method, entrypoint.url, handler, entrypoint.errors, entrypoint.scope))
     return sorted(found, key=lambda route: (route.rule, route.method))
 
 
@@ -129,17 +136,33 @@ def build_spec(service: type) -> dict:
     spec = APISpec(
         title="mensageria gateway",
         version="1.0.0",
-        openapi_version="3.0.3",
+        openapi_version="3.1.0",
         plugins=[marshmallow],
         info={"description": "Student status processing: students, status changes, history."},
     )
     for name, schema in SCHEMAS.items():
         spec.components.schema(name, SCHEMA_RULES.get(name), schema=schema)
     spec.components.schema("CsvUpload", CSV_UPLOAD)
+    spec.components.security_scheme(
+        SECURITY_SCHEME,
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "msk_<id>_<secret>_<crc>",
+            "description": "An API key (`python -m tools.keys create`). Scopes: "
+            + "; ".join(f"`{scope}`: {meaning}" for scope, meaning in keys.SCOPES.items())
+            + ".",
+        },
+    )
     for name, header in HEADERS.items():
         schema = marshmallow.converter.field2property(header.field)
         parameter = {"name": header.name, "schema": schema, "description": header.description}
         spec.components.parameter(name, "header", parameter)
+    spec.components.parameter(
+        "KeyId",
+        "path",
+        {"name": "key_id", "required": True, "schema": {"type": "string", "pattern": access_schemas.KEY_ID_PATTERN}},
+    )
     spec.components.parameter(
         "StudentId", "path", {"name": "student_id", "required": True, "schema": {"type": "integer", "minimum": 1}}
     )
@@ -160,6 +183,8 @@ def _operation(route: Route) -> dict:
     if any(not str(status).startswith("2") for status in responses):
         raise ValueError(f"{route.method} {route.rule}: name its errors in @http(errors=...), not in its docstring")
     responses.update(error_responses(route.errors))
+    # the scope a route needs: OpenAPI 3.1 lets a bearer scheme's requirement list it
+    operation["security"] = [] if route.scope == PUBLIC else [{SECURITY_SCHEME: [route.scope]}]
     operation.setdefault("summary", doc.strip().splitlines()[0])
     operation.setdefault("operationId", route.handler.__name__)
     return operation

@@ -14,16 +14,25 @@ from werkzeug.wrappers import Request, Response
 # the package, not its classes: `nameko run gateway.service` runs every class
 # with entrypoints found at the top level of this module as a service
 from gateway import routes
+from gateway.access.gate import Access
 from gateway.dependencies import BatchingEventDispatcher, KnownStudents
-from gateway.entrypoints import http, json_response
+from gateway.entrypoints import PUBLIC, http, json_response
 from gateway.exceptions import ServiceUnavailable
 from gateway.openapi import build_spec
 from services.exceptions import ServiceError
 from services.infra.rpc import TimedRpcProxy
-from services.infra.settings import SettingsProvider
+from services.infra.settings import SettingsProvider, one_line_config_errors
+
+one_line_config_errors()  # `nameko run` without a secret: one line naming it
 
 
-class GatewayService(routes.StudentRoutes, routes.StatusChangeRoutes, routes.BulkJobRoutes, routes.CertificateRoutes):
+class GatewayService(
+    routes.StudentRoutes,
+    routes.StatusChangeRoutes,
+    routes.BulkJobRoutes,
+    routes.CertificateRoutes,
+    routes.AccessRoutes,
+):
     name = "gateway"
 
     students = TimedRpcProxy("students")
@@ -33,8 +42,9 @@ class GatewayService(routes.StudentRoutes, routes.StatusChangeRoutes, routes.Bul
     dispatch = BatchingEventDispatcher(batch_key="requests")
     known_students = KnownStudents()
     settings = SettingsProvider()
+    access = Access()
 
-    @http("GET", "/health")
+    @http("GET", "/health", scope=PUBLIC)
     def health(self, request: Request) -> Response:
         """Liveness: the gateway process answers.
         ---
@@ -45,7 +55,7 @@ class GatewayService(routes.StudentRoutes, routes.StatusChangeRoutes, routes.Bul
         """
         return json_response(200, {"status": "ok"})
 
-    @http("GET", "/ready", errors=(ServiceUnavailable,))
+    @http("GET", "/ready", scope=PUBLIC, errors=(ServiceUnavailable,))
     def ready(self, request: Request) -> Response:
         """Readiness: the broker is reachable and students and status answer.
         ---
@@ -65,7 +75,7 @@ class GatewayService(routes.StudentRoutes, routes.StatusChangeRoutes, routes.Bul
             raise ServiceUnavailable("Not ready.", {"checks": checks})
         return json_response(200, {"status": "ready", "checks": checks})
 
-    @http("GET", "/openapi.json")
+    @http("GET", "/openapi.json", scope=PUBLIC)
     def openapi(self, request: Request) -> Response:
         """This document.
         ---

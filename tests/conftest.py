@@ -20,7 +20,8 @@ from tools.migrate import HISTORIES, upgrade
 
 BACKENDS = ("sqlite", "postgresql")
 # per test session, so that concurrent sessions on one server never meet
-SERVICES = ("students", "status", "certificates", "notifications")
+SERVICES = ("students", "status", "certificates", "notifications", "gateway")
+API_KEY_SECRET = "test-api-key-secret"
 PG_DATABASES = {service: f"mensageria_test_{os.getpid()}_{service}" for service in SERVICES}
 
 
@@ -95,6 +96,7 @@ def service_config(amqp_uri: str, db_uris: dict[str, str], **overrides) -> dict:
         "READY_TIMEOUT": 1,
         "MAX_BODY_BYTES": 4096,
         "REQUEST_ID_SECRET": "test-secret",
+        "API_KEY_SECRET": API_KEY_SECRET,
         "WEB_SERVER_ADDRESS": "127.0.0.1:0",
         "SMTP_HOST": None,
         "EVENT_RETRY_ATTEMPTS": 3,

@@ -19,6 +19,7 @@ HISTORIES = {
     "status": "status:StatusBase",
     "certificates": "certificates:CertificatesBase",
     "notifications": "notifications:NotificationsBase",
+    "gateway": "gateway:GatewayBase",
 }
 
 

@@ -19,10 +19,14 @@ Then::
     >>> certificates(1); revoke("<code>", "issued in error")
     >>> notifications(state="failed"); resend(12)
     >>> dead_letters("status"); replay("status")          # parked events; send them back
+    >>> keys(); key = create_key("web app", ["students:read"]); revoke_key(key["id"])
+    >>> audit(key_id="k3y1d0000000", since="2026-12-01T00:00:00Z")  # who changed what, newest first
 
 The helpers call the services through the shell's ``n.rpc`` (found in the
 shell's namespace, or bound with ``use(n)``). Changes are recorded with the
-actor ``shell:<your user name>``. ``help(tools.shell)`` lists them.
+actor ``shell:<your user name>``. The key and audit helpers read and write the
+gateway's database named in the shell's config (no HTTP, no key needed: the shell
+is inside the trust boundary). ``help(tools.shell)`` lists them.
 """
 
 from __future__ import annotations
@@ -37,16 +41,20 @@ from collections.abc import Iterator
 from typing import Any
 
 __all__ = [
+    "audit",
     "certificates",
     "change_status",
+    "create_key",
     "dead_letters",
     "find_student",
     "history",
     "job_progress",
+    "keys",
     "notifications",
     "replay",
     "resend",
     "revoke",
+    "revoke_key",
     "students",
     "submit_job",
     "use",
@@ -196,6 +204,54 @@ def replay(service: str, message_ids: list[str] | None = None) -> dict:
     return getattr(_rpc(), service).replay_dead_letters(message_ids)
 
 
+def keys() -> Table:
+    """Every API key (never a secret); a table."""
+    from gateway.access import store
+
+    return Table(_with_keystore(store.list_keys), KEY_COLUMNS)
+
+
+def create_key(name: str, scopes: list[str], expires_in_days: float | None = None) -> dict:
+    """A new API key: the returned ``api_key`` is shown this once (only its keyed hash is kept)."""
+    from gateway.access import store
+
+    record, key = _with_keystore(
+        lambda Session, secret: store.create_key(Session, secret, name, scopes, expires_in_days, created_by=_actor()),
+        secret=True,
+    )
+    return {**record, "api_key": key}
+
+
+def revoke_key(key_id: str) -> dict:
+    """Revoke an API key: every gateway refuses it within API_KEY_REFRESH_SECONDS."""
+    from gateway.access import store
+
+    return _with_keystore(lambda Session: store.revoke_key(Session, key_id))
+
+
+def audit(key_id: str | None = None, since: str | None = None, limit: int = 50) -> Table:
+    """The audit trail, newest first: changes and refusals (optionally of one key, since an ISO time)."""
+    from datetime import datetime
+
+    from gateway.access import store
+
+    when = datetime.fromisoformat(since.replace("Z", "+00:00")) if since else None
+    page = _with_keystore(lambda Session: store.list_audit(Session, key_id=key_id, since=when, limit=limit))
+    return Table(page["items"], AUDIT_COLUMNS, "; more exist" if page["next_cursor"] else "")
+
+
+def _with_keystore(work: Any, secret: bool = False) -> Any:
+    from tools.keys import KeyStore
+
+    keystore = KeyStore(_nameko().config)
+    try:
+        return work(keystore.Session, keystore.secret_key) if secret else work(keystore.Session)
+    finally:
+        keystore.close()
+
+
+KEY_COLUMNS = ("id", "name", "scopes", "created_at", "expires_at", "last_used_at", "revoked")
+AUDIT_COLUMNS = ("at", "key_name", "on_behalf_of", "method", "route", "targets", "status", "correlation_id")
 STUDENT_COLUMNS = ("id", "name", "email", "course", "status", "version")
 CERTIFICATE_COLUMNS = ("code", "course", "status", "issued_at", "revoked_at", "revoke_reason")
 NOTIFICATION_COLUMNS = ("id", "kind", "recipient", "subject", "state", "attempts", "sent_at", "last_error")

@@ -22,7 +22,9 @@ CHUNK_ROWS = 2_000  # rows per add_job_rows call while an upload streams in
 class BulkJobRoutes:
     """Uses ``GatewayService``'s ``status``, ``students`` and ``settings``."""
 
-    @http("POST", "/status-requests/bulk", errors=(*BODY_ERRORS, JobUploadSuperseded, *BACKEND_ERRORS))
+    @http(
+        "POST", "/status-requests/bulk", scope="jobs:write", errors=(*BODY_ERRORS, JobUploadSuperseded, *BACKEND_ERRORS)
+    )
     def submit_bulk_job(self, request: Request) -> Response:
         """Many status changes at once, as a job; answered once every row is stored.
         The body is a JSON array of ``{student_id | email, status, reason}`` or a CSV
@@ -64,7 +66,7 @@ class BulkJobRoutes:
             raise PayloadTooLarge(
                 f"The body exceeds {limits.bulk_max_bytes} bytes.", {"max_bytes": limits.bulk_max_bytes}
             )
-        upload = self.status.create_job(idempotency_key=key, actor=who)
+        upload = self.status.create_job(idempotency_key=key, actor=who.name, on_behalf_of=who.on_behalf_of)
         job_id, token = upload["job_id"], upload["upload"]
         rows = bulk.read_rows(
             request.stream, request.mimetype, max_rows=limits.bulk_max_rows, max_bytes=limits.bulk_max_bytes
@@ -97,7 +99,7 @@ class BulkJobRoutes:
         with contextlib.suppress(ServiceError):
             self.status.discard_job(job_id, token)
 
-    @http("GET", "/jobs/<uuid:job_id>", errors=(JobNotFound, *BACKEND_ERRORS))
+    @http("GET", "/jobs/<uuid:job_id>", scope="status:read", errors=(JobNotFound, *BACKEND_ERRORS))
     def get_job(self, request: Request, job_id: str) -> Response:
         """Progress of a bulk job: counts by state, rows/s so far and the first row errors
         (row number, code, reason), in row order.

@@ -6,16 +6,25 @@ import base64
 
 from werkzeug.wrappers import Request, Response
 
-from gateway.entrypoints import http, json_response
+from gateway.entrypoints import PUBLIC, http, json_response
 from gateway.exceptions import BACKEND_ERRORS
+from gateway.http import BODY_ERRORS, read_json
 from gateway.routes.students import STUDENT
 from services.exceptions import CertificateNotFound, StudentNotFound
+from services.fields import Line
+from services.schemas import REASON, StrictSchema, load
+
+
+class RevocationBodySchema(StrictSchema):
+    """Body of ``POST /certificates/{code}/revocation``."""
+
+    reason = Line(REASON, required=True, metadata={"description": "Why, in one line: shown to whoever verifies it."})
 
 
 class CertificateRoutes:
-    """Uses ``GatewayService``'s ``certificates`` and ``students``."""
+    """Uses ``GatewayService``'s ``certificates``, ``students`` and ``settings``."""
 
-    @http("GET", "/certificates/<code:code>", errors=(CertificateNotFound, *BACKEND_ERRORS))
+    @http("GET", "/certificates/<code:code>", scope=PUBLIC, errors=(CertificateNotFound, *BACKEND_ERRORS))
     def get_certificate(self, request: Request, code: str) -> Response:
         """Public verification of a certificate: valid or revoked, name, course, issued at.
         ---
@@ -31,7 +40,7 @@ class CertificateRoutes:
         """
         return json_response(200, self.certificates.get_certificate(code))
 
-    @http("GET", "/certificates/<code:code>.pdf", errors=(CertificateNotFound, *BACKEND_ERRORS))
+    @http("GET", "/certificates/<code:code>.pdf", scope=PUBLIC, errors=(CertificateNotFound, *BACKEND_ERRORS))
     def get_certificate_pdf(self, request: Request, code: str) -> Response:
         """The certificate as a PDF (marked REVOKED if it was revoked).
         ---
@@ -47,7 +56,34 @@ class CertificateRoutes:
         """
         return _pdf_response(self.certificates.get_certificate_pdf(code))
 
-    @http("GET", STUDENT + "/certificates", errors=(StudentNotFound, *BACKEND_ERRORS))
+    @http(
+        "POST",
+        "/certificates/<code:code>/revocation",
+        scope="certificates:revoke",
+        errors=(*BODY_ERRORS, CertificateNotFound, *BACKEND_ERRORS),
+    )
+    def revoke_certificate(self, request: Request, code: str) -> Response:
+        """Revoke a certificate: verification and its PDF say so from now on; revoking again changes nothing.
+        ---
+        post:
+          tags: [certificates]
+          parameters: [{in: path, name: code, required: true, schema: {type: string}}]
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: RevocationBodySchema
+          responses:
+            200:
+              description: The certificate, revoked.
+              content:
+                application/json:
+                  schema: CertificateSchema
+        """
+        body = load(RevocationBodySchema(), read_json(request, self.settings.max_body_bytes))
+        return json_response(200, self.certificates.revoke_certificate(code, body["reason"]))
+
+    @http("GET", STUDENT + "/certificates", scope="students:read", errors=(StudentNotFound, *BACKEND_ERRORS))
     def list_certificates(self, request: Request, student_id: int) -> Response:
         """A student's certificates, oldest first.
         ---

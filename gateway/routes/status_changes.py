@@ -11,7 +11,7 @@ from werkzeug.wrappers import Request, Response
 from gateway import request_ids
 from gateway.entrypoints import http, json_response
 from gateway.exceptions import BACKEND_ERRORS
-from gateway.http import BODY_ERRORS, actor, idempotency_key, read_json, read_query
+from gateway.http import BODY_ERRORS, Actor, actor, idempotency_key, read_json, read_query
 from gateway.routes.students import STUDENT
 from services import lifecycle
 from services.exceptions import (
@@ -30,7 +30,7 @@ class StatusChangeRoutes:
     """Uses ``GatewayService``'s ``students``, ``status``, ``dispatch``,
     ``known_students`` and ``settings``."""
 
-    @http("POST", STUDENT + "/status", errors=(*SUBMIT_ERRORS, StudentNotFound))
+    @http("POST", STUDENT + "/status", scope="status:write", errors=(*SUBMIT_ERRORS, StudentNotFound))
     def request_status_change(self, request: Request, student_id: int) -> Response:
         """Ask for a status change; applied asynchronously.
         Answered once the request is durably queued. Repeating a request with
@@ -60,7 +60,7 @@ class StatusChangeRoutes:
             self.known_students.add(student_id)
         return _accepted(self._submit(student_id, body["status"], body["reason"], key, who))
 
-    @http("POST", STUDENT + "/completion", errors=(*SUBMIT_ERRORS, StudentNotFound))
+    @http("POST", STUDENT + "/completion", scope="status:write", errors=(*SUBMIT_ERRORS, StudentNotFound))
     def complete_course(self, request: Request, student_id: int) -> Response:
         """Complete the course: the status becomes ``completed`` through the lifecycle
         (rejected unless the student is ``active``), then a certificate is issued and
@@ -89,7 +89,7 @@ class StatusChangeRoutes:
         course = body["course"] or student["course"]
         return _accepted(self._submit(student_id, lifecycle.COMPLETED, "course completed", key, who, course))
 
-    @http("POST", "/api/v1/certificate/", errors=SUBMIT_ERRORS)
+    @http("POST", "/api/v1/certificate/", scope="status:write", errors=SUBMIT_ERRORS)
     def legacy_certificate(self, request: Request) -> Response:
         """The original system's endpoint: finds the student by e-mail or creates it,
         then runs the completion flow (activating an ``enrolled`` student first).
@@ -124,7 +124,8 @@ class StatusChangeRoutes:
                 student["id"],
                 lifecycle.ACTIVE,
                 reason="course started",
-                actor=who,
+                actor=who.name,
+                on_behalf_of=who.on_behalf_of,
                 idempotency_key=_derived_key(key, lifecycle.ACTIVE),
             )
         accepted = self._submit(student["id"], lifecycle.COMPLETED, "course completed", key, who, fields["course"])
@@ -136,7 +137,7 @@ class StatusChangeRoutes:
         status: str,
         reason: str | None,
         key: str | None,
-        who: str,
+        who: Actor,
         course: str | None = None,
     ) -> dict:
         """Queue a status change durably; a repeated idempotency key returns the original."""
@@ -152,7 +153,8 @@ class StatusChangeRoutes:
                 "student_id": student_id,
                 "status": status,
                 "reason": reason,
-                "actor": who,
+                "actor": who.name,
+                "on_behalf_of": who.on_behalf_of,
                 "idempotency_key": key,
                 "course": course,
             },
@@ -171,7 +173,12 @@ class StatusChangeRoutes:
             )
         return existing
 
-    @http("GET", "/status-requests/<uuid:request_id>", errors=(StatusRequestNotFound, *BACKEND_ERRORS))
+    @http(
+        "GET",
+        "/status-requests/<uuid:request_id>",
+        scope="status:read",
+        errors=(StatusRequestNotFound, *BACKEND_ERRORS),
+    )
     def get_status_request(self, request: Request, request_id: str) -> Response:
         """A status change request: ``pending``, ``applied``, ``rejected`` or ``failed``.
         ---
@@ -193,7 +200,7 @@ class StatusChangeRoutes:
             # issued by a gateway and durably queued, not yet recorded
             return json_response(200, {"request_id": request_id, "state": "pending", "queued": True})
 
-    @http("GET", STUDENT + "/history", errors=(StudentNotFound, ValidationFailed, *BACKEND_ERRORS))
+    @http("GET", STUDENT + "/history", scope="status:read", errors=(StudentNotFound, ValidationFailed, *BACKEND_ERRORS))
     def get_history(self, request: Request, student_id: int) -> Response:
         """Applied status changes of a student, oldest first, by keyset pages.
         ---

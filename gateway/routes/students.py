@@ -16,7 +16,7 @@ STUDENT = "/students/<id:student_id>"
 class StudentRoutes:
     """Uses ``GatewayService``'s ``students``, ``known_students`` and ``settings``."""
 
-    @http("POST", "/students", errors=(*BODY_ERRORS, EmailAlreadyExists, *BACKEND_ERRORS))
+    @http("POST", "/students", scope="students:write", errors=(*BODY_ERRORS, EmailAlreadyExists, *BACKEND_ERRORS))
     def create_student(self, request: Request) -> Response:
         """Create a student (starts ``enrolled``).
         ---
@@ -39,7 +39,7 @@ class StudentRoutes:
         student = self.students.create_student(read_json(request, self.settings.max_body_bytes))
         return _student_response(201, student, {"Location": f"/students/{student['id']}"})
 
-    @http("GET", "/students", errors=(ValidationFailed, *BACKEND_ERRORS))
+    @http("GET", "/students", scope="students:read", errors=(ValidationFailed, *BACKEND_ERRORS))
     def list_students(self, request: Request) -> Response:
         """List students, oldest first, by keyset pages.
         ---
@@ -57,7 +57,7 @@ class StudentRoutes:
         """
         return json_response(200, self.students.list_students(**read_query(request, ListStudentsSchema())))
 
-    @http("GET", STUDENT, errors=(StudentNotFound, *BACKEND_ERRORS))
+    @http("GET", STUDENT, scope="students:read", errors=(StudentNotFound, *BACKEND_ERRORS))
     def get_student(self, request: Request, student_id: int) -> Response:
         """One student; ``ETag`` carries its version.
         ---
@@ -74,7 +74,10 @@ class StudentRoutes:
         return _student_response(200, self.students.get_student(student_id))
 
     @http(
-        "PATCH", STUDENT, errors=(*BODY_ERRORS, StudentNotFound, EmailAlreadyExists, VersionMismatch, *BACKEND_ERRORS)
+        "PATCH",
+        STUDENT,
+        scope="students:write",
+        errors=(*BODY_ERRORS, StudentNotFound, EmailAlreadyExists, VersionMismatch, *BACKEND_ERRORS),
     )
     def update_student(self, request: Request, student_id: int) -> Response:
         """Change name, e-mail or course; ``If-Match: <version>`` guards against lost updates.
@@ -98,7 +101,7 @@ class StudentRoutes:
         changes = read_json(request, self.settings.max_body_bytes)
         return _student_response(200, self.students.update_student(student_id, changes, expected_version=expected))
 
-    @http("DELETE", STUDENT, errors=(StudentNotFound, *BACKEND_ERRORS))
+    @http("DELETE", STUDENT, scope="students:write", errors=(StudentNotFound, *BACKEND_ERRORS))
     def delete_student(self, request: Request, student_id: int) -> Response:
         """Delete a student; its status history is kept.
         ---

@@ -18,15 +18,19 @@ waited on by another greenthread of the same process forever.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
-from nameko_sqlalchemy import Database as _Database
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
+
+with warnings.catch_warnings():  # tools build engines too: keep eventlet's notice off their output
+    warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+    from nameko_sqlalchemy import Database as _Database
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 

@@ -20,6 +20,7 @@ read by nameko and are not repeated here.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,23 @@ with warnings.catch_warnings():  # tools read settings too: keep eventlet's noti
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; the message names the key."""
+
+
+def one_line_config_errors() -> None:
+    """Make a configuration error that stops ``nameko run`` one line naming its key, not a traceback."""
+    default_hook = sys.excepthook
+
+    def hook(kind, error, trace):
+        if issubclass(kind, ConfigError):
+            print(f"mensageria: {error}", file=sys.stderr)
+            return
+        default_hook(kind, error, trace)
+
+    sys.excepthook = hook
+
+
+class MissingSecret(ConfigError):
+    """A secret without a default that this process needs."""
 
 
 def _setting(default: Any, minimum: float | None = None) -> Any:
@@ -48,7 +66,16 @@ class Settings:
     web_server_address: str = "0.0.0.0:8000"
     ready_timeout: float = _setting(2.0, minimum=0.001)
     max_body_bytes: int = _setting(65536, minimum=1)
-    request_id_secret: str = "mensageria-dev-secret"
+    # secrets without a default: `make run` generates them into the data directory;
+    # the gateway (and tools.keys) refuse to start without them
+    request_id_secret: str | None = None
+    api_key_secret: str | None = None
+    # access: how often each gateway reloads the API keys (a revoked key stops working within this),
+    # the default rate limit per key (requests/s, burst), and how long audit entries are kept (0: forever)
+    api_key_refresh_seconds: float = _setting(1.0, minimum=0.05)
+    rate_limit_per_second: float = _setting(50.0, minimum=0.001)
+    rate_limit_burst: int = _setting(100, minimum=1)
+    audit_retention_days: float = _setting(365.0, minimum=0)
     student_cache_seconds: float = _setting(30.0, minimum=0)
     bulk_max_rows: int = _setting(100_000, minimum=1)
     bulk_max_bytes: int = _setting(32 * 1024 * 1024, minimum=1)
@@ -73,6 +100,16 @@ class Settings:
     # event handlers: attempts before an event is parked, and the first retry's delay (seconds)
     event_retry_attempts: int = _setting(5, minimum=1)
     event_retry_base_delay: float = _setting(1.0, minimum=0)
+
+    def require(self, name: str) -> str:
+        """The value of a setting that has no default; ConfigError naming its variable if unset."""
+        value = getattr(self, name)
+        if value is None or not str(value).strip():
+            raise MissingSecret(
+                f"config: {name.upper()} is not set; set the environment variable {name.upper()} "
+                "(`make run` generates one into the data directory)"
+            )
+        return value
 
     @classmethod
     def config_keys(cls) -> list[str]:

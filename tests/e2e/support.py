@@ -24,6 +24,11 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import requests
+from sqlalchemy.orm import sessionmaker
+
+from gateway.access import store
+from services.infra.db import build_engine
+from tests.conftest import API_KEY_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMEKO = str(Path(sys.executable).parent / "nameko")
@@ -112,9 +117,24 @@ def process_env(amqp_uri: str, db_uris: dict[str, str], port: int) -> dict[str, 
         "READY_TIMEOUT": f"{READY_TIMEOUT:g}",
         "MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "BULK_MAX_ROWS": str(BULK_MAX_ROWS),
+        "REQUEST_ID_SECRET": "e2e-request-id-secret",
+        "API_KEY_SECRET": API_KEY_SECRET,
         "PYTHONWARNINGS": "ignore",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def create_api_key(db_uris: dict[str, str], name: str, scopes: list[str], **options: Any) -> tuple[dict, str]:
+    """A key made as ``python -m tools.keys create`` makes it: ``(its record, the key)``."""
+    engine = build_engine(db_uris["gateway:GatewayBase"])
+    try:
+        return store.create_key(sessionmaker(bind=engine), API_KEY_SECRET, name, scopes, **options)
+    finally:
+        engine.dispose()
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
 
 
 def start_process(module: str, env: dict[str, str], log_path: Path, supervised: bool = False) -> subprocess.Popen:
@@ -163,15 +183,26 @@ def tail(path: Path, lines: int = 40) -> str:
 
 @dataclass
 class System:
-    """Three processes (students, status, gateway) on one vhost, and an HTTP client."""
+    """Every process of the system on one vhost, and an HTTP client holding an admin key."""
 
     backend: str
     base_url: str
     vhost: str
     env: dict[str, str]
     log_dir: Path
+    db_uris: dict[str, str]
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     http: requests.Session = field(default_factory=requests.Session)
+    admin_key: str = ""
+
+    def session(self, key: str | None = None) -> requests.Session:
+        """A new HTTP session that sends ``key`` (default: the admin key tests use)."""
+        session = requests.Session()
+        session.headers.update(bearer(key or self.admin_key))
+        return session
+
+    def create_key(self, name: str, scopes: list[str], **options: Any) -> tuple[dict, str]:
+        return create_api_key(self.db_uris, name, scopes, **options)
 
     def log_path(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
@@ -288,7 +319,11 @@ def start_system(
         vhost=amqp_uri.rsplit("/", 1)[1],
         env={**process_env(amqp_uri, db_uris, port), **env},
         log_dir=log_dir,
+        db_uris=db_uris,
     )
+    # the tests' own key: every scope, and a rate limit no test reaches (429s are tested with keys of their own)
+    _, system.admin_key = system.create_key("e2e tests", ["admin"], rate_per_second=1_000_000, burst=1_000_000)
+    system.http.headers.update(bearer(system.admin_key))
     for name, module in MODULES.items():
         system.processes[name] = start_process(module, system.env, system.log_path(name), supervised)
     return system

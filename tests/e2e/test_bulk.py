@@ -57,11 +57,12 @@ def test_csv_job_applies_valid_rows_and_refuses_the_rest_one_by_one(system: Syst
         (8, "INVALID_TRANSITION"),
     ], job["errors"]
     assert "status" in job["errors"][3]["details"] and job["errors"][5]["details"]["student_id"] == cid["id"]
-    assert job["rows_per_second"] > 0 and job["finished_at"] and job["actor"] == "registrar"
+    assert job["rows_per_second"] > 0 and job["finished_at"]
+    assert (job["actor"], job["on_behalf_of"]) == ("e2e tests", "registrar")
 
-    assert [(h["to_status"], h["actor"]) for h in system.history(ana["id"])] == [
-        ("active", "registrar"),
-        ("suspended", "registrar"),
+    assert [(h["to_status"], h["actor"], h["on_behalf_of"]) for h in system.history(ana["id"])] == [
+        ("active", "e2e tests", "registrar"),
+        ("suspended", "e2e tests", "registrar"),
     ]
     assert [h["reason"] for h in system.history(bea["id"])] == ["by e-mail, case-insensitive"]
     poll(lambda: statuses(system, ana, bea, cid), lambda found: found == ["suspended", "active", "enrolled"])

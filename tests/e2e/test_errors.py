@@ -19,6 +19,7 @@ from tests.e2e.support import (
     System,
     amqp_username,
     assert_error,
+    bearer,
     free_port,
     process_env,
     rabbit_vhost,
@@ -168,11 +169,19 @@ def test_gateway_without_services_gives_503_quickly(system: System, rabbit_manag
         db_uris = {
             "students:StudentsBase": system.env["STUDENTS_DB_URI"],
             "status:StatusBase": system.env["STATUS_DB_URI"],
+            "gateway:GatewayBase": system.db_uris["gateway:GatewayBase"],
         }
         env = process_env(vhost_uri(amqp_uri, vhost), db_uris, port)
         lonely = System(
-            backend=system.backend, base_url=f"http://127.0.0.1:{port}", vhost=vhost, env=env, log_dir=tmp_path
+            backend=system.backend,
+            base_url=f"http://127.0.0.1:{port}",
+            vhost=vhost,
+            env=env,
+            log_dir=tmp_path,
+            db_uris=db_uris,
+            admin_key=system.admin_key,
         )
+        lonely.http.headers.update(bearer(system.admin_key))
         lonely.processes["gateway"] = start_process("gateway.service", env, lonely.log_path("gateway"))
         try:
             lonely.wait_for("/health")

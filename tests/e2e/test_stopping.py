@@ -101,8 +101,11 @@ class RunCommand:
 def run_command_stopped(rabbit_manager, amqp_uri, tmp_path) -> Iterator[RunCommand]:
     port = free_port()
     with rabbit_vhost(rabbit_manager, amqp_username(amqp_uri)) as vhost:
-        env = {k: v for k, v in os.environ.items() if not k.endswith("_DB_URI")}
+        env = {k: v for k, v in os.environ.items() if not k.endswith(("_DB_URI", "_SECRET"))}
         env.update(
+            DATA_DIR=str(tmp_path / "data"),  # secrets and the first key, as on a fresh machine
+            RATE_LIMIT_PER_SECOND="100000",  # the load here is the point, not the limit
+            RATE_LIMIT_BURST="100000",
             AMQP_URI=vhost_uri(amqp_uri, vhost),
             GATEWAY_ADDRESS=f"127.0.0.1:{port}",
             MAIL_DIR=str(tmp_path / "mail"),
@@ -121,7 +124,7 @@ def run_command(run_command_stopped) -> RunCommand:
     return run_command_stopped
 
 
-SERVICES = ("students", "status", "certificates", "notifications")
+SERVICES = ("students", "status", "certificates", "notifications", "gateway")
 
 
 @pytest.mark.parametrize(
@@ -147,7 +150,9 @@ def test_ctrl_c_while_starting(run_command_stopped, after):
 
 
 def test_sigterm_to_the_group_under_load_loses_no_accepted_request(run_command):
+    admin = {"Authorization": f"Bearer {(Path(run_command.env['DATA_DIR']) / 'admin.key').read_text().strip()}"}
     http = requests.Session()
+    http.headers.update(admin)
     students = [
         http.post(
             f"{run_command.base_url}/students",
@@ -161,6 +166,7 @@ def test_sigterm_to_the_group_under_load_loses_no_accepted_request(run_command):
 
     def client(student_ids: list[int]) -> None:
         session = requests.Session()
+        session.headers.update(admin)
         targets = ["active", "suspended"]
         n = 0
         while not stop.is_set():

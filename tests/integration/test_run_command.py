@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ def free_port() -> int:
 
 
 def run_env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.endswith("_DB_URI")}
+    env = {k: v for k, v in os.environ.items() if not k.endswith(("_DB_URI", "_SECRET"))}
     env.update(extra)
     return env
 
@@ -45,32 +46,66 @@ def test_missing_broker_is_one_line_and_non_zero(tmp_path):
 
 def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_path):
     port = free_port()
+    data = tmp_path / "data"
     env = run_env(
         AMQP_URI=rabbit_config["AMQP_URI"],
         STUDENTS_DB_URI=f"sqlite:///{tmp_path}/students.db",
         STATUS_DB_URI=f"sqlite:///{tmp_path}/status.db",
         CERTIFICATES_DB_URI=f"sqlite:///{tmp_path}/certificates.db",
         NOTIFICATIONS_DB_URI=f"sqlite:///{tmp_path}/notifications.db",
+        GATEWAY_DB_URI=f"sqlite:///{data}/gateway.db",
+        DATA_DIR=str(data),
         MAIL_DIR=str(tmp_path / "mail"),
         GATEWAY_ADDRESS=f"127.0.0.1:{port}",
     )
-    with open(tmp_path / "run.log", "w") as log:
+    base = f"http://127.0.0.1:{port}"
+    told = f"mensageria: the admin API key is in {data}/admin.key (export MENSAGERIA_KEY=$(cat {data}/admin.key))"
+
+    def first_start(log: str) -> None:
+        assert log.count(told) == 1, log  # where the first key is, in one line
+        assert stat.S_IMODE((data / "admin.key").stat().st_mode) == 0o600
+        assert stat.S_IMODE((data / "secrets.env").stat().st_mode) == 0o600
+        secrets = dict(line.split("=", 1) for line in (data / "secrets.env").read_text().splitlines())
+        assert set(secrets) == {"REQUEST_ID_SECRET", "API_KEY_SECRET"} and all(len(v) >= 40 for v in secrets.values())
+        key = (data / "admin.key").read_text().strip()
+        assert requests.get(f"{base}/ready", timeout=5).status_code == 200
+        assert requests.post(f"{base}/students", json={}, timeout=5).status_code == 401  # no open mode
+        created = requests.post(
+            f"{base}/students",
+            json={"name": "Run", "email": "run@school.example", "course": "ops"},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=5,
+        )
+        assert created.status_code == 201, created.text
+
+    children = run_until_up(env, tmp_path / "run.log", first_start)
+    kept = {name: (data / name).read_text() for name in ("admin.key", "secrets.env")}
+
+    def second_start(log: str) -> None:
+        assert log.count(told) == 1, log
+        assert {name: (data / name).read_text() for name in kept} == kept  # reused, not replaced
+        key = kept["admin.key"].strip()
+        read = requests.get(f"{base}/students", headers={"Authorization": f"Bearer {key}"}, timeout=5)
+        assert read.status_code == 200 and read.json()["items"][0]["email"] == "run@school.example"
+
+    run_until_up(env, tmp_path / "run-again.log", second_start)
+    assert (tmp_path / "students.db").exists() and (tmp_path / "status.db").exists()
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists(), f"process {pid} outlived the run command"
+
+
+def run_until_up(env: dict, log_path: Path, check) -> list[str]:
+    """``bin/run`` until it says it is up; ``check(its output)``; then SIGTERM: it stops cleanly."""
+    with open(log_path, "w") as log:
         process = subprocess.Popen([str(ROOT / "bin/run")], env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
-        while "mensageria is up" not in (tmp_path / "run.log").read_text():
-            assert process.poll() is None, (tmp_path / "run.log").read_text()
-            assert time.monotonic() < deadline, (tmp_path / "run.log").read_text()
+        while "mensageria is up" not in log_path.read_text():
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, log_path.read_text()
             time.sleep(0.2)
-        assert f"http://127.0.0.1:{port}" in (tmp_path / "run.log").read_text()
-        ready = requests.get(f"http://127.0.0.1:{port}/ready", timeout=5)
-        assert ready.status_code == 200, ready.text
-        created = requests.post(
-            f"http://127.0.0.1:{port}/students",
-            json={"name": "Run", "email": "run@school.example", "course": "ops"},
-            timeout=5,
-        )
-        assert created.status_code == 201
+        assert f"http://127.0.0.1:{env['GATEWAY_ADDRESS'].rsplit(':', 1)[1]}" in log_path.read_text()
+        check(log_path.read_text())
         children = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True).stdout.split()
         assert len(children) >= 4  # students, status, certificates, gateway
     finally:
@@ -80,8 +115,6 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         except subprocess.TimeoutExpired:
             process.kill()
             raise
-    assert "Traceback" not in (tmp_path / "run.log").read_text(), (tmp_path / "run.log").read_text()
-    assert (tmp_path / "students.db").exists() and (tmp_path / "status.db").exists()
-    assert process.returncode == 0, (tmp_path / "run.log").read_text()
-    for pid in children:
-        assert not Path(f"/proc/{pid}").exists(), f"process {pid} outlived the run command"
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()
+    assert process.returncode == 0, log_path.read_text()
+    return children

@@ -8,8 +8,9 @@ import pytest
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
+from gateway.access.gate import Principal
 from gateway.exceptions import MalformedJson, PayloadTooLarge, UnsupportedMediaType
-from gateway.http import actor, idempotency_key, if_match_version, read_json
+from gateway.http import Actor, actor, idempotency_key, if_match_version, read_json
 from services.exceptions import ValidationFailed
 
 MAX = 64
@@ -163,14 +164,19 @@ def test_if_match_is_one_whole_version(header):
 # --- X-Actor ---------------------------------------------------------------------
 
 
+def keyed(request, name: str = "secretaria web app"):
+    request.principal = Principal("k3y1d0000000", name, frozenset({"status:write"}))
+    return request
+
+
 @pytest.mark.parametrize(
-    ("header", "who"),
-    [(None, "http"), ("", "http"), ("  ", "http"), (" registrar ", "registrar"), ("a" * 200, "a" * 200)],
+    ("header", "behalf"),
+    [(None, None), ("", None), ("  ", None), (" registrar ", "registrar"), ("a" * 200, "a" * 200)],
 )
-def test_actor(header, who):
+def test_the_actor_is_the_keys_name_and_x_actor_only_on_behalf_of(header, behalf):
     headers = {} if header is None else {"X-Actor": header}
 
-    assert actor(make_request(**headers)) == who
+    assert actor(keyed(make_request(**headers))) == Actor("secretaria web app", behalf)
 
 
 @pytest.mark.parametrize(
@@ -179,5 +185,5 @@ def test_actor(header, who):
 )
 def test_actor_rejected(header, message):
     with pytest.raises(ValidationFailed) as info:
-        actor(make_request(**{"X-Actor": header}))
+        actor(keyed(make_request(**{"X-Actor": header})))
     assert info.value.details == {"X-Actor": [message]}

@@ -68,7 +68,7 @@ def test_bad_values_name_their_key(key, value, message):
 def test_every_setting_is_documented_in_the_readme():
     """Each key's environment variable (as config.yaml names it) has a row in the README's table."""
     root = Path(__file__).resolve().parents[2]
-    variables = dict(re.findall(r"^(\w+): \$\{(\w+):", (root / "config.yaml").read_text(), re.M))
+    variables = dict(re.findall(r"^(\w+): \$\{(\w+)[:}]", (root / "config.yaml").read_text(), re.M))
     readme = (root / "README.md").read_text()
     missing = [variables[key] for key in Settings.config_keys() if f"`{variables[key]}`" not in readme]
     assert missing == []

@@ -7,9 +7,11 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,3 +120,28 @@ def run_until_up(env: dict, log_path: Path, check) -> list[str]:
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
     assert process.returncode == 0, log_path.read_text()
     return children
+
+
+@pytest.mark.parametrize("missing", ["REQUEST_ID_SECRET", "API_KEY_SECRET"])
+def test_nameko_run_refuses_a_gateway_without_its_secrets_in_one_line(tmp_path, missing):
+    env = run_env(
+        REQUEST_ID_SECRET="set",
+        API_KEY_SECRET="set",
+        GATEWAY_DB_URI=f"sqlite:///{tmp_path}/gateway.db",
+        AMQP_URI=f"amqp://guest:guest@127.0.0.1:{free_port()}/",  # never reached: it stops before
+        PYTHONWARNINGS="ignore",
+    )
+    env[missing] = ""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "nameko"), "run", "--config", "config.yaml", "gateway.service"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        f"mensageria: config: {missing} is not set; set the environment variable {missing} "
+        "(`make run` generates one into the data directory)"
+    ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import uuid
 
 from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest, ContainerBeingKilled, IncorrectSignature
@@ -45,6 +44,7 @@ from services.exceptions import (
     ValidationFailed,
     VersionMismatch,
 )
+from services.infra import correlation
 from services.infra.pagination import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -168,6 +168,10 @@ class JsonWebServer(WebServer):
         eventlet_wsgi.MAX_HEADER_LINE = max(eventlet_wsgi.MAX_HEADER_LINE, self.MAX_HEADER_LINE)
         super().start()
 
+    def context_data_from_headers(self, request: Request) -> dict:
+        # the worker runs under the request's correlation id, and every call and event it makes carries it
+        return {correlation.KEY: request.correlation_id}
+
     def get_wsgi_app(self) -> JsonWsgiApp:
         return JsonWsgiApp(self)
 
@@ -215,9 +219,7 @@ class JsonHttpEntrypoint(HttpRequestHandler):
         super().__init__(method, url, **kwargs)
 
     def handle_request(self, request: Request) -> Response:
-        correlation_id = request.headers.get("X-Request-Id", "")
-        if not CORRELATION_ID.fullmatch(correlation_id):
-            correlation_id = str(uuid.uuid4())
+        correlation_id = correlation.sane(request.headers.get("X-Request-Id")) or correlation.new_id()
         request.principal, request.correlation_id = None, correlation_id
         limit_headers: dict[str, str] = {}
         if self.scope == PUBLIC:

@@ -20,6 +20,7 @@ from gateway.entrypoints import PUBLIC, http, json_response
 from gateway.exceptions import ServiceUnavailable
 from gateway.openapi import build_spec
 from services.exceptions import ServiceError
+from services.infra.correlation import Correlation
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider, one_line_config_errors
 
@@ -35,6 +36,7 @@ class GatewayService(
 ):
     name = "gateway"
 
+    correlation = Correlation()  # every worker runs under its request's correlation id
     students = TimedRpcProxy("students")
     status = TimedRpcProxy("status")
     certificates = TimedRpcProxy("certificates")

@@ -16,6 +16,7 @@ from services._certificates.models import Certificate, CertificatesBase, Certifi
 from services._certificates.pdf import render_certificate
 from services.exceptions import StudentNotFound, ValidationFailed
 from services.infra import dead_letters
+from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
 from services.infra.outbox import Outbox
@@ -28,6 +29,7 @@ from services.schemas import CertificateSchema, positive_id, status_changes
 class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via its module: see students.py
     name = "certificates"
 
+    correlation = Correlation()  # every worker runs under its request's correlation id
     db = Database(CertificatesBase, session_options={"expire_on_commit": False})
     outbox = Outbox(CertificatesOutbox)
     students = TimedRpcProxy("students")

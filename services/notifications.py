@@ -19,6 +19,7 @@ from services._notifications.models import NotificationsBase
 from services._notifications.sender import MailSender
 from services.exceptions import CertificateNotFound
 from services.infra import dead_letters
+from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
 from services.infra.models import utcnow
@@ -36,6 +37,7 @@ detail_schema = repo.NotificationDetailSchema()
 class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via its module: see students.py
     name = "notifications"
 
+    correlation = Correlation()  # every worker runs under its request's correlation id
     db = Database(NotificationsBase, session_options={"expire_on_commit": False})
     sender = MailSender()
     students = TimedRpcProxy("students")

@@ -16,6 +16,7 @@ from services._status.applier import RecentResults, StatusApplier
 from services._status.models import StatusBase
 from services.exceptions import ValidationFailed
 from services.infra import dead_letters
+from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
 from services.infra.retry import reliable_event_handler
@@ -41,6 +42,7 @@ request_schema = StatusRequestSchema()
 class StatusService(dead_letters.DeadLetterRpc):
     name = "status"
 
+    correlation = Correlation()  # every worker runs under its request's correlation id
     db = Database(StatusBase, session_options={"expire_on_commit": False})
     students = TimedRpcProxy("students")
     applier = StatusApplier()

@@ -13,6 +13,7 @@ from services._students import repo
 from services._students.models import StudentsBase, StudentsOutbox
 from services.exceptions import ValidationFailed
 from services.infra import dead_letters
+from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
 from services.infra.outbox import Outbox
@@ -36,6 +37,7 @@ student_schema = StudentSchema()
 class StudentsService(dead_letters.DeadLetterRpc):
     name = "students"
 
+    correlation = Correlation()  # every worker runs under its request's correlation id
     db = Database(StudentsBase, session_options={"expire_on_commit": False})
     outbox = Outbox(StudentsOutbox)
 

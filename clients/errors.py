@@ -10,7 +10,8 @@ the same names, codes and ``details`` as ``services.exceptions``::
     except StudentNotFound as exc:
         print(exc.code, exc.details)   # STUDENT_NOT_FOUND {'student_id': 42}
 
-Every error has ``.code`` (UPPER_SNAKE), ``.message`` and ``.details`` (a dict).
+Every error has ``.code`` (UPPER_SNAKE), ``.message`` and ``.details`` (a dict); one
+raised by an RPC call also has the call's ``.correlation_id``.
 Errors raised on the far side derive from :class:`RemoteError` (which also keeps
 ``exc_type``, ``exc_path`` and ``exc_args``); an error path not in
 :data:`REMOTE_ERRORS` arrives as a plain :class:`RemoteError`.
@@ -26,6 +27,7 @@ class ClientError(Exception):
     """Base of every error this client raises."""
 
     code = "CLIENT_ERROR"
+    correlation_id: str | None = None  # of the call that raised it (set by RpcClient.call)
 
     def __init__(self, message: str = "", details: dict[str, Any] | None = None):
         super().__init__(message)

@@ -9,16 +9,29 @@ Nameko ``EventDispatcher`` (or the services' outbox) dispatches::
     publisher = EventPublisher(url)
     publisher.publish("gateway", "status_change_requested", {...})
 
+    def on_change(payload, correlation_id):     # or def on_change(payload)
+        for change in payload["changes"]:      # each change also has its own "correlation_id"
+            ...
+
     subscriber = EventSubscriber(url, "status", "student_status_changed",
                                  "evt-status-student_status_changed--billing", on_change)
     threading.Thread(target=subscriber.run).start()
     ...
     subscriber.stop()
+
+Every event carries a correlation id, the header ``nameko.correlation_id``:
+:meth:`EventPublisher.publish` sends one (its ``correlation_id=``, the publisher's
+``context_data``'s, or a new UUID) and returns it, and a subscriber's callback that
+has a parameter named ``correlation_id`` receives the event's (None if it came
+without one). A message carrying a batch (``student_status_changed``'s
+``{"changes": [...]}``) has the first change's id in its header; each change names
+its own in its ``correlation_id`` field.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -31,7 +44,7 @@ from pika.exceptions import AMQPConnectionError, AMQPError, UnroutableError
 from clients import codec
 from clients.connection import DEFAULT_URL, Link, PerThread, broker_error, close_quietly, connection_parameters
 from clients.errors import UnroutableEvent
-from clients.rpc import context_headers
+from clients.rpc import CORRELATION_ID, HEADER_PREFIX, context_headers, correlation_id_for
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +84,25 @@ class EventPublisher:
         self.context_data = dict(context_data or {})
         self._links = PerThread(url, "EventPublisher", timeout, self._prepare)
 
-    def publish(self, source_service: str, event_type: str, payload: Any, *, mandatory: bool | None = None) -> None:
-        """Publish ``payload`` (JSON-serialisable) as ``source_service``'s ``event_type`` event.
+    def publish(
+        self,
+        source_service: str,
+        event_type: str,
+        payload: Any,
+        *,
+        mandatory: bool | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Publish ``payload`` (JSON-serialisable) as ``source_service``'s ``event_type`` event,
+        with ``correlation_id`` (default: ``context_data``'s, else a new UUID).
 
-        Returns once the broker has confirmed it. Raises :class:`UnroutableEvent`
-        (mandatory and no queue bound), :class:`BrokerError` or :class:`BrokerUnavailable`.
+        Returns the event's correlation id once the broker has confirmed it. Raises
+        :class:`UnroutableEvent` (mandatory and no queue bound), :class:`BrokerError` or
+        :class:`BrokerUnavailable`; ``ValueError`` for a ``correlation_id`` the services
+        would not accept (1 to 128 visible ASCII characters).
         """
         mandatory = self.mandatory if mandatory is None else mandatory
+        correlation_id = correlation_id_for(correlation_id, self.context_data)
         link = self._links.get()
         declared: set[str] = link.state["declared"]
         try:
@@ -92,7 +117,7 @@ class EventPublisher:
                     content_type=codec.CONTENT_TYPE,
                     content_encoding=codec.CONTENT_ENCODING,
                     delivery_mode=pika.DeliveryMode.Persistent,
-                    headers=context_headers(self.context_data),
+                    headers=context_headers(self.context_data, correlation_id),
                 ),
                 mandatory=mandatory,
             )
@@ -104,6 +129,7 @@ class EventPublisher:
         except AMQPError as exc:
             self._links.discard()
             raise broker_error(exc, f"publish {source_service}.{event_type}") from exc
+        return correlation_id
 
     def close(self) -> None:
         """Close this thread's connection (and those of threads that have ended)."""
@@ -130,7 +156,9 @@ class EventSubscriber:
     handler), and kept while the subscriber is stopped, so events published
     meanwhile wait for it. ``callback(payload)`` runs in the thread that called
     :meth:`run`, for one message at a time; up to ``prefetch`` more wait in
-    memory.
+    memory. A callback with a parameter named ``correlation_id``
+    (``def on_change(payload, correlation_id)``) is also given the event's
+    correlation id, or None if it came without one.
 
     Delivery is at least once, so make the callback idempotent:
 
@@ -155,7 +183,7 @@ class EventSubscriber:
         source_service: str,
         event_type: str,
         queue_name: str,
-        callback: Callable[[Any], None],
+        callback: Callable[..., None],
         prefetch: int = 10,
         retry_delay: float = 1.0,
         reconnect_delay: float = 1.0,
@@ -165,6 +193,7 @@ class EventSubscriber:
         self.event_type = event_type
         self.queue_name = queue_name
         self.callback = callback
+        self._with_correlation_id = _has_parameter(callback, CORRELATION_ID)
         self.prefetch = prefetch
         self.retry_delay = retry_delay
         self.reconnect_delay = reconnect_delay
@@ -234,10 +263,27 @@ class EventSubscriber:
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
         try:
-            self.callback(payload)
+            if self._with_correlation_id:
+                self.callback(payload, correlation_id=_correlation_id(properties))
+            else:
+                self.callback(payload)
         except Exception:
             log.exception("%s: callback failed; requeueing in %ss", self, self.retry_delay)
             channel.connection.sleep(self.retry_delay)
             channel.basic_nack(method.delivery_tag, requeue=True)
             return
         channel.basic_ack(method.delivery_tag)
+
+
+def _has_parameter(callback: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(callback).parameters
+    except (TypeError, ValueError):  # no signature to read (some builtins): the plain form
+        return False
+
+
+def _correlation_id(properties: pika.BasicProperties) -> str | None:
+    value = (properties.headers or {}).get(f"{HEADER_PREFIX}.{CORRELATION_ID}")
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return value if isinstance(value, str) else None

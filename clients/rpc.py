@@ -8,10 +8,11 @@
     student = client.students.get_student(1)                 # attribute sugar
     student = client.call("students", "get_student", 1)      # the same call
     client.status.get_status_history(1, timeout=10)          # per-call timeout
+    client.status.request_status_change(1, "active", correlation_id="web-8f3a")  # your own id
     try:
         client.students.get_student(42)
     except StudentNotFound as exc:
-        print(exc.code, exc.details)
+        print(exc.code, exc.details, exc.correlation_id)
 
 It speaks nameko's RPC wire protocol (``nameko/rpc.py``): a persistent JSON
 message ``{"args": [...], "kwargs": {...}}`` to the ``nameko-rpc`` topic
@@ -19,12 +20,21 @@ exchange with routing key ``service.method``, published ``mandatory`` with
 publisher confirms (a call nobody can receive raises :class:`UnknownService`
 at once, as nameko does), ``reply_to`` an exclusive auto-delete reply queue
 bound to ``nameko-rpc`` by its own name, and nameko's context headers
-(``nameko.call_id_stack``). The reply ``{"result": ..., "error": ...}`` returns
-the result or raises the typed error (``clients.errors``).
+(``nameko.call_id_stack``, ``nameko.correlation_id``). The reply ``{"result": ...,
+"error": ...}`` returns the result or raises the typed error (``clients.errors``).
+
+**Correlation id.** Every call carries one (the header ``nameko.correlation_id``, not to
+be confused with the AMQP property ``correlation_id`` that pairs a reply with its call):
+the call's ``correlation_id=``, else the client's (``context_data={"correlation_id": ...}``),
+else a new UUID. The service runs the call under it, and everything the call causes
+(further calls, events, stored requests, the mail at the end) carries it. Pass your own
+request's id to follow it through mensageria; an error raised by a call names the id it
+was sent with (``exc.correlation_id``).
 """
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -36,17 +46,32 @@ from pika.exceptions import AMQPError, UnroutableError
 
 from clients import codec
 from clients.connection import DEFAULT_URL, Link, PerThread, broker_error
-from clients.errors import RpcTimeout, UnknownService, remote_error
+from clients.errors import ClientError, RpcTimeout, UnknownService, remote_error
 
 RPC_EXCHANGE = "nameko-rpc"
 HEADER_PREFIX = "nameko"  # nameko.constants.HEADER_PREFIX: context key k travels as header "nameko.k"
 CALLER = "pika_client"  # first element of our call ids, as a service name is in nameko's
+CORRELATION_ID = "correlation_id"  # context key: travels as the header "nameko.correlation_id"
+_SANE_CORRELATION_ID = re.compile(r"[!-~]{1,128}")  # what the services accept (services.infra.correlation)
 
 
-def context_headers(context_data: Mapping[str, Any]) -> dict[str, Any]:
+def correlation_id_for(given: str | None, context_data: Mapping[str, Any]) -> str:
+    """The correlation id of one call or publish: ``given``, else ``context_data``'s, else a new UUID.
+
+    Raises ``ValueError`` for one the services would replace: it must be 1 to 128 visible
+    ASCII characters (no spaces).
+    """
+    correlation_id = given or context_data.get(CORRELATION_ID) or str(uuid.uuid4())
+    if not (isinstance(correlation_id, str) and _SANE_CORRELATION_ID.fullmatch(correlation_id)):
+        raise ValueError(f"correlation_id must be 1 to 128 visible ASCII characters, not {correlation_id!r}")
+    return correlation_id
+
+
+def context_headers(context_data: Mapping[str, Any], correlation_id: str | None = None) -> dict[str, Any]:
     """Nameko context headers for one call: ``context_data`` plus a fresh call id
-    appended to ``call_id_stack`` (nameko's ``HeaderEncoder``; ``None`` values dropped)."""
-    data = dict(context_data)
+    appended to ``call_id_stack`` and ``correlation_id`` (nameko's ``HeaderEncoder``;
+    ``None`` values dropped)."""
+    data = {**context_data, CORRELATION_ID: correlation_id or context_data.get(CORRELATION_ID)}
     data["call_id_stack"] = [*data.get("call_id_stack", ()), f"{CALLER}.{uuid.uuid4()}"]
     return {f"{HEADER_PREFIX}.{key}": value for key, value in data.items() if value is not None}
 
@@ -58,7 +83,10 @@ class RpcClient:
     ``timeout`` bounds every call (seconds; override per call with
     ``timeout=``, which is therefore not passed on to the remote method);
     ``context_data`` is sent as nameko context headers (``user_id``,
-    ``language``, ``auth_token``, ...).
+    ``language``, ``auth_token``, ...). Each call's correlation id is its
+    ``correlation_id=`` (not passed on to the remote method either: the
+    services take the header's as their default), else ``context_data``'s,
+    else a new UUID.
 
     Each thread that calls gets its own connection, opened on its first call
     and reopened transparently if the broker dropped it in between (a broker
@@ -85,27 +113,48 @@ class RpcClient:
         self.exchange = exchange
         self._links = PerThread(url, "RpcClient", timeout, self._prepare)
 
-    def call(self, service: str, method: str, /, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
+    def call(
+        self,
+        service: str,
+        method: str,
+        /,
+        *args: Any,
+        timeout: float | None = None,
+        correlation_id: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         """Call ``service.method(*args, **kwargs)`` and return its result.
 
         Raises the remote error's class from :mod:`clients.errors`,
         :class:`UnknownService` if no queue receives ``service.method``,
         :class:`RpcTimeout` after ``timeout`` (default: the client's) seconds,
-        :class:`BrokerUnavailable` if the connection is lost during the call.
+        :class:`BrokerUnavailable` if the connection is lost during the call;
+        each with the call's ``correlation_id``. ``ValueError`` for a
+        ``correlation_id`` the services would not accept.
         """
+        correlation_id = correlation_id_for(correlation_id, self.context_data)
+        try:
+            return self._call(service, method, args, kwargs, timeout, correlation_id)
+        except ClientError as exc:
+            exc.correlation_id = correlation_id
+            raise
+
+    def _call(
+        self, service: str, method: str, args: tuple, kwargs: dict, timeout: float | None, correlation_id: str
+    ) -> Any:
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         body = codec.dumps({"args": args, "kwargs": kwargs})  # TypeError for what JSON cannot carry
         link = self._links.get()
-        correlation_id = str(uuid.uuid4())
-        link.state["pending"], link.state["reply"] = correlation_id, None
+        reply_key = str(uuid.uuid4())  # the AMQP correlation_id: pairs the reply with this call
+        link.state["pending"], link.state["reply"] = reply_key, None
         properties = pika.BasicProperties(
             content_type=codec.CONTENT_TYPE,
             content_encoding=codec.CONTENT_ENCODING,
             delivery_mode=pika.DeliveryMode.Persistent,
             reply_to=link.state["reply_to"],
-            correlation_id=correlation_id,
-            headers=context_headers(self.context_data),
+            correlation_id=reply_key,
+            headers=context_headers(self.context_data, correlation_id),
         )
         try:
             link.channel.basic_publish(
@@ -207,8 +256,12 @@ class MethodProxy:
         self._service = service
         self._method = method
 
-    def __call__(self, *args: Any, timeout: float | None = None, **kwargs: Any) -> Any:
-        return self._client.call(self._service, self._method, *args, timeout=timeout, **kwargs)
+    def __call__(
+        self, *args: Any, timeout: float | None = None, correlation_id: str | None = None, **kwargs: Any
+    ) -> Any:
+        return self._client.call(
+            self._service, self._method, *args, timeout=timeout, correlation_id=correlation_id, **kwargs
+        )
 
     def __repr__(self) -> str:
         return f"<MethodProxy {self._service}.{self._method}>"

@@ -13,6 +13,7 @@ from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 
 from services.exceptions import ServiceUnavailable
+from services.infra import metrics
 from services.infra.rpc import BROKER_ERRORS
 from services.infra.settings import Settings
 from services.infra.topology import subscriber_queues
@@ -46,7 +47,10 @@ class DurableEventDispatcher(EventDispatcher):
 
     def _publish(self, event_type: str, payload: dict, headers: dict | None = None) -> None:
         try:
-            self.publisher.publish(payload, exchange=self.exchange, routing_key=event_type, extra_headers=headers or {})
+            with metrics.publishing(self.exchange.name):
+                self.publisher.publish(
+                    payload, exchange=self.exchange, routing_key=event_type, extra_headers=headers or {}
+                )
         except UndeliverableMessage:  # its queue was deleted behind our back
             raise ServiceUnavailable("No queue accepts this request.", {"event_type": event_type}) from None
         except BROKER_ERRORS as exc:
@@ -60,7 +64,9 @@ class BatchingEventDispatcher(DurableEventDispatcher):
     Each caller still returns only once the message carrying its payload is
     confirmed and routed, or gets the same error as a lone dispatch. A caller
     alone waits for nothing: its message leaves at once. One greenthread per
-    event type publishes, so messages leave in the order their callers came::
+    event type publishes, so messages leave in the order their callers came.
+    A message carries the context headers (the correlation id) of its first
+    caller: a payload that must keep its own carries it inside::
 
         class GatewayService:
             dispatch = BatchingEventDispatcher(batch_key="requests")
@@ -73,14 +79,16 @@ class BatchingEventDispatcher(DurableEventDispatcher):
 
     def setup(self) -> None:
         super().setup()
-        self.waiting: dict[str, list[tuple[dict, Event]]] = {}
+        self.waiting: dict[str, list[tuple[dict, dict, Event]]] = {}
         self.flushing: set[str] = set()
 
     def get_dependency(self, worker_ctx: Any):
+        headers = self.get_message_headers(worker_ctx)
+
         def batched_dispatch(event_type: str, payload: dict) -> None:
             done = Event()
             queue = self.waiting.setdefault(event_type, [])
-            queue.append((payload, done))
+            queue.append((payload, headers, done))
             if event_type not in self.flushing:
                 self.flushing.add(event_type)
                 eventlet.spawn_n(self._flush, event_type)
@@ -93,12 +101,12 @@ class BatchingEventDispatcher(DurableEventDispatcher):
             while queue := self.waiting.get(event_type):
                 batch, self.waiting[event_type] = queue[: self.max_batch], queue[self.max_batch :]
                 try:
-                    self._publish(event_type, {self.batch_key: [payload for payload, _ in batch]})
+                    self._publish(event_type, {self.batch_key: [payload for payload, _, _ in batch]}, batch[0][1])
                 except Exception as exc:  # every caller of the batch gets the error
-                    for _, done in batch:
+                    for _, _, done in batch:
                         done.send_exception(exc)
                 else:
-                    for _, done in batch:
+                    for _, _, done in batch:
                         done.send(None)
         finally:
             self.flushing.discard(event_type)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 
 from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest, ContainerBeingKilled, IncorrectSignature
@@ -44,7 +45,7 @@ from services.exceptions import (
     ValidationFailed,
     VersionMismatch,
 )
-from services.infra import correlation
+from services.infra import correlation, metrics
 from services.infra.pagination import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class JsonWsgiApp(WsgiApp):
         # eventlet's server ends wsgi.input at the end of the body, chunked or not;
         # without this flag Werkzeug reads a chunked body as empty
         environ.setdefault("wsgi.input_terminated", True)
+        started = time.perf_counter()
         request = Request(environ, shallow=True)
         adapter = self.url_map.bind_to_environ(environ)
         try:
@@ -109,13 +111,26 @@ class JsonWsgiApp(WsgiApp):
             allowed = sorted(exc.valid_methods or ())
             response = error_response(MethodNotAllowed("Method not allowed.", {"allowed": allowed}))
             response.headers["Allow"] = ", ".join(allowed)
-            return response(environ, start_response)
+            return _unmatched(request, response, started)(environ, start_response)
         except HTTPException:
             values = None
         if values is None or any(isinstance(v, int) and v > MAX_ID for v in values.values()):
-            return error_response(RouteNotFound("No such resource.", {"path": request.path}))(environ, start_response)
+            response = error_response(RouteNotFound("No such resource.", {"path": request.path}))
+            return _unmatched(request, response, started)(environ, start_response)
         request.path_values = values
         return provider.handle_request(request)(environ, start_response)
+
+
+def _unmatched(request: Request, response: Response, started: float) -> Response:
+    """A request no route took (404, 405): counted under the route ``unmatched``."""
+    metrics.observe_http(request.method, "unmatched", response.status_code, time.perf_counter() - started)
+    response.headers["X-Request-Id"] = correlation_id_of(request)  # errors answer with it too
+    return response
+
+
+def correlation_id_of(request: Request) -> str:
+    """The request's ``X-Request-Id`` if it is sane (:func:`correlation.sane`), else a new one."""
+    return correlation.sane(request.headers.get("X-Request-Id")) or correlation.new_id()
 
 
 class IdConverter(BaseConverter):
@@ -190,7 +205,6 @@ PUBLIC = "public"  # ``@http(..., scope=PUBLIC)``: a route anyone may call, with
 CHANGES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 AUDITED_REFUSALS = frozenset({401, 403, 429})
 TARGET_FIELDS = ("id", "student_id", "request_id", "job_id", "key_id", "code")
-CORRELATION_ID = re.compile(r"[!-~]{1,200}")
 _RULE_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
@@ -219,7 +233,8 @@ class JsonHttpEntrypoint(HttpRequestHandler):
         super().__init__(method, url, **kwargs)
 
     def handle_request(self, request: Request) -> Response:
-        correlation_id = correlation.sane(request.headers.get("X-Request-Id")) or correlation.new_id()
+        started = time.perf_counter()
+        correlation_id = correlation_id_of(request)
         request.principal, request.correlation_id = None, correlation_id
         limit_headers: dict[str, str] = {}
         if self.scope == PUBLIC:
@@ -237,6 +252,7 @@ class JsonHttpEntrypoint(HttpRequestHandler):
         response.headers["X-Request-Id"] = correlation_id
         if request.method in CHANGES or response.status_code in AUDITED_REFUSALS:
             self.gate.record(self._audit_entry(request, response))
+        metrics.observe_http(request.method, self.route, response.status_code, time.perf_counter() - started)
         return response
 
     def _audit_entry(self, request: Request, response: Response) -> dict:

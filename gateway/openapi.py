@@ -53,6 +53,7 @@ SCHEMAS = {
     "HistoryPage": schemas.HistoryPageSchema,
     "HistoryQuery": schemas.HistoryQuerySchema,
     "Certificate": schemas.CertificateSchema,
+    "StudentCertificate": schemas.StudentCertificateSchema,
     "CompletionBody": schemas.CompletionBodySchema,
     "JobRow": schemas.JobRowSchema,
     "Job": schemas.JobSchema,

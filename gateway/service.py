@@ -21,6 +21,8 @@ from gateway.exceptions import ServiceUnavailable
 from gateway.openapi import build_spec
 from services.exceptions import ServiceError
 from services.infra.correlation import Correlation
+from services.infra.logs import LogContext
+from services.infra.metrics import Metrics
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider, one_line_config_errors
 
@@ -37,6 +39,8 @@ class GatewayService(
     name = "gateway"
 
     correlation = Correlation()  # every worker runs under its request's correlation id
+    log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
+    metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
     students = TimedRpcProxy("students")
     status = TimedRpcProxy("status")
     certificates = TimedRpcProxy("certificates")

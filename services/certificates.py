@@ -15,21 +15,25 @@ from services._certificates import repo
 from services._certificates.models import Certificate, CertificatesBase, CertificatesOutbox
 from services._certificates.pdf import render_certificate
 from services.exceptions import StudentNotFound, ValidationFailed
-from services.infra import dead_letters
+from services.infra import correlation, dead_letters
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
+from services.infra.logs import LogContext
+from services.infra.metrics import CERTIFICATES_ISSUED, CERTIFICATES_REVOKED, Metrics
 from services.infra.outbox import Outbox
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider
-from services.schemas import CertificateSchema, positive_id, status_changes
+from services.schemas import CertificateSchema, StudentCertificateSchema, positive_id, status_changes
 
 
 class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via its module: see students.py
     name = "certificates"
 
     correlation = Correlation()  # every worker runs under its request's correlation id
+    log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
+    metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
     db = Database(CertificatesBase, session_options={"expire_on_commit": False})
     outbox = Outbox(CertificatesOutbox)
     students = TimedRpcProxy("students")
@@ -43,7 +47,8 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
     def handle_student_status_changed(self, payload: dict) -> None:
         for change in status_changes(payload):  # a redelivered batch re-issues nothing: one per student+course
             if change["to_status"] == lifecycle.COMPLETED:
-                self._certify(change)
+                with correlation.working_on(change["correlation_id"] or correlation.current()):  # the change's
+                    self._certify(change)
 
     def _certify(self, change: dict) -> None:
         try:
@@ -52,10 +57,16 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
             return  # deleted since: nobody to certify
         with self.db.begin() as session:
             certificate, created = repo.issue(
-                session, student, change.get("course") or student["course"], change.get("request_id")
+                session,
+                student,
+                change.get("course") or student["course"],
+                change.get("request_id"),
+                correlation.current(),
             )
             if created:
-                self.outbox.add(session, "certificate_issued", self._event(certificate, email=True))
+                self.outbox.add(session, "certificate_issued", self._event(certificate, private=True))
+        if created:
+            CERTIFICATES_ISSUED.inc()
 
     @rpc
     def get_certificate(self, code: str) -> dict:
@@ -65,7 +76,8 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
     @rpc
     def list_certificates(self, student_id: int) -> list[dict]:
         with self.db() as session:
-            return [self._dump(c) for c in repo.for_student(session, positive_id(student_id))]
+            certificates = repo.for_student(session, positive_id(student_id))
+            return [self._dump(c, StudentCertificateSchema()) for c in certificates]
 
     @rpc
     def get_certificate_pdf(self, code: str) -> dict:
@@ -93,21 +105,23 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
             certificate, revoked = repo.revoke(session, code, reason.strip())
             if revoked:
                 self.outbox.add(session, "certificate_revoked", self._event(certificate))
+        if revoked:
+            CERTIFICATES_REVOKED.inc()
         return self._dump(certificate)
 
     def _url(self, certificate: Certificate, suffix: str = "") -> str:
         base = self.settings.public_base_url.rstrip("/")
         return f"{base}/certificates/{certificate.code}{suffix}"
 
-    def _dump(self, certificate: Certificate) -> dict:
+    def _dump(self, certificate: Certificate, schema: CertificateSchema | None = None) -> dict:
         return {
-            **CertificateSchema().dump(certificate),
+            **(schema or CertificateSchema()).dump(certificate),
             "verification_url": self._url(certificate),
             "pdf_url": self._url(certificate, ".pdf"),
         }
 
-    def _event(self, certificate: Certificate, email: bool = False) -> dict:
+    def _event(self, certificate: Certificate, private: bool = False) -> dict:
         event = self._dump(certificate)
-        if email:  # for the mail to the student; never in the public verification
-            event["student_email"] = certificate.student_email
+        if private:  # for the mail to the student; never in the public verification
+            event.update(student_email=certificate.student_email, correlation_id=certificate.correlation_id)
         return event

@@ -1,5 +1,5 @@
-"""Field types of the wire contracts: one-line text, free text, e-mail addresses, page
-cursors. Each rule is a regular expression that is both enforced here and published in
+"""Field types of the wire contracts: one-line text, free text, e-mail addresses, correlation
+ids, page cursors. Each rule is a regular expression that is both enforced here and published in
 the OpenAPI document (so a client, or a property-based tester, generates what we accept).
 """
 
@@ -11,6 +11,7 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate
 
 from services.exceptions import ValidationFailed
+from services.infra.correlation import PATTERN as CORRELATION_ID
 from services.infra.pagination import MAX_ID, decode_cursor, encode_cursor
 
 # --- text -------------------------------------------------------------------
@@ -124,6 +125,13 @@ class EmailAddress(fields.String):
     def __init__(self, **kwargs: Any):
         validators = [validate.Length(max=320), EmailCheck()]
         super().__init__(validate=validators, metadata={"format": "email"}, **kwargs)
+
+
+class CorrelationId(fields.String):
+    """A correlation id (:mod:`services.infra.correlation`): 1 to 128 visible ASCII characters."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(validate=FullMatch(f"^{CORRELATION_ID}$"), **kwargs)
 
 
 # --- cursors ----------------------------------------------------------------

@@ -24,7 +24,7 @@ from marshmallow import (
 
 from services import lifecycle
 from services.exceptions import ValidationFailed
-from services.fields import SPACES, Cursor, EmailAddress, FreeText, Line
+from services.fields import SPACES, CorrelationId, Cursor, EmailAddress, FreeText, Line
 from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
 
 
@@ -139,6 +139,8 @@ class StatusChangeSchema(StatusChangeBodySchema):
     request_id = fields.UUID(load_default=None, allow_none=True)
     # a completion's course, carried to student_status_changed (None: the student's course)
     course = Line(NAME, load_default=None, allow_none=True)
+    # the request's own, when several travel in one message (None: the caller's, or the message's)
+    correlation_id = CorrelationId(load_default=None, allow_none=True)
 
 
 class StatusRequestErrorSchema(Schema):
@@ -155,6 +157,9 @@ class StatusRequestSchema(Schema):
     on_behalf_of = fields.String(allow_none=True)
     idempotency_key = fields.String(allow_none=True)
     course = fields.String(allow_none=True)
+    correlation_id = fields.String(
+        allow_none=True, metadata={"description": "The X-Request-Id (correlation id) the request came with."}
+    )
     state = fields.String(metadata={"enum": ["pending", "applied", "rejected", "failed"]})
     from_status = fields.String(allow_none=True)
     error = fields.Method("dump_error", allow_none=True)
@@ -211,6 +216,8 @@ class StudentStatusChangedSchema(Schema):
     version = fields.Integer(required=True, strict=True, validate=validate.Range(min=1))
     occurred_at = fields.AwareDateTime()
     course = fields.String(allow_none=True, load_default=None)  # a completion's course, if given
+    # the request's: a batch's changes each keep their own (the message's header is the first one's)
+    correlation_id = CorrelationId(allow_none=True, load_default=None)
 
 
 class StudentStatusChangesSchema(Schema):
@@ -248,6 +255,7 @@ class JobOptionsSchema(StrictSchema):
     idempotency_key = Line(IDEMPOTENCY_KEY, load_default=None, allow_none=True)
     actor = Line(ACTOR, load_default=None, allow_none=True)
     on_behalf_of = Line(ACTOR, load_default=None, allow_none=True)
+    correlation_id = CorrelationId(load_default=None, allow_none=True)  # None: the caller's
 
 
 class JobRowSchema(StrictSchema):
@@ -285,6 +293,9 @@ class JobSchema(Schema):
     actor = fields.String(allow_none=True)
     on_behalf_of = fields.String(allow_none=True)
     idempotency_key = fields.String(allow_none=True)
+    correlation_id = fields.String(
+        allow_none=True, metadata={"description": "The upload's correlation id, which every row's request carries."}
+    )
     created_at = fields.String()
     sealed_at = fields.String(allow_none=True)
     finished_at = fields.String(allow_none=True)
@@ -323,6 +334,13 @@ class CertificateSchema(Schema):
 
     def dump_status(self, certificate: Any) -> str:
         return "revoked" if certificate.revoked_at is not None else "valid"
+
+
+class StudentCertificateSchema(CertificateSchema):
+    """A certificate as its student's list shows it: with the correlation id of the
+    completion that issued it (never in the public verification)."""
+
+    correlation_id = fields.String(allow_none=True)
 
 
 class CompletionBodySchema(StrictSchema):

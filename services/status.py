@@ -19,6 +19,8 @@ from services.infra import dead_letters
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
+from services.infra.logs import LogContext
+from services.infra.metrics import STATUS_RECORDED, Metrics
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider
@@ -43,6 +45,8 @@ class StatusService(dead_letters.DeadLetterRpc):
     name = "status"
 
     correlation = Correlation()  # every worker runs under its request's correlation id
+    log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
+    metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
     db = Database(StatusBase, session_options={"expire_on_commit": False})
     students = TimedRpcProxy("students")
     applier = StatusApplier()
@@ -55,8 +59,17 @@ class StatusService(dead_letters.DeadLetterRpc):
 
     @rpc
     def request_status_change(
-        self, student_id, status, reason=None, actor=None, idempotency_key=None, course=None, on_behalf_of=None
+        self,
+        student_id,
+        status,
+        reason=None,
+        actor=None,
+        idempotency_key=None,
+        course=None,
+        on_behalf_of=None,
+        correlation_id=None,
     ) -> dict:
+        """Record a pending request; ``correlation_id`` None: the caller's."""
         command = load(
             StatusChangeSchema(),
             {
@@ -67,10 +80,12 @@ class StatusService(dead_letters.DeadLetterRpc):
                 "on_behalf_of": on_behalf_of,
                 "idempotency_key": idempotency_key,
                 "course": course,
+                "correlation_id": correlation_id,
             },
         )
         request, created = repo.submit(self.db, command)
         if created:
+            STATUS_RECORDED.labels("rpc").inc()
             self.applier.wake()
         return request_schema.dump(request)
 
@@ -100,10 +115,12 @@ class StatusService(dead_letters.DeadLetterRpc):
         idempotency_key: str | None = None,
         actor: str | None = None,
         on_behalf_of: str | None = None,
+        correlation_id: str | None = None,
     ) -> dict:
         """A bulk job from ``rows`` (``{student_id | email, status, reason}``), at most
-        ``BULK_MAX_ROWS``; invalid rows are refused one by one, never the whole job."""
-        options = _job_options(idempotency_key, actor, on_behalf_of)
+        ``BULK_MAX_ROWS``; invalid rows are refused one by one, never the whole job.
+        Its requests carry ``correlation_id`` (None: the caller's)."""
+        options = _job_options(idempotency_key, actor, on_behalf_of, correlation_id)
         if not isinstance(rows, list):
             raise ValidationFailed("Expected a list of rows.", {"rows": ["Must be a list."]})
         max_rows = self.settings.bulk_max_rows
@@ -132,9 +149,13 @@ class StatusService(dead_letters.DeadLetterRpc):
 
     @rpc
     def create_job(
-        self, idempotency_key: str | None = None, actor: str | None = None, on_behalf_of: str | None = None
+        self,
+        idempotency_key: str | None = None,
+        actor: str | None = None,
+        on_behalf_of: str | None = None,
+        correlation_id: str | None = None,
     ) -> dict:
-        upload = jobs_repo.create(self.db, **_job_options(idempotency_key, actor, on_behalf_of))
+        upload = jobs_repo.create(self.db, **_job_options(idempotency_key, actor, on_behalf_of, correlation_id))
         return {"job_id": upload.job_id, "upload": upload.upload, "created": upload.created}
 
     @rpc
@@ -146,6 +167,7 @@ class StatusService(dead_letters.DeadLetterRpc):
     def seal_job(self, job_id: str, upload: str, total: int) -> dict:
         with self.db.begin() as session:
             jobs_repo.seal(session, job_id, upload, total)
+        STATUS_RECORDED.labels("job").inc(total)  # from now on its rows are the applier's
         self.applier.wake()
         return {"job_id": job_id, "total": total}
 
@@ -160,6 +182,7 @@ class StatusService(dead_letters.DeadLetterRpc):
     def handle_status_change_requested(self, payload: dict) -> None:
         commands = status_change_requests(payload)  # invalid: parked as a dead letter at once
         repo.submit_many(self.db, commands)
+        STATUS_RECORDED.labels("event").inc(len(commands))  # a redelivered message counts again
         self.applier.wake()  # a redelivered message wakes it for nothing, harmlessly
 
     @reliable_event_handler("students", "student_created")
@@ -176,9 +199,15 @@ class StatusService(dead_letters.DeadLetterRpc):
             repo.mark_deleted(session, student_id)
 
 
-def _job_options(idempotency_key: object, actor: object, on_behalf_of: object) -> dict:
+def _job_options(idempotency_key: object, actor: object, on_behalf_of: object, correlation_id: object) -> dict:
     """Checked as a single request's are: they are copied onto every request of the job."""
-    return load(JobOptionsSchema(), {"idempotency_key": idempotency_key, "actor": actor, "on_behalf_of": on_behalf_of})
+    options = {
+        "idempotency_key": idempotency_key,
+        "actor": actor,
+        "on_behalf_of": on_behalf_of,
+        "correlation_id": correlation_id,
+    }
+    return load(JobOptionsSchema(), options)
 
 
 def _errors_shown(value: object) -> int:

@@ -16,6 +16,8 @@ from services.infra import dead_letters
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
+from services.infra.logs import LogContext
+from services.infra.metrics import Metrics
 from services.infra.outbox import Outbox
 from services.infra.retry import reliable_event_handler
 from services.schemas import (
@@ -38,6 +40,8 @@ class StudentsService(dead_letters.DeadLetterRpc):
     name = "students"
 
     correlation = Correlation()  # every worker runs under its request's correlation id
+    log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
+    metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
     db = Database(StudentsBase, session_options={"expire_on_commit": False})
     outbox = Outbox(StudentsOutbox)
 

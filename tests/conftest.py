@@ -101,6 +101,8 @@ def service_config(amqp_uri: str, db_uris: dict[str, str], **overrides) -> dict:
         "SMTP_HOST": None,
         "EVENT_RETRY_ATTEMPTS": 3,
         "EVENT_RETRY_BASE_DELAY": 0.05,
+        # no /metrics endpoints: many containers run in one test process (a test that reads one sets a port)
+        **{f"METRICS_PORT_{service.upper()}": 0 for service in SERVICES},
     }
     config.update(overrides)
     return config

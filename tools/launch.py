@@ -22,13 +22,16 @@ import argparse
 import contextlib
 import ctypes
 import logging
+import logging.config
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from services.infra import logs
 from services.infra.config import load_config
+from services.infra.settings import ConfigError, Settings
 from tools.preflight import broker_reachable, redacted
 
 log = logging.getLogger("mensageria.launch")
@@ -132,10 +135,16 @@ def main() -> None:
     parser.add_argument("--config", default="config.yaml")
     parser.add_argument("services", nargs="+")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_config(args.config)
+    try:  # a bad value stops here in one line naming its key, not in a loop of restarts
+        Settings.from_config(config)
+    except ConfigError as error:
+        sys.exit(f"mensageria: {error}")
+    logging.config.dictConfig(config["LOGGING"])  # the lines nameko run writes, in the same format
+    logs.serving("launch")
     nameko = str(Path(sys.executable).parent / "nameko")
     command = [nameko, "run", "--config", args.config, *args.services]
-    sys.exit(Supervisor(command, load_config(args.config)["AMQP_URI"]).run())
+    sys.exit(Supervisor(command, config["AMQP_URI"]).run())
 
 
 if __name__ == "__main__":

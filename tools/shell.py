@@ -253,9 +253,19 @@ def _with_keystore(work: Any, secret: bool = False) -> Any:
 KEY_COLUMNS = ("id", "name", "scopes", "created_at", "expires_at", "last_used_at", "revoked")
 AUDIT_COLUMNS = ("at", "key_name", "on_behalf_of", "method", "route", "targets", "status", "correlation_id")
 STUDENT_COLUMNS = ("id", "name", "email", "course", "status", "version")
-CERTIFICATE_COLUMNS = ("code", "course", "status", "issued_at", "revoked_at", "revoke_reason")
-NOTIFICATION_COLUMNS = ("id", "kind", "recipient", "subject", "state", "attempts", "sent_at", "last_error")
-DEAD_LETTER_COLUMNS = ("message_id", "handler", "routing_key", "attempts", "failed_at", "error")
+CERTIFICATE_COLUMNS = ("code", "course", "status", "issued_at", "revoked_at", "revoke_reason", "correlation_id")
+NOTIFICATION_COLUMNS = (
+    "id",
+    "kind",
+    "recipient",
+    "subject",
+    "state",
+    "attempts",
+    "sent_at",
+    "last_error",
+    "correlation_id",
+)
+DEAD_LETTER_COLUMNS = ("message_id", "handler", "routing_key", "attempts", "failed_at", "error", "correlation_id")
 HISTORY_COLUMNS = ("occurred_at", "from_status", "to_status", "reason", "actor", "request_id")
 
 

@@ -20,7 +20,7 @@ CHUNK_ROWS = 2_000  # rows per add_job_rows call while an upload streams in
 
 
 class BulkJobRoutes:
-    """Uses ``GatewayService``'s ``status``, ``students`` and ``settings``."""
+    """Uses ``GatewayService``'s ``status``, ``students``, ``settings`` and ``correlation``."""
 
     @http(
         "POST", "/status-requests/bulk", scope="jobs:write", errors=(*BODY_ERRORS, JobUploadSuperseded, *BACKEND_ERRORS)
@@ -66,7 +66,9 @@ class BulkJobRoutes:
             raise PayloadTooLarge(
                 f"The body exceeds {limits.bulk_max_bytes} bytes.", {"max_bytes": limits.bulk_max_bytes}
             )
-        upload = self.status.create_job(idempotency_key=key, actor=who.name, on_behalf_of=who.on_behalf_of)
+        upload = self.status.create_job(
+            idempotency_key=key, actor=who.name, on_behalf_of=who.on_behalf_of, correlation_id=self.correlation
+        )
         job_id, token = upload["job_id"], upload["upload"]
         rows = bulk.read_rows(
             request.stream, request.mimetype, max_rows=limits.bulk_max_rows, max_bytes=limits.bulk_max_bytes

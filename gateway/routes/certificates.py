@@ -92,10 +92,10 @@ class CertificateRoutes:
           parameters: [StudentId]
           responses:
             200:
-              description: The certificates.
+              description: The certificates, each with the correlation id of the completion that issued it.
               content:
                 application/json:
-                  schema: {type: array, items: CertificateSchema}
+                  schema: {type: array, items: StudentCertificateSchema}
         """
         self.students.get_student(student_id)
         return json_response(200, self.certificates.list_certificates(student_id))

@@ -28,7 +28,7 @@ SUBMIT_ERRORS = (*BODY_ERRORS, IdempotencyKeyReused, *BACKEND_ERRORS)
 
 class StatusChangeRoutes:
     """Uses ``GatewayService``'s ``students``, ``status``, ``dispatch``,
-    ``known_students`` and ``settings``."""
+    ``known_students``, ``settings`` and ``correlation`` (the request's id)."""
 
     @http("POST", STUDENT + "/status", scope="status:write", errors=(*SUBMIT_ERRORS, StudentNotFound))
     def request_status_change(self, request: Request, student_id: int) -> Response:
@@ -157,9 +157,17 @@ class StatusChangeRoutes:
                 "on_behalf_of": who.on_behalf_of,
                 "idempotency_key": key,
                 "course": course,
+                # its own: requests accepted together share one message, and its header
+                "correlation_id": self.correlation,
             },
         )
-        return {"request_id": request_id, "student_id": student_id, "status": status, "state": "pending"}
+        return {
+            "request_id": request_id,
+            "student_id": student_id,
+            "status": status,
+            "state": "pending",
+            "correlation_id": self.correlation,
+        }
 
     def _repeat_of(self, request_id: str, student_id: int, status: str, key: str) -> dict | None:
         try:

@@ -27,6 +27,7 @@ class Certificate(CertificatesBase):
     student_name: Mapped[str] = mapped_column(String(200))
     student_email: Mapped[str] = mapped_column(String(320))
     request_id: Mapped[str | None] = mapped_column(String(36))
+    correlation_id: Mapped[str | None] = mapped_column(String(128))  # of the completion that issued it
     issued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoke_reason: Mapped[str | None] = mapped_column(Text)

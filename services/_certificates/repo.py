@@ -30,8 +30,11 @@ def get(session: Session, code: str) -> Certificate:
     return certificate
 
 
-def issue(session: Session, student: dict, course: str, request_id: str | None) -> tuple[Certificate, bool]:
-    """The student's certificate for ``course``: the existing one, or a new one."""
+def issue(
+    session: Session, student: dict, course: str, request_id: str | None, correlation_id: str | None = None
+) -> tuple[Certificate, bool]:
+    """The student's certificate for ``course``: the existing one, or a new one (recording the
+    request and the correlation id that caused it)."""
     existing = session.scalar(
         select(Certificate).where(Certificate.student_id == student["id"], Certificate.course == course)
     )
@@ -44,6 +47,7 @@ def issue(session: Session, student: dict, course: str, request_id: str | None) 
         student_name=student["name"],
         student_email=student["email"],
         request_id=request_id,
+        correlation_id=correlation_id,
         issued_at=utcnow(),
     )
     session.add(certificate)

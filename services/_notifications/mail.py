@@ -50,6 +50,7 @@ class Mail:
     message_id: str
     attachment_name: str | None = None
     attachment: bytes | None = None
+    correlation_id: str | None = None  # the event's (None: the id of the work in hand)
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,8 @@ class Outgoing:
     message_id: str
     created_at: datetime
     attempts: int
+    kind: str = ""  # STATUS_CHANGED or CERTIFICATE_ISSUED
+    correlation_id: str | None = None  # sent as the X-Correlation-ID header
 
 
 def render(kind: str, **context: Any) -> tuple[str, str, str]:
@@ -126,6 +129,7 @@ def status_changed_mail(change: dict, student: dict, mail_from: str) -> Mail:
         body_text=text,
         body_html=html,
         message_id=message_id(dedup_key, mail_from),
+        correlation_id=change.get("correlation_id"),
     )
 
 
@@ -153,4 +157,5 @@ def certificate_issued_mail(issued: dict, document: dict | None, mail_from: str)
         message_id=message_id(dedup_key, mail_from),
         attachment_name=document["filename"] if document else None,
         attachment=document["data"] if document else None,
+        correlation_id=issued.get("correlation_id"),
     )

@@ -31,6 +31,8 @@ class Notification(NotificationsBase):
     attachment_name: Mapped[str | None] = mapped_column(String(200))
     attachment: Mapped[bytes | None] = mapped_column(LargeBinary)
     message_id: Mapped[str] = mapped_column(String(300))
+    # of the change or certificate the mail is about: its X-Correlation-ID header
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(10), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from services._notifications.mail import Mail, Outgoing
 from services._notifications.models import Notification
 from services.exceptions import NotificationNotFound
+from services.fields import CorrelationId
+from services.infra import correlation
 from services.infra.db import insert_ignoring_duplicates
 from services.infra.models import utcnow
 from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, keyset, page
@@ -44,6 +46,7 @@ class CertificateIssuedSchema(Schema):
     issued_at = fields.AwareDateTime(load_default=None, allow_none=True)
     verification_url = fields.String(required=True, validate=validate.Length(min=1, max=2000))
     pdf_url = fields.String(load_default=None, allow_none=True)
+    correlation_id = CorrelationId(load_default=None, allow_none=True)
 
 
 class ListNotificationsSchema(StrictSchema):
@@ -63,6 +66,7 @@ class NotificationSchema(Schema):
     recipient = fields.String()
     subject = fields.String()
     message_id = fields.String()
+    correlation_id = fields.String(allow_none=True)
     attachment_name = fields.String(allow_none=True)
     attachment_size = fields.Integer(allow_none=True)
     state = fields.String(metadata={"enum": list(STATES)})
@@ -138,6 +142,7 @@ def _pending_row(mail: Mail, now: datetime) -> dict[str, Any]:
         "attachment_name": mail.attachment_name,
         "attachment": mail.attachment,
         "message_id": mail.message_id,
+        "correlation_id": mail.correlation_id or correlation.current(),
         "state": PENDING,
         "attempts": 0,
         "next_attempt_at": now,
@@ -180,6 +185,8 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
                 message_id=row.message_id,
                 created_at=row.created_at,
                 attempts=row.attempts,
+                kind=row.kind,
+                correlation_id=row.correlation_id,
             )
         )
     return claimed

@@ -17,10 +17,14 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from services._notifications import repo
+from prometheus_client.core import Metric
+
+from services._notifications import gauges, repo
 from services._notifications.mail import Outgoing
-from services._notifications.transport import build_message, describe_error, transport_for
+from services._notifications.transport import build_message, describe_error, error_kind, transport_for
+from services.infra import metrics
 from services.infra.background import BackgroundLoop
+from services.infra.correlation import working_on
 from services.infra.models import utcnow
 from services.infra.settings import Settings
 
@@ -65,6 +69,10 @@ class MailSender(BackgroundLoop):
     def get_dependency(self, worker_ctx: Any) -> MailSender:
         return self
 
+    def collect_metrics(self) -> list[Metric]:
+        """Mails pending and failed, and the age of the oldest pending one, for ``/metrics``."""
+        return gauges.read(self.Session)
+
     def step(self) -> bool:
         with self.Session.begin() as session:
             batch = repo.claim_due(session, utcnow(), self.batch_size, self.lease)
@@ -74,7 +82,8 @@ class MailSender(BackgroundLoop):
                     with self.Session.begin() as session:
                         repo.release(session, [m.id for m in batch[index:]], utcnow())
                     return False
-                self.send(mail)
+                with working_on(mail.correlation_id, f"mail {mail.kind}"):  # its log lines carry its id
+                    self.send(mail)
         finally:
             self.transport.close()
         return len(batch) == self.batch_size
@@ -84,6 +93,7 @@ class MailSender(BackgroundLoop):
             self.transport.send(build_message(mail, self.settings.mail_from))
         except Exception as exc:  # any failure is a failed attempt, retried later
             error = describe_error(exc)
+            metrics.SMTP_ERRORS.labels(error_kind(exc)).inc()
             with self.Session.begin() as session:
                 state = repo.mark_failed(
                     session,
@@ -93,6 +103,7 @@ class MailSender(BackgroundLoop):
                     self.settings.mail_max_attempts,
                     self.settings.mail_retry_base_delay,
                 )
+            metrics.MAIL_ATTEMPTS.labels("failed" if state == repo.FAILED else "retried").inc()
             if state == repo.FAILED:
                 log.error("notification %d to %s failed for good: %s", mail.id, mail.recipient, error)
             else:
@@ -100,4 +111,5 @@ class MailSender(BackgroundLoop):
             return
         with self.Session.begin() as session:
             repo.mark_sent(session, mail.id, utcnow())
+        metrics.MAIL_ATTEMPTS.labels("sent").inc()
         log.info("notification %d sent to %s", mail.id, mail.recipient)

@@ -13,9 +13,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import mimetypes
 import os
 import smtplib
+import socket
 import ssl
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -38,6 +40,8 @@ def build_message(mail: Outgoing, mail_from: str) -> EmailMessage:
     message["Date"] = format_datetime(mail.created_at)
     message["Message-ID"] = mail.message_id
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
+    if mail.correlation_id:  # the request the mail is about, from its X-Request-Id on
+        message["X-Correlation-ID"] = mail.correlation_id
     # quoted-printable keeps the message 7-bit, whatever the server supports
     message.set_content(mail.body_text, cte="quoted-printable")
     message.add_alternative(mail.body_html, subtype="html", cte="quoted-printable")
@@ -61,6 +65,30 @@ def describe_error(exc: BaseException) -> str:
     else:
         text = f"{type(exc).__name__}: {exc}"
     return " ".join(text.split())[:MAX_ERROR_LENGTH]
+
+
+_SMTP_KINDS: tuple[tuple[type[BaseException], str], ...] = (  # the first matching class decides
+    (smtplib.SMTPAuthenticationError, "auth"),
+    (smtplib.SMTPSenderRefused, "sender_refused"),
+    (smtplib.SMTPRecipientsRefused, "recipient_refused"),
+    (smtplib.SMTPDataError, "data_refused"),
+    (smtplib.SMTPConnectError, "connection"),
+    (smtplib.SMTPServerDisconnected, "connection"),
+    (smtplib.SMTPNotSupportedError, "tls"),  # e.g. no STARTTLS offered
+    (smtplib.SMTPException, "smtp"),
+    (TimeoutError, "timeout"),
+    (ssl.SSLError, "tls"),
+    (ConnectionError, "connection"),
+    (socket.gaierror, "connection"),  # the host name does not resolve
+)
+
+
+def error_kind(exc: BaseException) -> str:
+    """A failed send's kind, one of a few words (a metric's label): auth, sender_refused,
+    recipient_refused, data_refused, connection, tls, smtp, timeout or other."""
+    if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "connection"
+    return next((kind for kinds, kind in _SMTP_KINDS if isinstance(exc, kinds)), "other")
 
 
 class Transport(Protocol):

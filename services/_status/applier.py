@@ -7,6 +7,9 @@ applier, so every request follows one path, in arrival order per student, with
 one transaction per batch. Requests left pending by a crashed process are picked
 up by the next poll.
 
+Each request's outcome is logged under its correlation id (rejections at INFO, the rest
+at DEBUG).
+
 Students the status service has not heard of yet (their ``student_created``
 event is still on its way) are resolved by asking the students service over
 RPC, with a timeout; while it cannot answer, their requests stay pending.
@@ -20,11 +23,14 @@ from collections.abc import Callable
 from typing import Any
 
 from nameko.extensions import DependencyProvider
+from prometheus_client.core import Metric
 
-from services._status import batches, repo
+from services._status import batches, gauges, repo
 from services._status.models import StatusOutbox
 from services.exceptions import BackendTimeout, ServiceUnavailable
+from services.infra import metrics
 from services.infra.background import BackgroundLoop
+from services.infra.correlation import working_on
 from services.infra.outbox import OutboxRelay
 from services.infra.rpc import TimedServiceProxy
 
@@ -124,6 +130,8 @@ class StatusApplier(BackgroundLoop):
         with self.Session.begin() as session:
             result = batches.apply_pending(session, self.batch_size)
         self.backlog = result.handled >= self.batch_size
+        _log_outcomes(result)
+        _count(result)
         self.relay.flush()  # this batch's events, and any left by a predecessor
         return result
 
@@ -131,9 +139,48 @@ class StatusApplier(BackgroundLoop):
         answers = self.directory.lookup(student_ids)
         if len(answers) < len(student_ids):  # students service away: ask again later
             self.resolve_after = time.monotonic() + self.directory.timeout
+        rejected = 0
         with self.Session.begin() as session:
             for student_id, exists in answers.items():
                 if exists:
                     repo.ensure_student(session, student_id)
                 else:
-                    batches.reject_unknown(session, student_id)
+                    rejected += batches.reject_unknown(session, student_id)
+        metrics.STATUS_REJECTED.inc(rejected)
+
+    def collect_metrics(self) -> list[Metric]:
+        """The backlog, the running jobs and the outbox, for ``/metrics``."""
+        return [*gauges.read(self.Session), *self.relay.gauges(self.container.service_name)]
+
+
+def _count(result: batches.BatchResult) -> None:
+    if result.handled:
+        metrics.STATUS_APPLIED.inc(result.applied + result.noops)
+        metrics.STATUS_REJECTED.inc(result.rejected)
+        metrics.STATUS_BATCH_SIZE.observe(result.handled)
+
+
+def _log_outcomes(result: batches.BatchResult) -> None:
+    """One line per request, under its correlation id: rejections at INFO, the rest at DEBUG."""
+    debug = log.isEnabledFor(logging.DEBUG)
+    for request, outcome in result.outcomes:
+        if outcome["state"] != repo.REJECTED and not debug:
+            continue
+        with working_on(request.correlation_id, "background status.applier"):
+            if outcome["state"] == repo.REJECTED:
+                log.info(
+                    "status request %s (student %d, to %s) rejected: %s %s",
+                    request.id,
+                    request.student_id,
+                    request.target_status,
+                    outcome["error_code"],
+                    outcome["error_message"],
+                )
+            else:
+                log.debug(
+                    "status request %s (student %d) applied: %s to %s",
+                    request.id,
+                    request.student_id,
+                    outcome["from_status"],
+                    request.target_status,
+                )

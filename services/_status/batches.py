@@ -3,7 +3,7 @@ applied in one transaction (statuses, history, outbox), and students it does not
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,8 @@ class BatchResult:
     noops: int = 0
     rejected: int = 0
     events: int = 0
+    # what became of each request, for the log: (the request's row, its outcome)
+    outcomes: list[tuple[Any, dict]] = field(default_factory=list)
 
     @property
     def handled(self) -> int:
@@ -47,8 +49,9 @@ def due_unknown_students(session: Session, limit: int) -> set[int]:
     return {row.student_id for row in rows}
 
 
-def reject_unknown(session: Session, student_id: int) -> None:
-    session.execute(
+def reject_unknown(session: Session, student_id: int) -> int:
+    """Reject the pending requests of a student who does not exist; how many."""
+    return session.execute(
         update(StatusRequest)
         .where(StatusRequest.student_id == student_id, StatusRequest.state == PENDING, released())
         .values(
@@ -57,7 +60,7 @@ def reject_unknown(session: Session, student_id: int) -> None:
             error_message=f"Student {student_id} not found.",
             updated_at=utcnow(),
         )
-    )
+    ).rowcount
 
 
 def apply_pending(session: Session, limit: int, now: datetime | None = None) -> BatchResult:
@@ -81,6 +84,7 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             StatusRequest.actor,
             StatusRequest.on_behalf_of,
             StatusRequest.course,
+            StatusRequest.correlation_id,
         )
         # only students already tracked: unknown ones wait for resolution
         # without holding up everyone else
@@ -121,6 +125,7 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             "error_message": None,
         }
         outcomes.append(outcome)
+        result.outcomes.append((request, outcome))
         if row["deleted"]:
             outcome.update(
                 state=REJECTED,
@@ -174,7 +179,15 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
                 .execution_options(synchronize_session=False)
             )
         session.execute(insert(StatusHistory.__table__), history)
-        session.add(StatusOutbox(event_type="student_status_changed", payload={"changes": changes}, created_at=now))
+        # one message for the batch: its header carries the first change's id, each change its own
+        session.add(
+            StatusOutbox(
+                event_type="student_status_changed",
+                payload={"changes": changes},
+                correlation_id=next((c["correlation_id"] for c in changes if c["correlation_id"]), None),
+                created_at=now,
+            )
+        )
         result.events = len(changes)
     return result
 
@@ -208,9 +221,9 @@ def _grouped(items, key, field: str) -> list[tuple[tuple, list]]:
 
 
 def _history_row(change: dict, request: Any, now: datetime) -> dict:
-    """The history row of an applied change: its event less ``course``, plus
+    """The history row of an applied change: its event less ``course`` and ``correlation_id``, plus
     ``on_behalf_of`` (kept in the history, not published: the event's payload is unchanged)."""
-    row = {k: v for k, v in change.items() if k not in ("course", "occurred_at")}
+    row = {k: v for k, v in change.items() if k not in ("course", "correlation_id", "occurred_at")}
     return row | {"on_behalf_of": request.on_behalf_of, "occurred_at": now}
 
 
@@ -226,4 +239,5 @@ def _change(request: Any, row: dict, now: datetime) -> dict:
         "course": request.course,
         "version": row["version"] + 1,
         "occurred_at": now.isoformat(),
+        "correlation_id": request.correlation_id,
     }

@@ -26,6 +26,7 @@ from services import lifecycle
 from services._status.models import StatusJob, StatusJobError, StatusRequest
 from services._status.repo import APPLIED, FAILED, PENDING, REJECTED
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
+from services.infra import correlation
 from services.infra.db import insert_ignoring_duplicates
 from services.infra.models import utcnow
 from services.infra.pagination import MAX_ID
@@ -44,10 +45,16 @@ class Upload:
 
 
 def create(
-    session_factory: sessionmaker, idempotency_key: str | None, actor: str | None, on_behalf_of: str | None = None
+    session_factory: sessionmaker,
+    idempotency_key: str | None,
+    actor: str | None,
+    on_behalf_of: str | None = None,
+    correlation_id: str | None = None,
 ) -> Upload:
     """A new job, or the one ``idempotency_key`` names (reset if never sealed); its
-    ``actor`` and ``on_behalf_of`` go onto every request of the job."""
+    ``actor``, ``on_behalf_of`` and ``correlation_id`` (default: the id in hand, the
+    upload's) go onto every request of the job."""
+    correlation_id = correlation_id or correlation.current()
     for _ in range(2):
         with session_factory.begin() as session:
             job = None
@@ -60,7 +67,7 @@ def create(
             if job is not None:  # an earlier upload never completed: start again
                 _drop_rows(session, job.id)
                 job.upload, job.created_at = str(uuid.uuid4()), utcnow()
-                job.actor, job.on_behalf_of = actor, on_behalf_of
+                job.actor, job.on_behalf_of, job.correlation_id = actor, on_behalf_of, correlation_id
                 return Upload(job.id, job.upload, True)
         try:
             with session_factory.begin() as session:
@@ -70,6 +77,7 @@ def create(
                     upload=str(uuid.uuid4()),
                     actor=actor,
                     on_behalf_of=on_behalf_of,
+                    correlation_id=correlation_id,
                 )
                 session.add(job)
             return Upload(job.id, job.upload, True)
@@ -105,6 +113,7 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
                 "reason": reason,
                 "actor": job.actor,
                 "on_behalf_of": job.on_behalf_of,
+                "correlation_id": job.correlation_id,
                 "state": PENDING,
                 "attempts": 0,
                 "job_id": job_id,
@@ -252,6 +261,7 @@ def progress(session: Session, job_id: str, errors_shown: int) -> dict[str, Any]
         "actor": job.actor,
         "on_behalf_of": job.on_behalf_of,
         "idempotency_key": job.idempotency_key,
+        "correlation_id": job.correlation_id,
         "created_at": job.created_at.isoformat(),
         "sealed_at": job.sealed_at.isoformat() if job.sealed_at else None,
         "finished_at": finished_at.isoformat() if finished_at else None,

@@ -63,6 +63,8 @@ class StatusRequest(StatusBase):
     # a bulk job's row: which job, and its row number in the upload
     job_id: Mapped[str | None] = mapped_column(String(36))
     row_no: Mapped[int | None] = mapped_column(Integer)
+    # the request's correlation id (its X-Request-Id, its caller's, its job's); None before 0005
+    correlation_id: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -79,6 +81,7 @@ class StatusJob(StatusBase):
     upload: Mapped[str] = mapped_column(String(36))
     actor: Mapped[str | None] = mapped_column(String(200))
     on_behalf_of: Mapped[str | None] = mapped_column(String(200))  # a detail next to the actor
+    correlation_id: Mapped[str | None] = mapped_column(String(128))  # the upload's; every row carries it
     total: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

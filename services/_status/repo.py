@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from services import lifecycle
 from services._status.models import StatusHistory, StatusRequest, StudentStatus
 from services.exceptions import IdempotencyKeyReused, StatusRequestNotFound, StudentNotFound
+from services.infra import correlation
 from services.infra.db import insert_ignoring_duplicates, insert_or_ignore
 from services.infra.models import utcnow
 from services.infra.pagination import keyset, page
@@ -98,6 +99,7 @@ def submit_many(session_factory, commands: list[dict]) -> None:
     Requests with an issued id and no idempotency key (the gateway's, accepted
     together) are inserted in one executemany that skips ids already recorded
     (a redelivered event); the others go through :func:`submit` one by one.
+    Each keeps its own correlation id (the message's, if it has none).
     """
     plain = [c for c in commands if c.get("request_id") and not c.get("idempotency_key")]
     if plain:
@@ -119,6 +121,7 @@ def _new_row(command: dict) -> dict:
         # .get: commands of old messages still queued have no on_behalf_of
         "on_behalf_of": command.get("on_behalf_of"),
         "course": command.get("course"),
+        "correlation_id": _correlation_id(command),
         "state": PENDING,
         "attempts": 0,
         "created_at": now,
@@ -137,6 +140,7 @@ def _new_request(command: dict, rejection: IdempotencyKeyReused | None) -> Statu
         on_behalf_of=command.get("on_behalf_of"),
         idempotency_key=None if rejection else command.get("idempotency_key"),
         course=command.get("course"),
+        correlation_id=_correlation_id(command),
         state=PENDING,
         created_at=now,
         updated_at=now,
@@ -144,6 +148,11 @@ def _new_request(command: dict, rejection: IdempotencyKeyReused | None) -> Statu
     if rejection is not None:
         request.state, request.error_code, request.error_message = REJECTED, rejection.code, rejection.message
     return request
+
+
+def _correlation_id(command: dict) -> str | None:
+    """The request's own correlation id, else the id of the work in hand (its caller's)."""
+    return command.get("correlation_id") or correlation.current()
 
 
 # --- students known to the status service -----------------------------------

@@ -19,6 +19,7 @@ outbox relay, the status applier, the mail sender) carries the id stored with ea
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -32,6 +33,8 @@ from nameko.web.handlers import HttpRequestHandler
 KEY = "correlation_id"  # in nameko context data; on the wire: the AMQP header "nameko.correlation_id"
 HEADER = f"nameko.{KEY}"
 MAX_LENGTH = 128
+PATTERN = rf"[!-~]{{1,{MAX_LENGTH}}}"  # visible ASCII, no spaces: what sane() accepts (and schemas check)
+_SANE = re.compile(PATTERN)
 
 _current: ContextVar[str | None] = ContextVar("correlation_id", default=None)
 _entrypoint: ContextVar[str | None] = ContextVar("entrypoint", default=None)
@@ -53,16 +56,20 @@ def current_entrypoint() -> str | None:
 
 def sane(value: Any) -> str | None:
     """``value`` if it can be a correlation id (1 to 128 visible ASCII characters), else None."""
-    if isinstance(value, str) and 0 < len(value) <= MAX_LENGTH and value.isascii() and value.isprintable():
-        return value if " " not in value else None
-    return None
+    return value if isinstance(value, str) and _SANE.fullmatch(value) else None
 
 
 @contextlib.contextmanager
 def working_on(correlation_id: str | None, entrypoint: str | None = None) -> Iterator[str]:
-    """Run a block under ``correlation_id`` (a new one if None): what background loops use per row."""
+    """Run a block under ``correlation_id`` (a new one if None): what background loops use per
+    row, and handlers per item of a batched message (``entrypoint`` None: the one in hand)::
+
+        for change in status_changes(payload):
+            with working_on(change["correlation_id"]):
+                ...  # log lines, outbox rows and calls through TimedRpcProxy carry the change's id
+    """
     correlation_id = sane(correlation_id) or new_id()
-    tokens = (_current.set(correlation_id), _entrypoint.set(entrypoint))
+    tokens = (_current.set(correlation_id), _entrypoint.set(entrypoint or _entrypoint.get()))
     try:
         yield correlation_id
     finally:

@@ -20,12 +20,14 @@ from kombu import Connection
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
+from prometheus_client.core import Metric
 
 from services.exceptions import ValidationFailed
-from services.infra import parking
+from services.infra import correlation, metrics, parking
 from services.infra.inbound import rpc
 
 MAX_LIST = 1000
+DEPTH_TIMEOUT = 2.0  # seconds a scrape waits for the broker
 
 
 def describe(message: Any) -> dict:
@@ -40,6 +42,7 @@ def describe(message: Any) -> dict:
         "error": headers.get(parking.ERROR),
         "failed_at": headers.get(parking.FAILED_AT),
         "traceback": headers.get(parking.TRACEBACK),
+        "correlation_id": headers.get(correlation.HEADER),  # of the request that caused the event
         # a message refused before decoding: the payload holds its raw body (base64)
         "malformed": bool(headers.get(parking.MALFORMED)),
         "payload": message.payload,
@@ -108,6 +111,11 @@ class DeadLetterQueue:
             queue.declare()
             return queue.purge() or 0
 
+    def depth(self) -> int:
+        """How many events are parked now (a passive declare: nothing is taken or changed)."""
+        with Connection(self.amqp_uri, connect_timeout=DEPTH_TIMEOUT) as connection:
+            return self.queue(connection.channel()).queue_declare(passive=True).message_count
+
 
 class DeadLetters(DependencyProvider):
     def setup(self) -> None:
@@ -115,6 +123,9 @@ class DeadLetters(DependencyProvider):
 
     def get_dependency(self, worker_ctx: Any) -> DeadLetterQueue:
         return self.dlq
+
+    def collect_metrics(self) -> list[Metric]:
+        return [metrics.DEAD_LETTERS.family({(self.container.service_name,): self.dlq.depth()})]
 
 
 class DeadLetterRpc:

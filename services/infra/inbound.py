@@ -39,7 +39,7 @@ from nameko.messaging import QueueConsumer
 from nameko.rpc import Rpc, RpcConsumer, get_rpc_exchange
 
 from services.exceptions import MalformedRequest
-from services.infra import parking
+from services.infra import metrics, parking
 from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,7 @@ class GuardedQueueConsumer(QueueConsumer):
             correlation_id=message.properties.get("correlation_id"),
             serializer="json",
         )
+        metrics.REFUSED.labels(self.container.service_name, "rpc", "answered").inc()
 
     def _park(self, provider: Any, message: Any, reason: str) -> None:
         service = self.container.service_name
@@ -158,6 +159,8 @@ class GuardedQueueConsumer(QueueConsumer):
             serializer="json",
             mandatory=True,
         )
+        metrics.REFUSED.labels(service, "rpc" if is_rpc else "event", "parked").inc()
+        metrics.PARKED.labels(service, "malformed").inc()
 
 
 def _owns(consumer: Any, message: Any) -> bool:

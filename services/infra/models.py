@@ -40,3 +40,5 @@ class OutboxMixin:
     payload: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # of the work that wrote the row; published as the message's header nameko.correlation_id
+    correlation_id: Mapped[str | None] = mapped_column(String(128))

@@ -4,7 +4,9 @@ confirms) in order, marking each batch as sent.
 
 A crash between commit and publish loses nothing: the rows are still unsent and
 the next flush publishes them (subscribers are idempotent, so a repeat after a
-crash between publish and mark is harmless)::
+crash between publish and mark is harmless). Each row keeps the correlation id of
+the work that wrote it and is published with it (the AMQP header
+``nameko.correlation_id``), so the worker that handles the event runs under it::
 
     class StudentsService:
         outbox = Outbox(StudentsOutbox)
@@ -22,9 +24,11 @@ from typing import Any
 
 from nameko.amqp.publish import Publisher, get_connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
-from sqlalchemy import select, update
+from prometheus_client.core import Metric
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.infra import correlation, metrics
 from services.infra.background import BackgroundLoop
 from services.infra.models import OutboxMixin, utcnow
 from services.infra.topology import declarations
@@ -61,7 +65,7 @@ class OutboxRelay:
         while True:
             with self.Session() as session:  # read only: no lock held while publishing
                 rows = session.execute(
-                    select(self.model.id, self.model.event_type, self.model.payload)
+                    select(self.model.id, self.model.event_type, self.model.payload, self.model.correlation_id)
                     .where(self.model.published_at.is_(None))
                     .order_by(self.model.id)
                     .limit(BATCH_SIZE)
@@ -69,12 +73,28 @@ class OutboxRelay:
             if not rows:
                 return published
             for row in rows:
-                self.publisher.publish(row.payload, exchange=self.exchange, routing_key=row.event_type)
+                headers = {correlation.HEADER: row.correlation_id} if row.correlation_id else {}
+                with metrics.publishing(self.exchange.name):
+                    self.publisher.publish(
+                        row.payload, exchange=self.exchange, routing_key=row.event_type, extra_headers=headers
+                    )
             with self.Session.begin() as session:
                 session.execute(
                     update(self.model).where(self.model.id.in_([row.id for row in rows])).values(published_at=utcnow())
                 )
             published += len(rows)
+
+    def gauges(self, service: str) -> list[Metric]:
+        """Rows waiting to be published and the age of the oldest, for ``/metrics``."""
+        with self.Session() as session:
+            waiting, oldest = session.execute(
+                select(func.count(), func.min(self.model.created_at)).where(self.model.published_at.is_(None))
+            ).one()
+        age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
+        return [
+            metrics.OUTBOX_PENDING.family({(service,): waiting}),
+            metrics.OUTBOX_OLDEST_AGE.family({(service,): max(age, 0.0)}),
+        ]
 
 
 class OutboxWriter:
@@ -84,8 +104,12 @@ class OutboxWriter:
         self.model = model
         self.added = 0
 
-    def add(self, session: Session, event_type: str, payload: dict[str, Any]) -> None:
-        session.add(self.model(event_type=event_type, payload=payload))
+    def add(
+        self, session: Session, event_type: str, payload: dict[str, Any], correlation_id: str | None = None
+    ) -> None:
+        """Write the event; it is published with ``correlation_id`` (default: the id in hand)."""
+        row = self.model(event_type=event_type, payload=payload, correlation_id=correlation_id or correlation.current())
+        session.add(row)
         self.added += 1
 
 
@@ -122,3 +146,6 @@ class Outbox(BackgroundLoop):
     def step(self) -> bool:
         self.relay.flush()
         return False
+
+    def collect_metrics(self) -> list[Metric]:
+        return self.relay.gauges(self.container.service_name)

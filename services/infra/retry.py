@@ -35,6 +35,7 @@ from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.events import EventHandler
 
 from services.exceptions import ValidationFailed
+from services.infra import metrics
 from services.infra.inbound import GuardedQueueConsumer
 from services.infra.parking import (
     ATTEMPT,
@@ -53,6 +54,9 @@ from services.infra.settings import Settings
 log = logging.getLogger(__name__)
 
 BACKOFF_FACTOR = 4
+# what became of an event once its handler finished (mensageria_messaging_client_consumed_messages_total)
+ACKED, RETRIED, DEAD_LETTERED, REQUEUED = "acked", "retried", "dead_lettered", "requeued"
+OUTCOMES = (ACKED, RETRIED, DEAD_LETTERED, REQUEUED)
 
 # retrying cannot help: an event that fails validation is parked at once
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (ValidationFailed, ValidationError)
@@ -98,20 +102,28 @@ class ReliableEventHandler(EventHandler):
             for queue in (*self.delay_queues, self.parking):
                 queue.maybe_bind(channel)
                 queue.declare()
+        service = self.container.service_name
+        self.consumed = {outcome: metrics.CONSUMED.labels(service, self.method_name, outcome) for outcome in OUTCOMES}
 
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:
         if exc_info is None:
             self.queue_consumer.ack_message(message)
+            self.consumed[ACKED].inc()
             return
         try:
-            self._retry_or_park(message, exc_info[1])
+            outcome = self._retry_or_park(message, exc_info[1])
         except Exception:  # the broker is in trouble: leave the event where it is
             log.exception("could not reschedule a failed %s event; requeueing it", self.event_type)
             self.queue_consumer.requeue_message(message)
+            self.consumed[REQUEUED].inc()
             return
         self.queue_consumer.ack_message(message)
+        self.consumed[outcome].inc()
+        if outcome == DEAD_LETTERED:
+            metrics.PARKED.labels(self.container.service_name, "failed").inc()
 
-    def _retry_or_park(self, message: Any, exc: BaseException) -> None:
+    def _retry_or_park(self, message: Any, exc: BaseException) -> str:
+        """Republish the failed event to its next delay queue or to the dead letters: which one it was."""
         headers = dict(message.headers or {})
         attempt = int(headers.get(ATTEMPT, 1))
         headers.setdefault(ORIGINAL_EXCHANGE, message.delivery_info.get("exchange", ""))
@@ -119,7 +131,7 @@ class ReliableEventHandler(EventHandler):
         headers[ERROR] = _short(exc)
         handler = f"{self.container.service_name}.{self.method_name}"
         if attempt <= len(self.delay_queues) and not isinstance(exc, PERMANENT_ERRORS):
-            target = self.delay_queues[attempt - 1]
+            target, outcome = self.delay_queues[attempt - 1], RETRIED
             headers[ATTEMPT] = attempt + 1
             log.warning(
                 "%s failed (attempt %d): %s; retrying in %.1fs",
@@ -129,7 +141,7 @@ class ReliableEventHandler(EventHandler):
                 self.delays[attempt - 1],
             )
         else:
-            target = self.parking
+            target, outcome = self.parking, DEAD_LETTERED
             headers.update(
                 {
                     QUEUE: self.queue.name,
@@ -147,6 +159,7 @@ class ReliableEventHandler(EventHandler):
             message_id=message.properties.get("message_id") or str(uuid.uuid4()),
             mandatory=True,
         )
+        return outcome
 
 
 reliable_event_handler = ReliableEventHandler.decorator

@@ -15,10 +15,15 @@ A background loop of the same service (no worker of its own) calls through
 ``TimedRpcProxy.background()``. Outside a service container (``nameko shell``,
 command-line tools) :func:`standalone_proxy` is nameko's ``ClusterRpcProxy`` with
 the same ``RPC_TIMEOUT``.
+
+A call carries the correlation id in hand (:func:`services.infra.correlation.current`):
+the worker's, or the one a loop or a handler set with ``working_on`` for the row or the
+item of a batch it is working on.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import eventlet
@@ -28,10 +33,11 @@ from kombu.exceptions import OperationalError
 from nameko.containers import WorkerContext
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.extensions import Entrypoint
-from nameko.rpc import RpcProxy
+from nameko.rpc import RpcProxy, ServiceProxy
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.exceptions import BackendTimeout, ServiceUnavailable
+from services.infra import correlation, metrics
 from services.infra.settings import Settings
 
 BROKER_ERRORS = (OSError, OperationalError, AmqpConnectionError)
@@ -52,9 +58,23 @@ class TimedServiceProxy:
         return call
 
     def call(self, method: str, timeout: float, *args: Any, **kwargs: Any) -> Any:
+        started, outcome = time.perf_counter(), metrics.ERROR
+        try:
+            result = self._call(method, timeout, *args, **kwargs)
+            outcome = metrics.OK
+            return result
+        except Exception as exc:
+            outcome = metrics.TIMEOUT if isinstance(exc, BackendTimeout) else metrics.outcome_of(exc)
+            raise
+        finally:
+            metrics.child(metrics.RPC_CLIENT_DURATION, self._service, method, outcome).observe(
+                time.perf_counter() - started
+            )
+
+    def _call(self, method: str, timeout: float, *args: Any, **kwargs: Any) -> Any:
         deadline = eventlet.Timeout(timeout)
         try:
-            return getattr(self._proxy, method)(*args, **kwargs)
+            return getattr(_carrying_current_id(self._proxy), method)(*args, **kwargs)
         except eventlet.Timeout as exc:
             if exc is not deadline:
                 raise
@@ -78,6 +98,25 @@ class TimedServiceProxy:
             ) from None
         finally:
             deadline.cancel()
+
+
+class _CallContext:
+    """A worker context as nameko's ``MethodProxy`` reads it (``container``, ``context_data``),
+    with another correlation id: a copy, since a background proxy's context is shared."""
+
+    def __init__(self, worker_ctx: WorkerContext, correlation_id: str):
+        self.container = worker_ctx.container
+        self.context_data = {**worker_ctx.context_data, correlation.KEY: correlation_id}
+
+
+def _carrying_current_id(proxy: Any) -> Any:
+    """``proxy``, or one whose calls carry the id in hand when :func:`correlation.working_on`
+    changed it (an item of a batch, a background loop's row)."""
+    correlation_id = correlation.current()
+    if not isinstance(proxy, ServiceProxy) or correlation_id in (None, proxy.worker_ctx.data.get(correlation.KEY)):
+        return proxy
+    context = _CallContext(proxy.worker_ctx, correlation_id)
+    return ServiceProxy(context, proxy.service_name, proxy.reply_listener, **proxy.options)
 
 
 class _BackgroundCall(Entrypoint):

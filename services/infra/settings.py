@@ -52,8 +52,8 @@ class MissingSecret(ConfigError):
     """A secret without a default that this process needs."""
 
 
-def _setting(default: Any, minimum: float | None = None) -> Any:
-    return field(default=default, metadata={"minimum": minimum})
+def _setting(default: Any, minimum: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
+    return field(default=default, metadata={"minimum": minimum, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,14 @@ class Settings:
     # event handlers: attempts before an event is parked, and the first retry's delay (seconds)
     event_retry_attempts: int = _setting(5, minimum=1)
     event_retry_base_delay: float = _setting(1.0, minimum=0)
+    # Prometheus /metrics: each process's own port (0: no endpoint)
+    metrics_port_gateway: int = _setting(9180, minimum=0)
+    metrics_port_students: int = _setting(9181, minimum=0)
+    metrics_port_status: int = _setting(9182, minimum=0)
+    metrics_port_certificates: int = _setting(9183, minimum=0)
+    metrics_port_notifications: int = _setting(9184, minimum=0)
+    # logs: plain text lines, or one JSON object per line (read by config.yaml's LOGGING block)
+    log_format: str = _setting("plain", choices=("plain", "json"))
 
     def require(self, name: str) -> str:
         """The value of a setting that has no default; ConfigError naming its variable if unset."""
@@ -148,6 +156,9 @@ def _convert(spec: dataclasses.Field, raw: Any) -> Any:
     minimum = spec.metadata.get("minimum")
     if minimum is not None and value < minimum:
         raise ConfigError(f"config: {key} must be at least {minimum:g}, got {raw!r}")
+    choices = spec.metadata.get("choices")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"config: {key} must be {' or '.join(choices)}, got {raw!r}")
     return value
 
 

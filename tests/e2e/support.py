@@ -95,19 +95,31 @@ def amqp_username(amqp_uri: str) -> str:
 
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return free_ports(1)[0]
 
 
-def process_env(amqp_uri: str, db_uris: dict[str, str], port: int) -> dict[str, str]:
-    """The environment ``config.yaml`` reads, for every process of one system."""
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports nothing listens on (each held until all are picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+def process_env(
+    amqp_uri: str, db_uris: dict[str, str], port: int, metrics_ports: dict[str, int] | None = None
+) -> dict[str, str]:
+    """The environment ``config.yaml`` reads, for every process of one system; each process
+    serves ``/metrics`` on its port in ``metrics_ports`` (by name, as in ``MODULES``), none by default."""
+    metrics = {f"METRICS_PORT_{name.upper()}": str((metrics_ports or {}).get(name, 0)) for name in MODULES}
     databases = {
         f"{key.split(':')[0].upper()}_DB_URI": uri for key, uri in db_uris.items()
     }  # STUDENTS_DB_URI, STATUS_DB_URI, CERTIFICATES_DB_URI, NOTIFICATIONS_DB_URI
     return {
         **os.environ,
         **databases,
+        **metrics,
         "AMQP_URI": amqp_uri,
         "GATEWAY_ADDRESS": f"127.0.0.1:{port}",
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
@@ -194,6 +206,13 @@ class System:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     http: requests.Session = field(default_factory=requests.Session)
     admin_key: str = ""
+    metrics_ports: dict[str, int] = field(default_factory=dict)  # process name -> its /metrics port
+
+    def metrics(self, name: str) -> str:
+        """The Prometheus text a process (``gateway``, ``students``, ...) serves on its metrics port."""
+        response = requests.get(f"http://127.0.0.1:{self.metrics_ports[name]}/metrics", timeout=HTTP_TIMEOUT)
+        assert response.status_code == 200, response.text
+        return response.text
 
     def session(self, key: str | None = None) -> requests.Session:
         """A new HTTP session that sends ``key`` (default: the admin key tests use)."""
@@ -311,15 +330,18 @@ def running_system(
 def start_system(
     backend: str, amqp_uri: str, db_uris: dict[str, str], log_dir: Path, supervised: bool = False, **env: str
 ) -> System:
-    """Every process of the system (``MODULES``) on ``amqp_uri``, on a free port; not waited for."""
-    port = free_port()
+    """Every process of the system (``MODULES``) on ``amqp_uri``, on a free port (and each
+    serving ``/metrics`` on a free port of its own); not waited for."""
+    port, *ports = free_ports(1 + len(MODULES))
+    metrics_ports = dict(zip(MODULES, ports, strict=True))
     system = System(
         backend=backend,
         base_url=f"http://127.0.0.1:{port}",
         vhost=amqp_uri.rsplit("/", 1)[1],
-        env={**process_env(amqp_uri, db_uris, port), **env},
+        env={**process_env(amqp_uri, db_uris, port, metrics_ports), **env},
         log_dir=log_dir,
         db_uris=db_uris,
+        metrics_ports=metrics_ports,
     )
     # the tests' own key: every scope, and a rate limit no test reaches (429s are tested with keys of their own)
     _, system.admin_key = system.create_key("e2e tests", ["admin"], rate_per_second=1_000_000, burst=1_000_000)

@@ -222,7 +222,7 @@ def test_unknown_revoked_and_expired_keys_get_one_answer(system: System):
 
 def test_a_revoked_key_stops_working_on_every_gateway_within_5_seconds(system: System, tmp_path):
     port = free_port()
-    env = {**system.env, "GATEWAY_ADDRESS": f"127.0.0.1:{port}"}
+    env = {**system.env, "GATEWAY_ADDRESS": f"127.0.0.1:{port}", "METRICS_PORT_GATEWAY": "0"}
     second = {"gateway-2": start_process("gateway.service", env, tmp_path / "gateway-2.log")}
     other_url = f"http://127.0.0.1:{port}"
     try:

@@ -89,7 +89,7 @@ def test_a_deleted_queue_is_declared_again_before_the_next_publish(rabbit_config
 def test_a_failed_publish_fails_every_caller_of_its_batch_and_only_them():
     """No broker: the publisher is replaced by one that fails its second publish."""
     dispatcher = BatchingEventDispatcher(batch_key="requests")
-    dispatcher.exchange, dispatcher.waiting, dispatcher.flushing = None, {}, set()
+    dispatcher.exchange, dispatcher.waiting, dispatcher.flushing = SimpleNamespace(name="gateway.events"), {}, set()
     published = []
 
     def publish(body, **_):
@@ -99,7 +99,7 @@ def test_a_failed_publish_fails_every_caller_of_its_batch_and_only_them():
             raise OSError("connection reset by peer")
 
     dispatcher.publisher = SimpleNamespace(publish=publish)
-    dispatch = dispatcher.get_dependency(None)
+    dispatch = dispatcher.get_dependency(SimpleNamespace(context_data={"correlation_id": "c-1"}))
 
     def call(n: int):
         try:
@@ -114,6 +114,31 @@ def test_a_failed_publish_fails_every_caller_of_its_batch_and_only_them():
     assert [first.wait(), *(t.wait() for t in rest)] == ["ok"] + ["SERVICE_UNAVAILABLE"] * 5
     assert published == [{"requests": [{"n": 0}]}, {"requests": [{"n": n} for n in range(1, 6)]}]
     assert call(6) == "ok" and published[-1] == {"requests": [{"n": 6}]}  # the next batch goes again
+
+
+def test_a_batch_carries_the_context_headers_of_its_first_caller():
+    """No broker: each caller's payload keeps its own correlation id; the message has the first's."""
+    dispatcher = BatchingEventDispatcher(batch_key="requests")
+    dispatcher.exchange, dispatcher.waiting, dispatcher.flushing = SimpleNamespace(name="gateway.events"), {}, set()
+    published = []
+
+    def publish(body, extra_headers, **_):
+        published.append(
+            (extra_headers["nameko.correlation_id"], [item["correlation_id"] for item in body["requests"]])
+        )
+        eventlet.sleep(0.01)  # awaiting the confirm: later callers queue up meanwhile
+
+    dispatcher.publisher = SimpleNamespace(publish=publish)
+
+    def call(n: int) -> None:
+        worker_ctx = SimpleNamespace(context_data={"correlation_id": f"c-{n}"})
+        dispatcher.get_dependency(worker_ctx)("status_change_requested", {"correlation_id": f"c-{n}"})
+
+    first = eventlet.spawn(call, 0)
+    eventlet.sleep(0)  # the first message is on its way
+    for thread in [first, *(eventlet.spawn(call, n) for n in range(1, 4))]:
+        thread.wait()
+    assert published == [("c-0", ["c-0"]), ("c-1", ["c-1", "c-2", "c-3"])]
 
 
 @pytest.fixture

@@ -141,8 +141,11 @@ def test_wire_format_is_nameko_s(rabbit_config, container_factory):
     assert re.fullmatch(r"pika_client-reply-[0-9a-f-]{36}", request["reply_to"]) and request["correlation_id"]
     caller_id = request["headers"]["nameko.call_id_stack"][0]
     assert re.fullmatch(r"pika_client\.[0-9a-f-]{36}", caller_id)
+    correlation_id = request["headers"]["nameko.correlation_id"]  # a new one per call: none was given
+    assert re.fullmatch(r"[0-9a-f-]{36}", correlation_id) and correlation_id != request["correlation_id"]
     assert request["headers"] == {
         "nameko.call_id_stack": [caller_id],
+        "nameko.correlation_id": correlation_id,
         "nameko.user_id": "u-1",
         "nameko.language": "pt-BR",
     }
@@ -159,7 +162,7 @@ def test_wire_format_is_nameko_s(rabbit_config, container_factory):
     echoed = seen["echoed"]  # what the nameko worker saw, and what came back
     assert echoed["types"] == ["int", "str", "datetime", "Decimal"]
     assert echoed["call_id_stack"][0] == caller_id and echoed["call_id_stack"][1].startswith("echo.echo.")
-    assert echoed["context"] == {"user_id": "u-1", "language": "pt-BR"}
+    assert echoed["context"] == {"user_id": "u-1", "language": "pt-BR", "correlation_id": correlation_id}
     assert seen["returned_types"] == ["int", "str", "datetime", "Decimal"]
 
 
@@ -201,6 +204,23 @@ def test_published_event_is_handled_by_the_status_service(config, services, uniq
     assert [h["request_id"] for h in seen["history"]] == [request_id]
     assert seen["unroutable"] == {"class": "UnroutableEvent", "code": "UNROUTABLE_EVENT"}
     assert seen["not_mandatory"] == "published"
+
+
+def test_calls_publishes_and_subscribers_carry_correlation_ids(config, services, unique):
+    queue = f"evt-status-student_status_changed--pika_corr_{unique}"
+    seen = run_client("correlation", url=config["AMQP_URI"], unique=unique, queue=queue)
+
+    uuid_like = re.compile(r"[0-9a-f-]{36}")
+    assert seen["given"] == f"pika-{unique}"  # the service recorded the call's own id
+    assert uuid_like.fullmatch(seen["generated"]) and seen["generated"] != seen["given"]
+    assert seen["client_wide"] == [f"app-{unique}"] * 2  # the client's context_data: every call
+    assert seen["error"] == {"class": "StudentNotFound", "correlation_id": f"err-{unique}"}
+    assert uuid_like.fullmatch(seen["error_without_id"])
+    assert seen["refused"] == "ValueError"
+    assert seen["published"] == {"returned": f"pub-{unique}", "recorded": f"pub-{unique}"}
+    assert uuid_like.fullmatch(seen["published_without_id"])
+    # the subscriber's callback got the event's id (its header), and each change names its own
+    assert seen["received"] == [[f"sub-{unique}", [f"sub-{unique}"]]]
 
 
 def test_subscriber_receives_nameko_events_once_and_after_a_restart(config, services, unique):
@@ -548,6 +568,70 @@ def subscribe(url: str, unique: str, queue: str) -> dict:
             "waiting_while_stopped": waiting,
             "attempts_for_second": attempts.count(second),
             "left_at_end": queue_depth(url, queue),
+        }
+
+
+@scenario
+def correlation(url: str, unique: str, queue: str) -> dict:
+    from clients import EventPublisher, EventSubscriber, RpcClient, StudentNotFound
+
+    received: list[tuple[str | None, list[dict]]] = []
+
+    def on_change(payload: dict, correlation_id: str | None) -> None:
+        received.append((correlation_id, payload["changes"]))
+
+    with RpcClient(url) as client, EventPublisher(url) as publisher:
+        student = new_student(client, unique)
+        given = client.status.request_status_change(student["id"], "active", correlation_id=f"pika-{unique}")
+        generated = client.status.request_status_change(student["id"], "active")
+        with RpcClient(url, context_data={"correlation_id": f"app-{unique}"}) as app:
+            client_wide = [app.status.request_status_change(student["id"], "active") for _ in range(2)]
+        try:
+            client.students.get_student(10**7, correlation_id=f"err-{unique}")
+        except StudentNotFound as exc:
+            error = {"class": type(exc).__name__, "correlation_id": exc.correlation_id}
+        try:
+            client.students.get_student(10**7)
+        except StudentNotFound as exc:
+            error_without_id = exc.correlation_id
+        refused = caught(lambda: client.students.ping(correlation_id="two words"))["class"]
+
+        request_id = str(uuid.uuid4())
+        command = {"request_id": request_id, "student_id": student["id"], "status": "active"}
+        returned = publisher.publish("gateway", "status_change_requested", command, correlation_id=f"pub-{unique}")
+        recorded = poll(lambda: applied(client, request_id))["correlation_id"]
+        published_without_id = publisher.publish("gateway", "nobody_listens", {}, mandatory=False)
+
+        # a student of its own: its one change is alone in its message, whatever else is in flight
+        other = new_student(client, unique, "bea")
+        subscriber = EventSubscriber(url, "status", "student_status_changed", queue, on_change)
+        thread = threading.Thread(target=subscriber.run)
+        thread.start()
+        try:
+            assert subscriber.ready.wait(10), "subscriber not ready"
+            client.status.request_status_change(other["id"], "active", correlation_id=f"sub-{unique}")
+
+            def about_other() -> list[list]:
+                return [
+                    [header, [change["correlation_id"] for change in changes]]
+                    for header, changes in received
+                    if any(change["student_id"] == other["id"] for change in changes)
+                ]
+
+            poll(about_other)
+        finally:
+            subscriber.stop()
+            thread.join(10)
+        return {
+            "given": given["correlation_id"],
+            "generated": generated["correlation_id"],
+            "client_wide": [request["correlation_id"] for request in client_wide],
+            "error": error,
+            "error_without_id": error_without_id,
+            "refused": refused,
+            "published": {"returned": returned, "recorded": recorded},
+            "published_without_id": published_without_id,
+            "received": about_other(),
         }
 
 

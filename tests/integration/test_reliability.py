@@ -39,7 +39,8 @@ def test_poison_event_is_parked_then_replayed_once(config, rpc, unique):
 
     rename_table(status_db, "status_requests", "status_requests_broken")
     try:
-        event_dispatcher(config)("gateway", "status_change_requested", payload)
+        dispatch = event_dispatcher(config, headers={"nameko.correlation_id": f"corr-{unique}"})
+        dispatch("gateway", "status_change_requested", payload)
         parked = wait_for(rpc.status.list_dead_letters)
     finally:
         rename_table(status_db, "status_requests_broken", "status_requests")
@@ -51,13 +52,15 @@ def test_poison_event_is_parked_then_replayed_once(config, rpc, unique):
     assert letter["payload"] == payload
     assert (letter["exchange"], letter["routing_key"]) == ("gateway.events", "status_change_requested")
     assert letter["handler"] == "status.handle_status_change_requested"
+    assert letter["correlation_id"] == f"corr-{unique}"
     assert rpc.status.list_dead_letters() == parked, "listing changes nothing"
 
     assert rpc.status.replay_dead_letters([letter["message_id"]]) == {
         "replayed": [letter["message_id"]],
         "not_replayable": [],
     }
-    assert wait_for(lambda: settled(rpc, request_id))["state"] == "applied"
+    replayed = wait_for(lambda: settled(rpc, request_id))
+    assert (replayed["state"], replayed["correlation_id"]) == ("applied", f"corr-{unique}")  # replayed with its id
     assert rpc.status.list_dead_letters() == []
     assert rpc.status.replay_dead_letters() == {"replayed": [], "not_replayable": []}
     assert [h["request_id"] for h in rpc.status.get_status_history(student["id"])["items"]] == [request_id]

@@ -188,6 +188,7 @@ COMPOSE_SECRETS = (
     "RABBITMQ_APP_PASSWORD",
     "RABBITMQ_VHOST",
     "POSTGRES_PASSWORD",
+    "GRAFANA_ADMIN_PASSWORD",
     "REQUEST_ID_SECRET",
     "API_KEY_SECRET",
 )
@@ -247,7 +248,7 @@ def test_env_example_lists_every_variable_compose_requires():
     example = env_example()
     assert required == set(example) == set(COMPOSE_SECRETS)
     assert example["RABBITMQ_VHOST"] == "mensageria"
-    for name in ("RABBITMQ_ADMIN_PASSWORD", "RABBITMQ_APP_PASSWORD", "POSTGRES_PASSWORD", *COMPOSE_SECRETS[-2:]):
+    for name in ("RABBITMQ_ADMIN_PASSWORD", "RABBITMQ_APP_PASSWORD", "POSTGRES_PASSWORD", *COMPOSE_SECRETS[-3:]):
         assert example[name] == "", f"{name}: .env.example holds no secret"
     assert 'python -c "import secrets; print(secrets.token_urlsafe(32))"' in (ROOT / ".env.example").read_text()
     for ignore_file in (".gitignore", ".dockerignore"):

@@ -31,6 +31,7 @@ from services.schemas import (
     StudentUpdateSchema,
     load,
     positive_id,
+    status_change_requests,
 )
 
 VALID = {"name": "Ana Lima", "email": "ana@example.com", "course": "Physics"}
@@ -157,6 +158,7 @@ def test_status_change_valid_with_defaults():
         "idempotency_key": None,
         "request_id": None,
         "course": None,
+        "correlation_id": None,
     }
 
 
@@ -180,6 +182,10 @@ def test_status_change_valid_with_defaults():
         ({"on_behalf_of": ""}, "on_behalf_of"),
         ({"on_behalf_of": 5}, "on_behalf_of"),
         ({"request_id": "not-a-uuid"}, "request_id"),
+        ({"correlation_id": "c" * 129}, "correlation_id"),
+        ({"correlation_id": "two words"}, "correlation_id"),
+        ({"correlation_id": "café"}, "correlation_id"),
+        ({"correlation_id": ""}, "correlation_id"),
         ({"priority": "high"}, "priority"),
     ],
 )
@@ -202,6 +208,16 @@ def test_status_change_on_behalf_of_is_a_line_next_to_the_actor():
     assert load(StatusChangeSchema(), {**data, "on_behalf_of": None})["on_behalf_of"] is None
 
 
+def test_each_command_of_a_batch_keeps_its_own_correlation_id():
+    commands = [{"student_id": n, "status": "active", "correlation_id": f"req-{n}"} for n in (1, 2)]
+    old = {"student_id": 3, "status": "active"}  # from before correlation ids
+
+    loaded = status_change_requests({"requests": [*commands, old]})
+
+    assert [c["correlation_id"] for c in loaded] == ["req-1", "req-2", None]
+    assert load(StatusChangeSchema(), {**old, "correlation_id": "c" * 128})["correlation_id"] == "c" * 128
+
+
 def test_a_batch_of_old_commands_without_on_behalf_of_is_read():
     old = {"request_id": None, "student_id": 3, "status": "active", "actor": "http", "idempotency_key": None}
     new = {**old, "student_id": 4, "on_behalf_of": "ana"}
@@ -217,7 +233,12 @@ def test_a_batch_of_old_commands_without_on_behalf_of_is_read():
 
 
 def test_job_options_default_to_none():
-    assert load(JobOptionsSchema(), {}) == {"idempotency_key": None, "actor": None, "on_behalf_of": None}
+    assert load(JobOptionsSchema(), {}) == {
+        "idempotency_key": None,
+        "actor": None,
+        "on_behalf_of": None,
+        "correlation_id": None,
+    }
 
 
 @pytest.mark.parametrize(
@@ -228,6 +249,7 @@ def test_job_options_default_to_none():
         ({"on_behalf_of": "o" * 201}, "on_behalf_of"),
         ({"on_behalf_of": "ana\nlima"}, "on_behalf_of"),
         ({"on_behalf_of": ["ana"]}, "on_behalf_of"),
+        ({"correlation_id": "job id"}, "correlation_id"),
     ],
 )
 def test_job_options_reject(changes, field):

@@ -389,8 +389,11 @@ class TestRequestStatusChange:
 NOW = datetime(2024, 5, 17, 12, 0, tzinfo=UTC)
 
 
-def submit(factory: sessionmaker, student_id: int, target: str, reason: str | None = None) -> str:
+def submit(
+    factory: sessionmaker, student_id: int, target: str, reason: str | None = None, correlation_id: str | None = None
+) -> str:
     command = {"student_id": student_id, "status": target, "reason": reason, "actor": "tester"}
+    command["correlation_id"] = correlation_id
     request, created = status_repo.submit(factory, command)
     assert created
     return request.id
@@ -415,9 +418,9 @@ def requests_by_id(factory: sessionmaker) -> dict[str, StatusRequest]:
 class TestApplyPending:
     def test_batch_applies_allowed_changes_in_order_and_rejects_the_rest(self, status_db):
         track(status_db, 1)
-        to_active = submit(status_db, 1, "active", "started")
-        to_completed = submit(status_db, 1, "completed", "finished")
-        back_to_active = submit(status_db, 1, "active", "again")
+        to_active = submit(status_db, 1, "active", "started", "corr-1")
+        to_completed = submit(status_db, 1, "completed", "finished", "corr-2")
+        back_to_active = submit(status_db, 1, "active", "again", "corr-3")
 
         result = apply(status_db)
 
@@ -458,6 +461,7 @@ class TestApplyPending:
                             "course": None,
                             "version": 1,
                             "occurred_at": NOW.isoformat(),
+                            "correlation_id": "corr-1",
                         },
                         {
                             "student_id": 1,
@@ -469,10 +473,19 @@ class TestApplyPending:
                             "course": None,
                             "version": 2,
                             "occurred_at": NOW.isoformat(),
+                            "correlation_id": "corr-2",
                         },
                     ]
                 },
             )
+        ]
+        # published with the first change's id as its header (each change keeps its own)
+        with status_db() as session:
+            assert session.scalars(select(StatusOutbox.correlation_id)).all() == ["corr-1"]
+        assert [(request.id, outcome["state"]) for request, outcome in result.outcomes] == [
+            (to_active, "applied"),
+            (to_completed, "applied"),
+            (back_to_active, "rejected"),
         ]
 
     def test_applied_requests_are_not_applied_again(self, status_db):

@@ -118,10 +118,12 @@ class CpuMeter:
 
 def format_cpu(usage: dict[str, float], ops: float | None = None) -> str:
     """``cpu% a=.. b=..``; with ``ops`` (per second), also the CPU milliseconds one
-    operation costs the system under test (every group but the client and others)."""
+    operation costs the system under test (every group but the client and others),
+    in all and per group: ``(≈3.1 ms CPU per op, client excluded: gateway 0.71, ...)``."""
     text = "cpu% " + " ".join(f"{name}={value:.0f}" for name, value in usage.items())
     if ops:
-        served = sum(value for name, value in usage.items() if name not in ("client", "other"))
-        per_op = served * 10 / ops
-        text += f" (≈{per_op:.{2 if per_op < 1 else 1}f} ms CPU per op, client excluded)"
+        served = {name: value * 10 / ops for name, value in usage.items() if name not in ("client", "other")}
+        per_op = sum(served.values())
+        groups = ", ".join(f"{name} {ms:.2f}" for name, ms in served.items())
+        text += f" (≈{per_op:.{2 if per_op < 1 else 1}f} ms CPU per op, client excluded: {groups})"
     return text

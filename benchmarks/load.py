@@ -70,10 +70,13 @@ async def _warm_up(session: aiohttp.ClientSession, base_url: str) -> None:
         await response.read()
 
 
-async def _run(base_url: str, plans: list[list[Call]], expected: int, timeout: float) -> LoadResult:
+async def _run(
+    base_url: str, plans: list[list[Call]], expected: int, timeout: float, headers: dict[str, str]
+) -> LoadResult:
     result = LoadResult(expected)
     connector = aiohttp.TCPConnector(limit=len(plans), limit_per_host=len(plans), ttl_dns_cache=None)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+    client_timeout = aiohttp.ClientTimeout(total=timeout)
+    async with aiohttp.ClientSession(connector=connector, timeout=client_timeout, headers=headers) as session:
         # open every client's connection first, outside the measured window
         await asyncio.gather(*(_warm_up(session, base_url) for _ in plans))
         result.started = time.monotonic()
@@ -82,6 +85,13 @@ async def _run(base_url: str, plans: list[list[Call]], expected: int, timeout: f
     return result
 
 
-def run_load(base_url: str, plans: list[list[Call]], expected: int, timeout: float = 30.0) -> LoadResult:
-    """Run every client's plan concurrently (one client per plan); collect the answers."""
-    return asyncio.run(_run(base_url, plans, expected, timeout))
+def run_load(
+    base_url: str,
+    plans: list[list[Call]],
+    expected: int,
+    timeout: float = 30.0,
+    headers: dict[str, str] | None = None,
+) -> LoadResult:
+    """Run every client's plan concurrently (one client per plan), each request with
+    ``headers`` (e.g. ``Authorization``); collect the answers."""
+    return asyncio.run(_run(base_url, plans, expected, timeout, headers or {}))

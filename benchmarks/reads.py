@@ -9,7 +9,7 @@ import time
 from benchmarks.core import NO_BACKEND, Context, Row
 from benchmarks.cpu import CpuMeter, format_cpu, rabbitmq_pids
 from benchmarks.infra import PYTHON, Cleanup, start_process, wait_for_child
-from benchmarks.load import Call, run_load
+from benchmarks.load import Call
 from benchmarks.rpc_callers import call_concurrently
 from benchmarks.system import START_TIMEOUT, System
 
@@ -23,7 +23,7 @@ def reads(ctx: Context[System], backend: str) -> list[Row]:
              for c in range(clients)]  # fmt: skip
     meter = system.meter()
     meter.start()
-    http = run_load(system.base_url, plans, 200)
+    http = system.load(plans, 200)
     cpu = meter.stop()
     rows = [
         Row(

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -125,6 +126,22 @@ def build_sizes(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
+def run_label(args: argparse.Namespace, sizes: Sizes) -> str:
+    """``full`` or ``quick``, then whatever this run left out or resized (``full; only c;
+    concurrency 64``): results.csv tells a partial run from a whole one."""
+    parts = ["quick" if args.quick else "full"]
+    if args.only:
+        parts.append(f"only {args.only}")
+    if args.backends != ",".join(BACKENDS):
+        parts.append(f"backends {args.backends}")
+    base = Sizes.quick() if args.quick else Sizes()
+    for size in fields(Sizes):
+        value = getattr(sizes, size.name)
+        if value != getattr(base, size.name):
+            parts.append(f"{size.name} {_csv(value) if isinstance(value, tuple) else value}")
+    return "; ".join(parts)
+
+
 def plan(only: set[str], backends: tuple[str, ...]) -> list[tuple[Scenario, str]]:
     """Every (scenario, backend) to run: standalone ones first, then each
     backend's system scenarios together, so each system starts once."""
@@ -203,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ({row.key}) {row.scenario} [{row.backend}, {row.concurrency or '-'}]: {row.notes}")
     print(f"\n{len(rows)} rows in {time.monotonic() - began:.0f}s; machine {machine_info()}")
     if not args.no_csv:
-        append_csv(args.results, rows, "quick" if args.quick else "full")
+        append_csv(args.results, rows, run_label(args, sizes))
         print(f"appended to {args.results}")
     if failed:
         print(f"FAILED: {'; '.join(failed)} (logs: rerun with --keep-workdir)", file=sys.stderr)

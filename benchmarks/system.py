@@ -4,15 +4,18 @@ students, status and the gateway each run as ``python -m tools.launch
 --config config.yaml <module>`` (the supervisor ``bin/run`` and docker-compose
 use), configured through the environment as in ``tests/e2e/support.py``, on a
 vhost of their own; SQLite files in a temporary directory, or the PostgreSQL
-databases ``mensageria_bench_students`` / ``mensageria_bench_status``
-(created, migrated with ``tools.migrate.upgrade``, dropped). Students are
-created over HTTP first; :class:`System` then offers the scenarios its database
-probes, valid workloads and a CPU meter over its processes.
+databases ``mensageria_bench_students`` / ``_status`` / ``_gateway`` (created,
+migrated with ``tools.migrate.upgrade``, dropped). The gateway's secrets are
+made afresh for each run, and one admin API key with a rate limit no benchmark
+reaches; every HTTP request sends it (:meth:`System.load`, :attr:`System.headers`).
+Students are created over HTTP first; :class:`System` then offers the scenarios
+its database probes, valid workloads and a CPU meter over its processes.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass, field
@@ -20,16 +23,23 @@ from pathlib import Path
 
 import requests
 from sqlalchemy import Engine, text
+from sqlalchemy.orm import sessionmaker
 
 from benchmarks.core import SQLITE, Context
 from benchmarks.cpu import CpuMeter, postgres_pids, rabbitmq_pids
 from benchmarks.infra import PYTHON, Cleanup, start_process, wait_for_child
-from benchmarks.load import Call, run_load
+from benchmarks.load import Call, LoadResult, run_load
+from gateway.access import store
 from services.infra.db import build_engine
-from tools.migrate import upgrade
+from tools.migrate import HISTORIES, upgrade
 
 MODULES = {"students": "services.students", "status": "services.status", "gateway": "gateway.service"}
-PG_DATABASES = {"students": "mensageria_bench_students", "status": "mensageria_bench_status"}
+PG_DATABASES = {
+    "students": "mensageria_bench_students",
+    "status": "mensageria_bench_status",
+    "gateway": "mensageria_bench_gateway",  # API keys and the audit trail
+}
+UNLIMITED = 1_000_000  # the benchmark key's rate and burst: the limiter never refuses it
 START_TIMEOUT = 90.0
 SETTLE_TIMEOUT = 300.0
 POLL = 0.02
@@ -50,6 +60,7 @@ class System:
     db_uris: dict[str, str]
     log_dir: Path
     cleanup: Cleanup
+    api_key: str = ""
     launchers: dict = field(default_factory=dict)  # name -> Popen of tools.launch
     pids: dict[str, int] = field(default_factory=dict)  # name -> pid of its `nameko run`
     engines: dict[str, Engine] = field(default_factory=dict)
@@ -68,26 +79,35 @@ class System:
             uris = {service: f"sqlite:///{log_dir}/{service}.db" for service in PG_DATABASES}
         else:
             uris = {service: ctx.postgres.create_database(cleanup, name) for service, name in PG_DATABASES.items()}
-        db_uris = {"students:StudentsBase": uris["students"], "status:StatusBase": uris["status"]}
-        upgrade({"DB_URIS": db_uris}, services=("students", "status"))
+        upgrade({"DB_URIS": {HISTORIES[service]: uri for service, uri in uris.items()}}, services=tuple(uris))
         amqp_uri = ctx.broker.create_vhost(cleanup, f"ours_{backend}")
         port = free_port()
         system = cls(backend, f"http://127.0.0.1:{port}", amqp_uri, uris, log_dir, cleanup)
+        for service, uri in uris.items():
+            system.engines[service] = build_engine(uri)
+            cleanup.push(f"dispose {service} engine", system.engines[service].dispose)
+        api_key_secret = secrets.token_urlsafe(32)  # this run's own: no secret has a default
+        _, system.api_key = store.create_key(
+            sessionmaker(bind=system.engines["gateway"]),
+            api_key_secret,
+            "benchmark",
+            ["admin"],
+            rate_per_second=UNLIMITED,
+            burst=UNLIMITED,
+        )
         env = {
             **os.environ,
             "AMQP_URI": amqp_uri,
-            "STUDENTS_DB_URI": uris["students"],
-            "STATUS_DB_URI": uris["status"],
+            **{f"{service.upper()}_DB_URI": uri for service, uri in uris.items()},
             "GATEWAY_ADDRESS": f"127.0.0.1:{port}",
+            "REQUEST_ID_SECRET": secrets.token_urlsafe(32),
+            "API_KEY_SECRET": api_key_secret,
             "PYTHONWARNINGS": "ignore",
             "PYTHONUNBUFFERED": "1",
         }
         for name, module in MODULES.items():
             command = [PYTHON, "-m", "tools.launch", "--config", "config.yaml", module]
             system.launchers[name] = start_process(cleanup, name, command, env, log_dir / f"{name}.log")
-        for service, uri in uris.items():
-            system.engines[service] = build_engine(uri)
-            cleanup.push(f"dispose {service} engine", system.engines[service].dispose)
         system.pids = {name: wait_for_child(launcher.pid) for name, launcher in system.launchers.items()}
         system._wait_ready()
         system._create_students(ctx.sizes.students)
@@ -95,6 +115,15 @@ class System:
 
     def close(self) -> None:
         self.cleanup.close()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What every HTTP request to the gateway carries: the run's admin key."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def load(self, plans: list[list[Call]], expected: int) -> LoadResult:
+        """:func:`run_load` against this gateway, with the key."""
+        return run_load(self.base_url, plans, expected, headers=self.headers)
 
     def _wait_ready(self) -> None:
         deadline, last = time.monotonic() + START_TIMEOUT, "no answer"
@@ -118,7 +147,7 @@ class System:
             Call("POST", "/students", {"name": f"Student {n}", "email": f"s{n}-{tag}@example.org", "course": "Bench"})
             for n in range(count)
         ]
-        result = run_load(self.base_url, [calls[i::CREATE_CONCURRENCY] for i in range(CREATE_CONCURRENCY)], 201)
+        result = self.load([calls[i::CREATE_CONCURRENCY] for i in range(CREATE_CONCURRENCY)], 201)
         if result.ok != count:
             raise RuntimeError(f"creating students: {result.ok}/{count} created ({result.failures()})")
         print(f"  created {count} students over HTTP at {result.rate:,.0f}/s ({CREATE_CONCURRENCY} clients)")

@@ -13,7 +13,6 @@ import uuid
 from benchmarks import profiling
 from benchmarks.core import Context, Row
 from benchmarks.cpu import format_cpu
-from benchmarks.load import run_load
 from benchmarks.raw_pika import PipelinedPublisher
 from benchmarks.system import System
 
@@ -32,7 +31,7 @@ def status_changes(ctx: Context[System], backend: str) -> list[Row]:
         profilers = _start_profilers(ctx, system, clients)
         posting = system.meter()
         posting.start()
-        result = run_load(system.base_url, plans, 202)
+        result = system.load(plans, 202)
         posting_cpu = posting.stop()
         draining = system.meter()
         draining.start()
@@ -71,7 +70,11 @@ def status_changes(ctx: Context[System], backend: str) -> list[Row]:
                 ),
             )
         )
-        print(f"  {clients:>3} clients: {result.rate:,.0f} accepted/s, {rows[-1].ops:,.0f} applied/s {states}")
+        gateway_ms = posting_cpu.get("gateway", 0.0) * 10 / max(result.rate, 1e-9)
+        print(
+            f"  {clients:>3} clients: {result.rate:,.0f} accepted/s, {rows[-1].ops:,.0f} applied/s {states}; "
+            f"gateway {gateway_ms:.2f} ms CPU per request"
+        )
     return rows
 
 

@@ -12,7 +12,10 @@ second and once per id per second, so guessing ids cannot turn into a database l
 
 Audit entries are written in batches (group commit): a request that changed
 something is answered once its entry is committed (or after ``AUDIT_WAIT``
-seconds if the database is away; the entry stays queued and is retried).
+seconds if the database is away; the entry stays queued and is retried). The
+insert runs in a thread of eventlet's pool, on an engine of its own that only the
+writer uses: database drivers block, and a write on the hub would stop every
+request meanwhile, so that no entry could join the batch being written.
 """
 
 from __future__ import annotations
@@ -23,15 +26,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import eventlet
+from eventlet import tpool
 from eventlet.event import Event
 from nameko.extensions import DependencyProvider, SharedExtension
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import StaticPool
 
 from gateway.access import keys, store
 from gateway.access.limits import RateLimiter, Verdict
-from gateway.access.models import GatewayBase
+from gateway.access.models import AuditEntry, GatewayBase
 from gateway.exceptions import InsufficientScope, InvalidApiKey, RateLimited, Unauthenticated
-from services.infra.db import build_engine, db_uri
+from services.infra.db import SQLITE_BUSY_TIMEOUT_MS, build_engine, db_uri
 from services.infra.models import utcnow
 from services.infra.settings import Settings
 
@@ -74,8 +80,10 @@ class AccessGate(SharedExtension):
         config = self.container.config
         self.settings = Settings.from_config(config)
         self.secret_key = self.settings.require("api_key_secret")
-        engine = build_engine(db_uri(config, "gateway", GatewayBase))
-        self.Session = sessionmaker(bind=engine, expire_on_commit=False)
+        uri = db_uri(config, "gateway", GatewayBase)
+        self.Session = sessionmaker(bind=build_engine(uri), expire_on_commit=False)
+        self.audit_engine = build_engine(uri, **_writer_options(uri))
+        self.audit_insert = AuditEntry.__table__.insert()
         self.keys: dict[str, CachedKey] = {}
         self.limiter = RateLimiter()
         self.lookups = RateLimiter()  # of ids not in the cache, all together
@@ -211,8 +219,7 @@ class AccessGate(SharedExtension):
         if not self.flushing:
             self.flushing = True
             eventlet.spawn_n(self._flush)
-        with eventlet.Timeout(AUDIT_WAIT, False):
-            done.wait()
+        done.wait(AUDIT_WAIT)
 
     def _flush(self) -> None:
         backoff = 0.1
@@ -235,7 +242,7 @@ class AccessGate(SharedExtension):
         if not batch:
             return
         try:
-            store.record_audit(self.Session, [entry for entry, _ in batch])
+            tpool.execute(self._insert, [entry for entry, _ in batch])
         except Exception:
             for _, done in batch:  # their requests are answered; the entries wait for the database
                 if done is not None and not done.ready():
@@ -246,6 +253,20 @@ class AccessGate(SharedExtension):
         for _, done in batch:
             if done is not None and not done.ready():
                 done.send(None)
+
+    def _insert(self, entries: list[dict]) -> None:
+        """In a pool thread: one transaction for the batch."""
+        with self.audit_engine.begin() as connection:
+            connection.execute(self.audit_insert, entries)
+
+
+def _writer_options(uri: str) -> dict:
+    """The audit writer's engine: one connection (no pool, so no lock shared with green
+    threads), used by one pool thread at a time, and no ping: a failed batch is retried."""
+    options: dict = {"poolclass": StaticPool, "pool_pre_ping": False}
+    if make_url(uri).get_backend_name() == "sqlite":
+        options["connect_args"] = {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False}
+    return options
 
 
 def audit_entry(

@@ -162,12 +162,6 @@ AUDIT_FIELDS = (
 )
 
 
-def record_audit(Session: sessionmaker, entries: list[dict]) -> None:
-    if entries:
-        with Session.begin() as session:
-            session.execute(AuditEntry.__table__.insert(), entries)
-
-
 def list_audit(
     Session: sessionmaker,
     key_id: str | None = None,

@@ -48,8 +48,9 @@ def build_engine(uri: str, **options: Any) -> Engine:
     options.setdefault("pool_pre_ping", True)
     if url.get_driver_name() == "psycopg2":  # executemany of UPDATEs in pages, not one round trip a row
         options.setdefault("executemany_mode", "values_plus_batch")
-    options.setdefault("pool_size", 10)
-    options.setdefault("max_overflow", 10)
+    if "poolclass" not in options:  # a pool of another kind takes no size
+        options.setdefault("pool_size", 10)
+        options.setdefault("max_overflow", 10)
     return create_engine(url, **options)
 
 

@@ -10,6 +10,10 @@ from tests.conftest import make_db_uris
 from tests.e2e.support import System, amqp_username, rabbit_vhost, start_system, stop_processes, vhost_uri
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "faults: breaks the running system on purpose (processes, broker, database)")
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         item.add_marker(pytest.mark.faults)

@@ -1,5 +1,6 @@
 """Fault-test machinery: a private RabbitMQ node, a status-change workload over
-HTTP, and the audit that counts what became of every accepted request."""
+HTTP (with the system's admin key), and the audit that counts what became of every
+accepted request — and checks the gateway's audit trail recorded each one."""
 
 from __future__ import annotations
 
@@ -16,12 +17,17 @@ from pathlib import Path
 
 import eventlet
 import requests
+from sqlalchemy import select
 
+from gateway.access import keys
+from gateway.access.models import AuditEntry
 from services import lifecycle
-from tests.e2e.support import System, poll
+from services.infra.db import build_engine
+from tests.e2e.support import System, bearer, poll
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 SETTLED = ("applied", "rejected")  # what every accepted request must become
+STATUS_ROUTE = "/students/{student_id}/status"  # as the audit trail names the route
 
 
 def port_open(port: int) -> bool:
@@ -105,6 +111,7 @@ class Workload:
             response = requests.post(
                 f"{self.system.base_url}/students",
                 json={"name": f"Fault {n}", "email": f"f{n}.{tag}@example.org", "course": f"faults-{tag}"},
+                headers=bearer(self.system.admin_key),
                 timeout=10,
             )
             assert response.status_code == 201, response.text
@@ -120,7 +127,7 @@ class Workload:
         rounds = rounds or ["active", "suspended", "active", "completed", "active"]
         count = len(self.students)
         plan = [(self.students[n % count], rounds[(n // count) % len(rounds)]) for n in range(total)]
-        session_pool = [requests.Session() for _ in range(concurrency)]
+        session_pool = [self.system.session() for _ in range(concurrency)]
 
         def send(item: tuple[int, tuple[int, str]]) -> None:
             n, (student_id, target) = item
@@ -149,7 +156,7 @@ class Workload:
         """Wait until no accepted request is pending, then count the outcomes."""
         states: dict[str, dict] = {}
         deadline = time.monotonic() + timeout
-        http = requests.Session()
+        http = self.system.session()
         while time.monotonic() < deadline:
             # asked again until settled: pending, or "missing" (503/504 while status restarts) so far
             for request_id in [r for r in self.accepted if states.get(r, {}).get("state") not in SETTLED]:
@@ -160,6 +167,7 @@ class Workload:
             time.sleep(0.5)
         counts = Counter(s["state"] for s in states.values())
         history_ids, chain_errors, read_copy_mismatches = self._histories(http, deadline)
+        unaudited = self._unaudited(deadline)
         changed = {r for r, s in states.items() if s["state"] == "applied" and s["from_status"] != s["status"]}
         return {
             "submitted": len(self.accepted) + sum(self.refused.values()),
@@ -176,6 +184,7 @@ class Workload:
             "applied_though_refused": len(set(history_ids) - changed),
             "chain_errors": chain_errors,
             "read_copy_mismatches": read_copy_mismatches,
+            "unaudited": unaudited,
         }
 
     def submit_job(self, rows_per_student: int, rounds: tuple[str, ...] = ("active", "suspended")) -> dict:
@@ -189,7 +198,7 @@ class Workload:
         response = requests.post(
             f"{self.system.base_url}/status-requests/bulk",
             data="\n".join(lines).encode(),
-            headers={"Content-Type": "text/csv"},
+            headers={"Content-Type": "text/csv", **bearer(self.system.admin_key)},
             timeout=60,
         )
         assert response.status_code == 202, response.text
@@ -197,7 +206,9 @@ class Workload:
 
     def job(self, job_id: str) -> dict | None:
         """The job's progress; None while the status service cannot answer (503/504: restarting)."""
-        response = requests.get(f"{self.system.base_url}/jobs/{job_id}", timeout=10)
+        response = requests.get(
+            f"{self.system.base_url}/jobs/{job_id}", headers=bearer(self.system.admin_key), timeout=10
+        )
         if response.status_code in (503, 504):
             return None
         assert response.status_code == 200, response.text
@@ -211,7 +222,7 @@ class Workload:
             time.sleep(0.5)
             job = self.job(job_id)
         assert job is not None, f"the status service did not answer within {timeout:g}s"
-        history_ids, chain_errors, read_copy_mismatches = self._histories(requests.Session(), deadline)
+        history_ids, chain_errors, read_copy_mismatches = self._histories(self.system.session(), deadline)
         return {
             **{key: job[key] for key in ("state", "total", "pending", "applied", "rejected", "failed")},
             "lost": job["total"] - job["applied"] - job["rejected"] - job["failed"],
@@ -244,6 +255,25 @@ class Workload:
             time.sleep(0.5 if read_copy_mismatches else 0)
         return history_ids, chain_errors, read_copy_mismatches
 
+    def _unaudited(self, deadline: float) -> int:
+        """Accepted requests without their entry (``202``, the admin key) in the gateway's audit
+        trail; waited for, as entries are written in batches and retried while the database is away."""
+        key_id = keys.parse(self.system.admin_key).key_id
+        query = select(AuditEntry.targets).where(
+            AuditEntry.route == STATUS_ROUTE, AuditEntry.status == 202, AuditEntry.key_id == key_id
+        )
+        engine = build_engine(self.system.db_uris["gateway:GatewayBase"])
+        try:
+            while True:
+                with engine.connect() as connection:
+                    audited = {targets.get("request_id") for targets in connection.scalars(query)}
+                missing = len(set(self.accepted) - audited)
+                if not missing or time.monotonic() > deadline:
+                    return missing
+                time.sleep(0.5)
+        finally:
+            engine.dispose()
+
     def _history(self, http: requests.Session, student_id: int) -> list[dict]:
         rows, cursor = [], None
         while True:
@@ -263,3 +293,4 @@ def assert_nothing_lost(report: dict) -> None:
     assert report["applied_though_refused"] <= sum(report["refused"].values()), report
     assert report["chain_errors"] == 0, report
     assert report["read_copy_mismatches"] == 0, report
+    assert report["unaudited"] == 0, report

@@ -83,7 +83,8 @@ def test_postgres_connections_cut_mid_run(make_system, unique):
     system = make_system("postgresql")
     workload = Workload(system)
     workload.create_students(STUDENTS // 2, unique)
-    databases = [uri.rsplit("/", 1)[1] for uri in (system.env["STUDENTS_DB_URI"], system.env["STATUS_DB_URI"])]
+    # the gateway's own database too: every accepted change waits for its audit entry's commit
+    databases = [system.env[f"{name}_DB_URI"].rsplit("/", 1)[1] for name in ("STUDENTS", "STATUS", "GATEWAY")]
     cuts = []
 
     def cut() -> None:

@@ -89,7 +89,7 @@ class LogContext(DependencyProvider):
 
     def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
         started = _started.get()
-        if started is None:
+        if started is None or not worker_log.isEnabledFor(logging.INFO):
             return
         duration_ms = round((time.perf_counter() - started) * 1000, 1)
         extra: dict[str, Any] = {"duration_ms": duration_ms}

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from marshmallow import ValidationError
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import sessionmaker
 
 from gateway.access import keys
@@ -118,7 +118,7 @@ def revoke_key(Session: sessionmaker, key_id: str) -> dict:
 
 def count_keys(Session: sessionmaker) -> int:
     with Session() as session:
-        return len(session.scalars(select(ApiKey.id)).all())
+        return session.scalar(select(func.count()).select_from(ApiKey))
 
 
 def load_keys(Session: sessionmaker) -> list[ApiKey]:

@@ -13,7 +13,7 @@ from nameko.events import EventDispatcher
 from nameko.extensions import DependencyProvider
 
 from services.exceptions import ServiceUnavailable
-from services.infra import metrics
+from services.infra import metrics, tracing
 from services.infra.rpc import BROKER_ERRORS
 from services.infra.settings import Settings
 from services.infra.topology import subscriber_queues
@@ -41,9 +41,23 @@ class DurableEventDispatcher(EventDispatcher):
         headers = self.get_message_headers(worker_ctx)
 
         def durable_dispatch(event_type: str, payload: dict) -> None:
-            self._publish(event_type, payload, headers)
+            with self._producer_span(event_type) as span:
+                self._publish(event_type, payload, {**headers, **tracing.amqp_headers(span)} if span else headers)
 
         return durable_dispatch
+
+    def _producer_span(self, event_type: str):
+        """A PRODUCER span for one dispatch (a no-op while traces are off)."""
+        attributes = None
+        if tracing.enabled():
+            attributes = {
+                "messaging.system": "rabbitmq",
+                "messaging.operation.name": "publish",
+                "messaging.operation.type": "send",
+                "messaging.destination.name": self.exchange.name,
+                "messaging.rabbitmq.destination.routing_key": event_type,
+            }
+        return tracing.span(f"publish {self.exchange.name}", tracing.PRODUCER, attributes=attributes)
 
     def _publish(self, event_type: str, payload: dict, headers: dict | None = None) -> None:
         try:
@@ -66,7 +80,8 @@ class BatchingEventDispatcher(DurableEventDispatcher):
     alone waits for nothing: its message leaves at once. One greenthread per
     event type publishes, so messages leave in the order their callers came.
     A message carries the context headers (the correlation id) of its first
-    caller: a payload that must keep its own carries it inside::
+    caller: a payload that must keep its own carries it inside (while traces are on,
+    each payload gets the ``traceparent`` of its caller's PRODUCER span)::
 
         class GatewayService:
             dispatch = BatchingEventDispatcher(batch_key="requests")
@@ -86,13 +101,18 @@ class BatchingEventDispatcher(DurableEventDispatcher):
         headers = self.get_message_headers(worker_ctx)
 
         def batched_dispatch(event_type: str, payload: dict) -> None:
-            done = Event()
-            queue = self.waiting.setdefault(event_type, [])
-            queue.append((payload, headers, done))
-            if event_type not in self.flushing:
-                self.flushing.add(event_type)
-                eventlet.spawn_n(self._flush, event_type)
-            done.wait()  # re-raises the publish's error, if any
+            with self._producer_span(event_type) as span:
+                message_headers = headers
+                if span is not None:  # the payload keeps its own span: requests share a message
+                    payload = {**payload, **tracing.carrier_of(span)}
+                    message_headers = {**headers, **tracing.amqp_headers(span)}
+                done = Event()
+                queue = self.waiting.setdefault(event_type, [])
+                queue.append((payload, message_headers, done))
+                if event_type not in self.flushing:
+                    self.flushing.add(event_type)
+                    eventlet.spawn_n(self._flush, event_type)
+                done.wait()  # re-raises the publish's error, if any
 
         return batched_dispatch
 

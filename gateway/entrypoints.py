@@ -45,7 +45,7 @@ from services.exceptions import (
     ValidationFailed,
     VersionMismatch,
 )
-from services.infra import correlation, metrics
+from services.infra import correlation, metrics, tracing
 from services.infra.pagination import MAX_ID
 
 log = logging.getLogger(__name__)
@@ -184,8 +184,12 @@ class JsonWebServer(WebServer):
         super().start()
 
     def context_data_from_headers(self, request: Request) -> dict:
-        # the worker runs under the request's correlation id, and every call and event it makes carries it
-        return {correlation.KEY: request.correlation_id}
+        # the worker runs under the request's correlation id (and its span, while traces are on),
+        # and every call and event it makes carries them
+        data = {correlation.KEY: request.correlation_id}
+        if request.span is not None:
+            data.update(tracing.carrier_of(request.span))
+        return data
 
     def get_wsgi_app(self) -> JsonWsgiApp:
         return JsonWsgiApp(self)
@@ -236,6 +240,38 @@ class JsonHttpEntrypoint(HttpRequestHandler):
         started = time.perf_counter()
         correlation_id = correlation_id_of(request)
         request.principal, request.correlation_id = None, correlation_id
+        request.span = tracing.start(
+            f"{request.method} {self.route}",
+            tracing.SERVER,
+            parent=tracing.extract(request.headers) if tracing.enabled() else None,  # a caller's trace goes on
+            attributes=self._span_attributes(request),
+        )
+        try:
+            response = self._handle(request)
+        except BaseException as exc:
+            tracing.end([request.span], exc)
+            raise
+        if request.span is not None:
+            request.span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                tracing.fail(request.span, str(response.status_code))
+            tracing.end([request.span])
+        metrics.observe_http(request.method, self.route, response.status_code, time.perf_counter() - started)
+        return response
+
+    def _span_attributes(self, request: Request) -> dict | None:
+        if not tracing.enabled():
+            return None
+        return {
+            "http.request.method": request.method,
+            "http.route": self.route,
+            "url.path": request.path,
+            "url.scheme": request.scheme,
+            "mensageria.correlation_id": request.correlation_id,
+        }
+
+    def _handle(self, request: Request) -> Response:
+        correlation_id = request.correlation_id
         limit_headers: dict[str, str] = {}
         if self.scope == PUBLIC:
             response = super().handle_request(request)
@@ -252,7 +288,6 @@ class JsonHttpEntrypoint(HttpRequestHandler):
         response.headers["X-Request-Id"] = correlation_id
         if request.method in CHANGES or response.status_code in AUDITED_REFUSALS:
             self.gate.record(self._audit_entry(request, response))
-        metrics.observe_http(request.method, self.route, response.status_code, time.perf_counter() - started)
         return response
 
     def _audit_entry(self, request: Request, response: Response) -> dict:

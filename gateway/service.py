@@ -25,6 +25,7 @@ from services.infra.logs import LogContext
 from services.infra.metrics import Metrics
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider, one_line_config_errors
+from services.infra.tracing import Tracing
 
 one_line_config_errors()  # `nameko run` without a secret: one line naming it
 
@@ -39,6 +40,7 @@ class GatewayService(
     name = "gateway"
 
     correlation = Correlation()  # every worker runs under its request's correlation id
+    tracing = Tracing()  # each worker a span (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)
     log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
     metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
     students = TimedRpcProxy("students")

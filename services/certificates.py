@@ -15,7 +15,7 @@ from services._certificates import repo
 from services._certificates.models import Certificate, CertificatesBase, CertificatesOutbox
 from services._certificates.pdf import render_certificate
 from services.exceptions import StudentNotFound, ValidationFailed
-from services.infra import correlation, dead_letters
+from services.infra import correlation, dead_letters, tracing
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
@@ -25,6 +25,7 @@ from services.infra.outbox import Outbox
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider
+from services.infra.tracing import Tracing
 from services.schemas import CertificateSchema, StudentCertificateSchema, positive_id, status_changes
 
 
@@ -32,6 +33,7 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
     name = "certificates"
 
     correlation = Correlation()  # every worker runs under its request's correlation id
+    tracing = Tracing()  # each worker a span (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)
     log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
     metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
     db = Database(CertificatesBase, session_options={"expire_on_commit": False})
@@ -47,7 +49,10 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
     def handle_student_status_changed(self, payload: dict) -> None:
         for change in status_changes(payload):  # a redelivered batch re-issues nothing: one per student+course
             if change["to_status"] == lifecycle.COMPLETED:
-                with correlation.working_on(change["correlation_id"] or correlation.current()):  # the change's
+                with (
+                    correlation.working_on(change["correlation_id"] or correlation.current()),  # the change's
+                    tracing.item(change, "handle status.student_status_changed"),  # its trace's, likewise
+                ):
                     self._certify(change)
 
     def _certify(self, change: dict) -> None:

@@ -134,6 +134,22 @@ class CorrelationId(fields.String):
         super().__init__(validate=FullMatch(f"^{CORRELATION_ID}$"), **kwargs)
 
 
+class TraceParent(fields.Field):
+    """A W3C ``traceparent`` riding with an item of a batched message (:mod:`services.infra.tracing`).
+    Never a reason to refuse the item: anything that is not valid trace context loads as None
+    (the work then starts a trace of its own, as W3C trace context asks)."""
+
+    PATTERN = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+    def __init__(self, **kwargs: Any):
+        kwargs.setdefault("load_default", None)
+        kwargs.setdefault("allow_none", True)
+        super().__init__(**kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> str | None:
+        return value if isinstance(value, str) and self.PATTERN.fullmatch(value) else None
+
+
 # --- cursors ----------------------------------------------------------------
 # A cursor is opaque: pass the ``next_cursor`` of a page to get the next one. Its
 # pattern (what encode_cursor issues: unpadded base64url of "after:<1 to 10 digits>")

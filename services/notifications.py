@@ -18,7 +18,7 @@ from services._notifications import mail, repo
 from services._notifications.models import NotificationsBase
 from services._notifications.sender import MailSender
 from services.exceptions import CertificateNotFound
-from services.infra import dead_letters
+from services.infra import dead_letters, tracing
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
@@ -28,6 +28,7 @@ from services.infra.models import utcnow
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider
+from services.infra.tracing import Tracing
 from services.schemas import load, positive_id, status_changes
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
     name = "notifications"
 
     correlation = Correlation()  # every worker runs under its request's correlation id
+    tracing = Tracing()  # each worker a span (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)
     log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
     metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
     db = Database(NotificationsBase, session_options={"expire_on_commit": False})
@@ -55,15 +57,16 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
     @reliable_event_handler("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:
         changes = status_changes(payload)  # invalid: parked at once
-        # one lookup for the batch; students deleted since have nobody to notify
-        students = {s["id"]: s for s in self.students.get_students(sorted({c["student_id"] for c in changes}))}
-        mails = [
-            mail.status_changed_mail(change, students[change["student_id"]], self.settings.mail_from)
-            for change in changes
-            if change["student_id"] in students
-        ]
-        if repo.record_many(self.db, mails):
-            self.sender.wake()
+        with tracing.adopted(changes, "handle status.student_status_changed"):  # each change in its own trace
+            # one lookup for the batch; students deleted since have nobody to notify
+            students = {s["id"]: s for s in self.students.get_students(sorted({c["student_id"] for c in changes}))}
+            mails = [
+                mail.status_changed_mail(change, students[change["student_id"]], self.settings.mail_from)
+                for change in changes
+                if change["student_id"] in students
+            ]
+            if repo.record_many(self.db, mails):
+                self.sender.wake()
 
     @reliable_event_handler("certificates", "certificate_issued")
     def handle_certificate_issued(self, payload: dict) -> None:

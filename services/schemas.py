@@ -24,7 +24,7 @@ from marshmallow import (
 
 from services import lifecycle
 from services.exceptions import ValidationFailed
-from services.fields import SPACES, CorrelationId, Cursor, EmailAddress, FreeText, Line
+from services.fields import SPACES, CorrelationId, Cursor, EmailAddress, FreeText, Line, TraceParent
 from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
 
 
@@ -141,6 +141,7 @@ class StatusChangeSchema(StatusChangeBodySchema):
     course = Line(NAME, load_default=None, allow_none=True)
     # the request's own, when several travel in one message (None: the caller's, or the message's)
     correlation_id = CorrelationId(load_default=None, allow_none=True)
+    traceparent = TraceParent()  # its own span, likewise (present while traces are on)
 
 
 class StatusRequestErrorSchema(Schema):
@@ -218,6 +219,7 @@ class StudentStatusChangedSchema(Schema):
     course = fields.String(allow_none=True, load_default=None)  # a completion's course, if given
     # the request's: a batch's changes each keep their own (the message's header is the first one's)
     correlation_id = CorrelationId(allow_none=True, load_default=None)
+    traceparent = TraceParent()  # the span that applied it (present while traces are on)
 
 
 class StudentStatusChangesSchema(Schema):

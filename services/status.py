@@ -15,7 +15,7 @@ from services._status import jobs_repo, repo
 from services._status.applier import RecentResults, StatusApplier
 from services._status.models import StatusBase
 from services.exceptions import ValidationFailed
-from services.infra import dead_letters
+from services.infra import dead_letters, tracing
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
@@ -24,6 +24,7 @@ from services.infra.metrics import STATUS_RECORDED, Metrics
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider
+from services.infra.tracing import Tracing
 from services.schemas import (
     CurrentStatusSchema,
     HistoryEntrySchema,
@@ -45,6 +46,7 @@ class StatusService(dead_letters.DeadLetterRpc):
     name = "status"
 
     correlation = Correlation()  # every worker runs under its request's correlation id
+    tracing = Tracing()  # each worker a span (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)
     log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
     metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
     db = Database(StatusBase, session_options={"expire_on_commit": False})
@@ -181,7 +183,8 @@ class StatusService(dead_letters.DeadLetterRpc):
     @reliable_event_handler("gateway", "status_change_requested")
     def handle_status_change_requested(self, payload: dict) -> None:
         commands = status_change_requests(payload)  # invalid: parked as a dead letter at once
-        repo.submit_many(self.db, commands)
+        with tracing.adopted(commands, "record status change"):  # each request in its own trace
+            repo.submit_many(self.db, commands)
         STATUS_RECORDED.labels("event").inc(len(commands))  # a redelivered message counts again
         self.applier.wake()  # a redelivered message wakes it for nothing, harmlessly
 

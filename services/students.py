@@ -12,7 +12,7 @@ from __future__ import annotations
 from services._students import repo
 from services._students.models import StudentsBase, StudentsOutbox
 from services.exceptions import ValidationFailed
-from services.infra import dead_letters
+from services.infra import dead_letters, tracing
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
@@ -20,6 +20,7 @@ from services.infra.logs import LogContext
 from services.infra.metrics import Metrics
 from services.infra.outbox import Outbox
 from services.infra.retry import reliable_event_handler
+from services.infra.tracing import Tracing
 from services.schemas import (
     ListStudentsSchema,
     StudentCreateSchema,
@@ -40,6 +41,7 @@ class StudentsService(dead_letters.DeadLetterRpc):
     name = "students"
 
     correlation = Correlation()  # every worker runs under its request's correlation id
+    tracing = Tracing()  # each worker a span (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)
     log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
     metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
     db = Database(StudentsBase, session_options={"expire_on_commit": False})
@@ -107,7 +109,7 @@ class StudentsService(dead_letters.DeadLetterRpc):
     @reliable_event_handler("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:
         changes = status_changes(payload)  # invalid: parked as a dead letter at once
-        with self.db.begin() as session:
+        with tracing.adopted(changes, "handle status.student_status_changed"), self.db.begin() as session:
             repo.apply_status_changes(session, changes)
 
 

@@ -117,3 +117,31 @@ def config(rabbit_config, db_uris, tmp_path) -> dict:
 def unique() -> str:
     """A random token for isolating test data (e-mails, courses, keys)."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="session")
+def span_exporter():
+    """The test session's tracer provider, keeping finished spans in memory (the SDK's own
+    exporter); a tracer provider can be installed once per process, so it is shared."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    return exporter
+
+
+@pytest.fixture
+def spans(span_exporter):
+    """Traces on for one test: ``spans.get_finished_spans()`` is what it made."""
+    from services.infra import tracing
+
+    span_exporter.clear()
+    tracing.enable(True)
+    yield span_exporter
+    tracing.enable(False)
+    span_exporter.clear()

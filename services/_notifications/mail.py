@@ -51,6 +51,7 @@ class Mail:
     attachment_name: str | None = None
     attachment: bytes | None = None
     correlation_id: str | None = None  # the event's (None: the id of the work in hand)
+    traceparent: str | None = None  # the span it was made in (None: the one in hand; traces on)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ class Outgoing:
     attempts: int
     kind: str = ""  # STATUS_CHANGED or CERTIFICATE_ISSUED
     correlation_id: str | None = None  # sent as the X-Correlation-ID header
+    traceparent: str | None = None  # sending it is a span of this one's trace (traces on)
 
 
 def render(kind: str, **context: Any) -> tuple[str, str, str]:
@@ -130,6 +132,7 @@ def status_changed_mail(change: dict, student: dict, mail_from: str) -> Mail:
         body_html=html,
         message_id=message_id(dedup_key, mail_from),
         correlation_id=change.get("correlation_id"),
+        traceparent=change.get("traceparent"),
     )
 
 

@@ -33,6 +33,8 @@ class Notification(NotificationsBase):
     message_id: Mapped[str] = mapped_column(String(300))
     # of the change or certificate the mail is about: its X-Correlation-ID header
     correlation_id: Mapped[str | None] = mapped_column(String(128))
+    # the span that recorded it (traces on): sending it is that span's child
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     state: Mapped[str] = mapped_column(String(10), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

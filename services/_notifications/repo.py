@@ -19,7 +19,7 @@ from services._notifications.mail import Mail, Outgoing
 from services._notifications.models import Notification
 from services.exceptions import NotificationNotFound
 from services.fields import CorrelationId
-from services.infra import correlation
+from services.infra import correlation, tracing
 from services.infra.db import insert_ignoring_duplicates
 from services.infra.models import utcnow
 from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT, keyset, page
@@ -143,6 +143,7 @@ def _pending_row(mail: Mail, now: datetime) -> dict[str, Any]:
         "attachment": mail.attachment,
         "message_id": mail.message_id,
         "correlation_id": mail.correlation_id or correlation.current(),
+        "traceparent": mail.traceparent or tracing.current_traceparent(),
         "state": PENDING,
         "attempts": 0,
         "next_attempt_at": now,
@@ -187,6 +188,7 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
                 attempts=row.attempts,
                 kind=row.kind,
                 correlation_id=row.correlation_id,
+                traceparent=row.traceparent,
             )
         )
     return claimed

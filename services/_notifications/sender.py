@@ -22,7 +22,7 @@ from prometheus_client.core import Metric
 from services._notifications import gauges, repo
 from services._notifications.mail import Outgoing
 from services._notifications.transport import build_message, describe_error, error_kind, transport_for
-from services.infra import metrics
+from services.infra import metrics, tracing
 from services.infra.background import BackgroundLoop
 from services.infra.correlation import working_on
 from services.infra.models import utcnow
@@ -69,6 +69,20 @@ class MailSender(BackgroundLoop):
     def get_dependency(self, worker_ctx: Any) -> MailSender:
         return self
 
+    def _span_attributes(self, mail: Outgoing) -> dict | None:
+        """What a ``send mail`` span says (traces on): the mail's kind and attempt, the SMTP server."""
+        if not tracing.enabled():
+            return None
+        attributes = {
+            "mensageria.notification.id": mail.id,
+            "mensageria.mail.kind": mail.kind,
+            "mensageria.mail.attempt": mail.attempts + 1,
+            "mensageria.mail.transport": "smtp" if self.settings.smtp_host else "file",
+        }
+        if self.settings.smtp_host:
+            attributes.update({"server.address": self.settings.smtp_host, "server.port": self.settings.smtp_port})
+        return attributes
+
     def collect_metrics(self) -> list[Metric]:
         """Mails pending and failed, and the age of the oldest pending one, for ``/metrics``."""
         return gauges.read(self.Session)
@@ -90,7 +104,8 @@ class MailSender(BackgroundLoop):
 
     def send(self, mail: Outgoing) -> None:
         try:
-            self.transport.send(build_message(mail, self.settings.mail_from))
+            with tracing.span("send mail", tracing.CLIENT, mail.traceparent, self._span_attributes(mail)):
+                self.transport.send(build_message(mail, self.settings.mail_from))
         except Exception as exc:  # any failure is a failed attempt, retried later
             error = describe_error(exc)
             metrics.SMTP_ERRORS.labels(error_kind(exc)).inc()

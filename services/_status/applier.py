@@ -28,7 +28,7 @@ from prometheus_client.core import Metric
 from services._status import batches, gauges, repo
 from services._status.models import StatusOutbox
 from services.exceptions import BackendTimeout, ServiceUnavailable
-from services.infra import metrics
+from services.infra import metrics, tracing
 from services.infra.background import BackgroundLoop
 from services.infra.correlation import working_on
 from services.infra.outbox import OutboxRelay
@@ -127,8 +127,14 @@ class StatusApplier(BackgroundLoop):
             self.resolve_after = time.monotonic() + (BACKLOG_RESOLVE_INTERVAL if self.backlog else self.poll_interval)
             if unknown:
                 self._resolve(unknown)
-        with self.Session.begin() as session:
-            result = batches.apply_pending(session, self.batch_size)
+        result = None
+        try:
+            with self.Session.begin() as session:
+                result = batches.apply_pending(session, self.batch_size)
+        except Exception as exc:  # rolled back: applied by a later batch, under new spans
+            tracing.end(result.spans if result is not None else (), exc)
+            raise
+        tracing.end(result.spans)  # committed
         self.backlog = result.handled >= self.batch_size
         _log_outcomes(result)
         _count(result)

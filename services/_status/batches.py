@@ -3,6 +3,7 @@ applied in one transaction (statuses, history, outbox), and students it does not
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.orm import Session
 from services import lifecycle
 from services._status.models import StatusHistory, StatusJob, StatusOutbox, StatusRequest, StudentStatus
 from services._status.repo import APPLIED, PENDING, REJECTED, STUDENT_NOT_FOUND
+from services.infra import tracing
 from services.infra.models import utcnow
 
 
@@ -24,6 +26,8 @@ class BatchResult:
     events: int = 0
     # what became of each request, for the log: (the request's row, its outcome)
     outcomes: list[tuple[Any, dict]] = field(default_factory=list)
+    # traces on: an ``apply status change`` span per request recorded under one, ended once committed
+    spans: list[Any] = field(default_factory=list)
 
     @property
     def handled(self) -> int:
@@ -85,6 +89,7 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
             StatusRequest.on_behalf_of,
             StatusRequest.course,
             StatusRequest.correlation_id,
+            StatusRequest.traceparent,
         )
         # only students already tracked: unknown ones wait for resolution
         # without holding up everyone else
@@ -115,7 +120,11 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
     if not requests:
         return result
     outcomes, history, changes, changed = [], [], [], {}
+    started_ns = time.time_ns()
     for request in requests:
+        span = _apply_span(request, started_ns)
+        if span is not None:
+            result.spans.append(span)
         row = statuses[request.student_id]
         outcome = {
             "seq": request.seq,
@@ -145,12 +154,16 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
         elif decision.outcome == "noop":
             result.noops += 1
         else:
-            change = _change(request, row, now)
+            change = _change(request, row, now, tracing.traceparent_of(span) if span is not None else None)
             history.append(_history_row(change, request, now))
             changes.append(change)
             row["status"], row["version"] = request.target_status, change["version"]
             changed[row["student_id"]] = row
             result.applied += 1
+        if span is not None:
+            span.set_attribute("mensageria.status_request.state", outcome["state"])
+            if outcome["error_code"]:
+                span.set_attribute("mensageria.status_request.error_code", outcome["error_code"])
     # one UPDATE per distinct outcome (a handful per batch), not one per row
     for (state, from_status, error_code, error_message), seqs in _grouped(
         outcomes, lambda o: (o["state"], o["from_status"], o["error_code"], o["error_message"]), "seq"
@@ -185,6 +198,7 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
                 event_type="student_status_changed",
                 payload={"changes": changes},
                 correlation_id=next((c["correlation_id"] for c in changes if c["correlation_id"]), None),
+                traceparent=next((c["traceparent"] for c in changes if c.get("traceparent")), None),
                 created_at=now,
             )
         )
@@ -223,13 +237,28 @@ def _grouped(items, key, field: str) -> list[tuple[tuple, list]]:
 def _history_row(change: dict, request: Any, now: datetime) -> dict:
     """The history row of an applied change: its event less ``course`` and ``correlation_id``, plus
     ``on_behalf_of`` (kept in the history, not published: the event's payload is unchanged)."""
-    row = {k: v for k, v in change.items() if k not in ("course", "correlation_id", "occurred_at")}
+    row = {k: v for k, v in change.items() if k not in ("course", "correlation_id", "traceparent", "occurred_at")}
     return row | {"on_behalf_of": request.on_behalf_of, "occurred_at": now}
 
 
-def _change(request: Any, row: dict, now: datetime) -> dict:
-    """One ``student_status_changed`` event (and most of its history row: :func:`_history_row`)."""
-    return {
+def _apply_span(request: Any, started_ns: int) -> Any:
+    """The ``apply status change`` span of a request recorded under a span (traces on), else None."""
+    if not (request.traceparent and tracing.enabled()):
+        return None
+    attributes = {
+        "mensageria.status_request.id": request.id,
+        "mensageria.student.id": request.student_id,
+        "mensageria.status_request.to_status": request.target_status,
+    }
+    return tracing.start(
+        "apply status change", parent=request.traceparent, attributes=attributes, start_time=started_ns
+    )
+
+
+def _change(request: Any, row: dict, now: datetime, traceparent: str | None = None) -> dict:
+    """One ``student_status_changed`` event (and most of its history row: :func:`_history_row`);
+    ``traceparent``: the span that applied it (traces on), which its handlers continue."""
+    change = {
         "student_id": request.student_id,
         "from_status": row["status"],
         "to_status": request.target_status,
@@ -241,3 +270,6 @@ def _change(request: Any, row: dict, now: datetime) -> dict:
         "occurred_at": now.isoformat(),
         "correlation_id": request.correlation_id,
     }
+    if traceparent:
+        change["traceparent"] = traceparent
+    return change

@@ -65,6 +65,8 @@ class StatusRequest(StatusBase):
     row_no: Mapped[int | None] = mapped_column(Integer)
     # the request's correlation id (its X-Request-Id, its caller's, its job's); None before 0005
     correlation_id: Mapped[str | None] = mapped_column(String(128))
+    # the span that recorded it (traces on): applying it is that span's child
+    traceparent: Mapped[str | None] = mapped_column(String(55))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

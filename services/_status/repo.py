@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from services import lifecycle
 from services._status.models import StatusHistory, StatusRequest, StudentStatus
 from services.exceptions import IdempotencyKeyReused, StatusRequestNotFound, StudentNotFound
-from services.infra import correlation
+from services.infra import correlation, tracing
 from services.infra.db import insert_ignoring_duplicates, insert_or_ignore
 from services.infra.models import utcnow
 from services.infra.pagination import keyset, page
@@ -122,6 +122,7 @@ def _new_row(command: dict) -> dict:
         "on_behalf_of": command.get("on_behalf_of"),
         "course": command.get("course"),
         "correlation_id": _correlation_id(command),
+        "traceparent": _traceparent(command),
         "state": PENDING,
         "attempts": 0,
         "created_at": now,
@@ -141,6 +142,7 @@ def _new_request(command: dict, rejection: IdempotencyKeyReused | None) -> Statu
         idempotency_key=None if rejection else command.get("idempotency_key"),
         course=command.get("course"),
         correlation_id=_correlation_id(command),
+        traceparent=_traceparent(command),
         state=PENDING,
         created_at=now,
         updated_at=now,
@@ -153,6 +155,11 @@ def _new_request(command: dict, rejection: IdempotencyKeyReused | None) -> Statu
 def _correlation_id(command: dict) -> str | None:
     """The request's own correlation id, else the id of the work in hand (its caller's)."""
     return command.get("correlation_id") or correlation.current()
+
+
+def _traceparent(command: dict) -> str | None:
+    """The span the request was recorded under (traces on): its own, else the work in hand's."""
+    return command.get("traceparent") or tracing.current_traceparent()
 
 
 # --- students known to the status service -----------------------------------

@@ -42,3 +42,5 @@ class OutboxMixin:
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # of the work that wrote the row; published as the message's header nameko.correlation_id
     correlation_id: Mapped[str | None] = mapped_column(String(128))
+    # the span that wrote it (traces on): its publish is that span's child, as nameko.traceparent
+    traceparent: Mapped[str | None] = mapped_column(String(55))

@@ -6,7 +6,8 @@ A crash between commit and publish loses nothing: the rows are still unsent and
 the next flush publishes them (subscribers are idempotent, so a repeat after a
 crash between publish and mark is harmless). Each row keeps the correlation id of
 the work that wrote it and is published with it (the AMQP header
-``nameko.correlation_id``), so the worker that handles the event runs under it::
+``nameko.correlation_id``), so the worker that handles the event runs under it; while
+traces are on, likewise the span that wrote it (``nameko.traceparent`` of a PRODUCER span)::
 
     class StudentsService:
         outbox = Outbox(StudentsOutbox)
@@ -20,6 +21,7 @@ the work that wrote it and is published with it (the AMQP header
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from nameko.amqp.publish import Publisher, get_connection
@@ -28,7 +30,7 @@ from prometheus_client.core import Metric
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from services.infra import correlation, metrics
+from services.infra import correlation, metrics, tracing
 from services.infra.background import BackgroundLoop
 from services.infra.models import OutboxMixin, utcnow
 from services.infra.topology import declarations
@@ -65,7 +67,13 @@ class OutboxRelay:
         while True:
             with self.Session() as session:  # read only: no lock held while publishing
                 rows = session.execute(
-                    select(self.model.id, self.model.event_type, self.model.payload, self.model.correlation_id)
+                    select(
+                        self.model.id,
+                        self.model.event_type,
+                        self.model.payload,
+                        self.model.correlation_id,
+                        self.model.traceparent,
+                    )
                     .where(self.model.published_at.is_(None))
                     .order_by(self.model.id)
                     .limit(BATCH_SIZE)
@@ -74,7 +82,9 @@ class OutboxRelay:
                 return published
             for row in rows:
                 headers = {correlation.HEADER: row.correlation_id} if row.correlation_id else {}
-                with metrics.publishing(self.exchange.name):
+                with metrics.publishing(self.exchange.name), self._span(row) as span:
+                    if span is not None:
+                        headers.update(tracing.amqp_headers(span))
                     self.publisher.publish(
                         row.payload, exchange=self.exchange, routing_key=row.event_type, extra_headers=headers
                     )
@@ -83,6 +93,20 @@ class OutboxRelay:
                     update(self.model).where(self.model.id.in_([row.id for row in rows])).values(published_at=utcnow())
                 )
             published += len(rows)
+
+    def _span(self, row: Any):
+        """The PRODUCER span of a row's publish, child of the span that wrote the row (traces on)."""
+        if not (row.traceparent and tracing.enabled()):
+            return contextlib.nullcontext()
+        attributes = {
+            "messaging.system": "rabbitmq",
+            "messaging.operation.name": "publish",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": self.exchange.name,
+            "messaging.rabbitmq.destination.routing_key": row.event_type,
+            "mensageria.outbox.id": row.id,
+        }
+        return tracing.span(f"publish {self.exchange.name}", tracing.PRODUCER, row.traceparent, attributes)
 
     def gauges(self, service: str) -> list[Metric]:
         """Rows waiting to be published and the age of the oldest, for ``/metrics``."""
@@ -107,8 +131,14 @@ class OutboxWriter:
     def add(
         self, session: Session, event_type: str, payload: dict[str, Any], correlation_id: str | None = None
     ) -> None:
-        """Write the event; it is published with ``correlation_id`` (default: the id in hand)."""
-        row = self.model(event_type=event_type, payload=payload, correlation_id=correlation_id or correlation.current())
+        """Write the event; it is published with ``correlation_id`` (default: the id in hand), and
+        while traces are on as a child of the span in hand."""
+        row = self.model(
+            event_type=event_type,
+            payload=payload,
+            correlation_id=correlation_id or correlation.current(),
+            traceparent=tracing.current_traceparent(),
+        )
         session.add(row)
         self.added += 1
 

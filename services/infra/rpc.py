@@ -18,7 +18,8 @@ the same ``RPC_TIMEOUT``.
 
 A call carries the correlation id in hand (:func:`services.infra.correlation.current`):
 the worker's, or the one a loop or a handler set with ``working_on`` for the row or the
-item of a batch it is working on.
+item of a batch it is working on; while traces are on (:mod:`services.infra.tracing`) each
+call is a CLIENT span, whose ``traceparent`` the call carries.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from nameko.rpc import RpcProxy, ServiceProxy
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from services.exceptions import BackendTimeout, ServiceUnavailable
-from services.infra import correlation, metrics
+from services.infra import correlation, metrics, tracing
 from services.infra.settings import Settings
 
 BROKER_ERRORS = (OSError, OperationalError, AmqpConnectionError)
@@ -60,7 +61,8 @@ class TimedServiceProxy:
     def call(self, method: str, timeout: float, *args: Any, **kwargs: Any) -> Any:
         started, outcome = time.perf_counter(), metrics.ERROR
         try:
-            result = self._call(method, timeout, *args, **kwargs)
+            with tracing.span(f"{self._service}/{method}", tracing.CLIENT, attributes=self._span_attributes(method)):
+                result = self._call(method, timeout, *args, **kwargs)
             outcome = metrics.OK
             return result
         except Exception as exc:
@@ -71,10 +73,15 @@ class TimedServiceProxy:
                 time.perf_counter() - started
             )
 
+    def _span_attributes(self, method: str) -> dict | None:
+        if not tracing.enabled():
+            return None
+        return {"rpc.system": "nameko", "rpc.service": self._service, "rpc.method": method}
+
     def _call(self, method: str, timeout: float, *args: Any, **kwargs: Any) -> Any:
         deadline = eventlet.Timeout(timeout)
         try:
-            return getattr(_carrying_current_id(self._proxy), method)(*args, **kwargs)
+            return getattr(_carrying_context(self._proxy), method)(*args, **kwargs)
         except eventlet.Timeout as exc:
             if exc is not deadline:
                 raise
@@ -102,20 +109,26 @@ class TimedServiceProxy:
 
 class _CallContext:
     """A worker context as nameko's ``MethodProxy`` reads it (``container``, ``context_data``),
-    with another correlation id: a copy, since a background proxy's context is shared."""
+    with other context data: a copy, since a background proxy's context is shared."""
 
-    def __init__(self, worker_ctx: WorkerContext, correlation_id: str):
+    def __init__(self, worker_ctx: WorkerContext, overrides: dict):
         self.container = worker_ctx.container
-        self.context_data = {**worker_ctx.context_data, correlation.KEY: correlation_id}
+        self.context_data = {**worker_ctx.context_data, **overrides}
 
 
-def _carrying_current_id(proxy: Any) -> Any:
+def _carrying_context(proxy: Any) -> Any:
     """``proxy``, or one whose calls carry the id in hand when :func:`correlation.working_on`
-    changed it (an item of a batch, a background loop's row)."""
-    correlation_id = correlation.current()
-    if not isinstance(proxy, ServiceProxy) or correlation_id in (None, proxy.worker_ctx.data.get(correlation.KEY)):
+    changed it (an item of a batch, a background loop's row), and the call's span (its
+    ``traceparent``) while traces are on."""
+    if not isinstance(proxy, ServiceProxy):
         return proxy
-    context = _CallContext(proxy.worker_ctx, correlation_id)
+    overrides = tracing.carrier_of() if tracing.enabled() else {}
+    correlation_id = correlation.current()
+    if correlation_id not in (None, proxy.worker_ctx.data.get(correlation.KEY)):
+        overrides[correlation.KEY] = correlation_id
+    if not overrides:
+        return proxy
+    context = _CallContext(proxy.worker_ctx, overrides)
     return ServiceProxy(context, proxy.service_name, proxy.reply_listener, **proxy.options)
 
 

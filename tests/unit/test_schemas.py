@@ -159,7 +159,15 @@ def test_status_change_valid_with_defaults():
         "request_id": None,
         "course": None,
         "correlation_id": None,
+        "traceparent": None,
     }
+
+
+def test_a_traceparent_that_is_not_w3c_trace_context_loads_as_none_and_refuses_nothing():
+    good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for value, expected in ((good, good), ("00-xyz", None), (good.upper(), None), (42, None), ("", None)):
+        loaded = load(StatusChangeSchema(), {"student_id": 3, "status": "active", "traceparent": value})
+        assert loaded["traceparent"] == expected
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,11 @@ has a parameter named ``correlation_id`` receives the event's (None if it came
 without one). A message carrying a batch (``student_status_changed``'s
 ``{"changes": [...]}``) has the first change's id in its header; each change names
 its own in its ``correlation_id`` field.
+
+With an OpenTelemetry SDK installed in your program, a publish is a PRODUCER span and a
+callback runs in a CONSUMER span, child of the span that published the event (the header
+``nameko.traceparent``; each change of a batch names its own ``traceparent`` too): see
+:mod:`clients.tracing`.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any
 import pika
 from pika.exceptions import AMQPConnectionError, AMQPError, UnroutableError
 
-from clients import codec
+from clients import codec, tracing
 from clients.connection import DEFAULT_URL, Link, PerThread, broker_error, close_quietly, connection_parameters
 from clients.errors import UnroutableEvent
 from clients.rpc import CORRELATION_ID, HEADER_PREFIX, context_headers, correlation_id_for
@@ -103,6 +108,16 @@ class EventPublisher:
         """
         mandatory = self.mandatory if mandatory is None else mandatory
         correlation_id = correlation_id_for(correlation_id, self.context_data)
+        exchange = event_exchange(source_service)
+        with tracing.span(
+            f"publish {exchange}", tracing.PRODUCER, tracing.messaging_attributes("publish", exchange, event_type)
+        ) as span:
+            self._publish(source_service, event_type, payload, mandatory, correlation_id, span)
+        return correlation_id
+
+    def _publish(
+        self, source_service: str, event_type: str, payload: Any, mandatory: bool, correlation_id: str, span: Any
+    ) -> None:
         link = self._links.get()
         declared: set[str] = link.state["declared"]
         try:
@@ -117,7 +132,7 @@ class EventPublisher:
                     content_type=codec.CONTENT_TYPE,
                     content_encoding=codec.CONTENT_ENCODING,
                     delivery_mode=pika.DeliveryMode.Persistent,
-                    headers=context_headers(self.context_data, correlation_id),
+                    headers={**context_headers(self.context_data, correlation_id), **tracing.headers_of(span)},
                 ),
                 mandatory=mandatory,
             )
@@ -129,7 +144,6 @@ class EventPublisher:
         except AMQPError as exc:
             self._links.discard()
             raise broker_error(exc, f"publish {source_service}.{event_type}") from exc
-        return correlation_id
 
     def close(self) -> None:
         """Close this thread's connection (and those of threads that have ended)."""
@@ -263,10 +277,14 @@ class EventSubscriber:
             channel.basic_reject(method.delivery_tag, requeue=False)
             return
         try:
-            if self._with_correlation_id:
-                self.callback(payload, correlation_id=_correlation_id(properties))
-            else:
-                self.callback(payload)
+            exchange = event_exchange(self.source_service)
+            attributes = tracing.messaging_attributes("process", exchange, self.event_type)
+            name = f"process {self.source_service}.{self.event_type}"
+            with tracing.span(name, tracing.CONSUMER, attributes, headers=properties.headers or {}):
+                if self._with_correlation_id:
+                    self.callback(payload, correlation_id=_correlation_id(properties))
+                else:
+                    self.callback(payload)
         except Exception:
             log.exception("%s: callback failed; requeueing in %ss", self, self.retry_delay)
             channel.connection.sleep(self.retry_delay)

@@ -30,6 +30,9 @@ else a new UUID. The service runs the call under it, and everything the call cau
 (further calls, events, stored requests, the mail at the end) carries it. Pass your own
 request's id to follow it through mensageria; an error raised by a call names the id it
 was sent with (``exc.correlation_id``).
+
+**Traces.** With an OpenTelemetry SDK installed in your program, each call is a CLIENT span
+whose ``traceparent`` the call carries (``nameko.traceparent``): see :mod:`clients.tracing`.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from typing import Any
 import pika
 from pika.exceptions import AMQPError, UnroutableError
 
-from clients import codec
+from clients import codec, tracing
 from clients.connection import DEFAULT_URL, Link, PerThread, broker_error
 from clients.errors import ClientError, RpcTimeout, UnknownService, remote_error
 
@@ -142,6 +145,19 @@ class RpcClient:
     def _call(
         self, service: str, method: str, args: tuple, kwargs: dict, timeout: float | None, correlation_id: str
     ) -> Any:
+        with tracing.span(f"{service}/{method}", tracing.CLIENT, tracing.rpc_attributes(service, method)) as span:
+            return self._traced_call(service, method, args, kwargs, timeout, correlation_id, span)
+
+    def _traced_call(
+        self,
+        service: str,
+        method: str,
+        args: tuple,
+        kwargs: dict,
+        timeout: float | None,
+        correlation_id: str,
+        span: Any,
+    ) -> Any:
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         body = codec.dumps({"args": args, "kwargs": kwargs})  # TypeError for what JSON cannot carry
@@ -154,7 +170,7 @@ class RpcClient:
             delivery_mode=pika.DeliveryMode.Persistent,
             reply_to=link.state["reply_to"],
             correlation_id=reply_key,
-            headers=context_headers(self.context_data, correlation_id),
+            headers={**context_headers(self.context_data, correlation_id), **tracing.headers_of(span)},
         )
         try:
             link.channel.basic_publish(

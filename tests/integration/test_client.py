@@ -223,6 +223,43 @@ def test_calls_publishes_and_subscribers_carry_correlation_ids(config, services,
     assert seen["received"] == [[f"sub-{unique}", [f"sub-{unique}"]]]
 
 
+def test_calls_publishes_and_subscribers_continue_the_program_s_trace(config, services, spans, unique):
+    """A program with an OpenTelemetry SDK: its calls and publishes are spans whose children the
+    services' workers are, and its subscriber handles an event under the span that published it."""
+    queue = f"evt-status-student_status_changed--pika_trace_{unique}"
+    seen = run_client("traced", url=config["AMQP_URI"], unique=unique, queue=queue)
+    client_spans = {s["name"]: s for s in seen["spans"]}
+    app = client_spans["the program's request"]
+    call, publish = client_spans["students/create_student"], client_spans["publish gateway.events"]
+    assert (call["kind"], publish["kind"]) == ("CLIENT", "PRODUCER")
+    assert call["parent"] == publish["parent"] == app["span"] and {call["trace"], publish["trace"]} == {app["trace"]}
+
+    def service_span(name: str, parent: str) -> dict:
+        found = [
+            s
+            for s in spans.get_finished_spans()
+            if s.name == name and s.parent and _hex(s.parent.span_id, 16) == parent
+        ]
+        assert len(found) == 1, (name, [s.name for s in spans.get_finished_spans()])
+        return found[0]
+
+    worker = service_span("students/create_student", call["span"])
+    assert (worker.kind.name, _hex(worker.context.trace_id, 32)) == ("SERVER", app["trace"])
+    handled = service_span("process gateway.status_change_requested", publish["span"])
+    assert handled.attributes["messaging.consumer.group.name"] == "status"
+
+    # the subscriber's span: a child of the status service's publish of the change, in the program's trace
+    received = client_spans["process status.student_status_changed"]
+    assert received["kind"] == "CONSUMER" and received["trace"] == app["trace"]
+    published = [s for s in spans.get_finished_spans() if _hex(s.context.span_id, 16) == received["parent"]]
+    assert [s.name for s in published] == ["publish status.events"]
+    assert seen["callback_saw"] == received["span"]  # the callback ran inside that span
+
+
+def _hex(value: int, width: int) -> str:
+    return f"{value:0{width}x}"
+
+
 def test_subscriber_receives_nameko_events_once_and_after_a_restart(config, services, unique):
     queue = f"evt-status-student_status_changed--pika_test_{unique}"
     seen = run_client("subscribe", url=config["AMQP_URI"], unique=unique, queue=queue)
@@ -633,6 +670,56 @@ def correlation(url: str, unique: str, queue: str) -> dict:
             "published_without_id": published_without_id,
             "received": about_other(),
         }
+
+
+@scenario
+def traced(url: str, unique: str, queue: str) -> dict:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from clients import EventPublisher, EventSubscriber, RpcClient
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    tracer = trace.get_tracer("the program")
+    callback_saw: list[str] = []
+
+    def on_change(payload: dict) -> None:
+        if any(change["request_id"] == request_id for change in payload["changes"]):
+            callback_saw.append(f"{trace.get_current_span().get_span_context().span_id:016x}")
+
+    request_id = str(uuid.uuid4())
+    with RpcClient(url) as client, EventPublisher(url) as publisher:
+        subscriber = EventSubscriber(url, "status", "student_status_changed", queue, on_change)
+        thread = threading.Thread(target=subscriber.run)
+        thread.start()
+        try:
+            assert subscriber.ready.wait(10), "subscriber not ready"
+            with tracer.start_as_current_span("the program's request"):
+                student = new_student(client, unique)
+                command = {"request_id": request_id, "student_id": student["id"], "status": "active"}
+                publisher.publish("gateway", "status_change_requested", command)
+            poll(lambda: callback_saw)
+        finally:
+            subscriber.stop()
+            thread.join(10)
+
+    def described(span: Any) -> dict:
+        return {
+            "name": span.name,
+            "kind": span.kind.name,
+            "trace": f"{span.context.trace_id:032x}",
+            "span": f"{span.context.span_id:016x}",
+            "parent": f"{span.parent.span_id:016x}" if span.parent else None,
+        }
+
+    found = [described(s) for s in exporter.get_finished_spans()]
+    mine = [s for s in found if s["name"] != "process status.student_status_changed" or s["span"] in callback_saw]
+    return {"spans": mine, "callback_saw": callback_saw[0]}
 
 
 @scenario

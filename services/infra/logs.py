@@ -6,7 +6,7 @@ three filters and one of two formatters (``LOG_FORMAT``: ``plain``, the default,
 - :class:`DeliberateErrorsWithoutTraceback`: a deliberate error is one line, not a traceback;
 - :class:`Context`: adds ``service``, ``correlation_id``, ``entrypoint`` and, when known,
   ``student_id``, ``request_id``, ``job_id`` (passed as ``extra=`` or found in the worker's
-  arguments);
+  arguments), and while traces are on the ``trace_id`` and ``span_id`` in hand;
 - :class:`Redaction`: renders the message and the traceback, with API keys, ``Authorization``
   values, passwords, secrets and mail bodies cut out;
 - ``plain`` (:class:`PlainFormatter`): today's line, `` [cid=<id>]`` appended; ``json``
@@ -43,7 +43,7 @@ with warnings.catch_warnings():  # tools.launch logs through here: keep eventlet
     from nameko.extensions import DependencyProvider
 
     from services.exceptions import ServiceError
-    from services.infra import correlation
+    from services.infra import correlation, tracing
 
 IDS = ("student_id", "request_id", "job_id")
 REDACTED = "[redacted]"
@@ -159,6 +159,7 @@ class Context(logging.Filter):
         if entrypoint:
             fields["entrypoint"] = entrypoint
         fields.update(_ids.get() or {})
+        fields.update(tracing.current_ids())  # traces on: the span a line was logged in
         for name, value in fields.items():
             if name not in record.__dict__:
                 setattr(record, name, value)

@@ -53,6 +53,8 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from services.exceptions import ServiceError
+
 log = logging.getLogger(__name__)
 
 TRACEPARENT, TRACESTATE = "traceparent", "tracestate"  # nameko context data keys; headers nameko.<key>
@@ -162,6 +164,16 @@ def traceparent_of(span: Any = None) -> str | None:
 def current_traceparent() -> str | None:
     """The ``traceparent`` of the work in hand (what a stored row keeps), None when off or outside."""
     return traceparent_of()
+
+
+def current_ids() -> dict[str, str]:
+    """``{"trace_id": ..., "span_id": ...}`` (hex) of the span in hand, for log lines; ``{}`` when off."""
+    if not _enabled:
+        return {}
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
 
 
 def amqp_headers(span: Any = None) -> dict[str, str]:
@@ -350,8 +362,13 @@ class Tracing(DependencyProvider):
 
     def worker_result(self, worker_ctx: Any, result: Any = None, exc_info: Any = None) -> None:
         active = self.active.get(worker_ctx)
-        if active is not None and active[0] is not None and exc_info is not None:
-            fail(active[0], exc_info[1])
+        if active is None or active[0] is None or exc_info is None:
+            return
+        error = exc_info[1]
+        if isinstance(error, ServiceError):  # answered as designed (not found, invalid): no server error,
+            active[0].set_attribute("error.type", error.code)  # as gRPC's conventions have it; the caller's is
+        else:
+            fail(active[0], error)
 
     def worker_teardown(self, worker_ctx: Any) -> None:
         active = self.active.pop(worker_ctx, None)

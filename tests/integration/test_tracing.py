@@ -9,6 +9,8 @@ import collections
 
 import pytest
 import requests
+from nameko.exceptions import RemoteError
+from nameko.rpc import rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 from opentelemetry.trace import SpanKind, StatusCode
 
@@ -199,3 +201,44 @@ def publish_batch(config: dict, requests_: list[dict], headers: dict) -> None:
         extra_headers=headers,
         serializer="json",
     )
+
+
+def test_a_failed_call_is_an_error_where_it_failed_and_a_4xx_answer_is_not(system, spans):
+    base, auth = system
+    response = requests.get(f"{base}/students/1999999999", headers=auth, timeout=10)
+    assert response.status_code == 404
+
+    def spans_of_the_request() -> list:
+        [http] = [s for s in spans.get_finished_spans() if s.name == "GET /students/{student_id}"] or [None]
+        if http is None:
+            return []
+        return [s for s in spans.get_finished_spans() if s.context.trace_id == http.context.trace_id]
+
+    found = {(s.name, s.kind): s for s in wait_for(lambda: len(spans_of_the_request()) == 3 and spans_of_the_request())}
+    http = found["GET /students/{student_id}", SpanKind.SERVER]
+    assert http.attributes["http.response.status_code"] == 404
+    assert http.status.status_code == StatusCode.UNSET  # the client's mistake, not the server's
+    # the call failed for the caller; the students service answered as designed (gRPC's conventions)
+    call, answer = found["students/get_student", SpanKind.CLIENT], found["students/get_student", SpanKind.SERVER]
+    assert call.status.status_code == StatusCode.ERROR and "StudentNotFound" in call.status.description
+    assert answer.status.status_code == StatusCode.UNSET and answer.attributes["error.type"] == "STUDENT_NOT_FOUND"
+
+
+def test_a_worker_that_crashes_is_an_error_span(runner_factory, config, spans):
+    runner = runner_factory(config, Crashing)
+    runner.start()
+    with ClusterRpcProxy(config, timeout=10) as rpc, pytest.raises(RemoteError):
+        rpc.crashing.crash()
+    [span] = wait_for(lambda: [s for s in spans.get_finished_spans() if s.name == "crashing/crash"])
+    assert (span.kind, span.status.status_code) == (SpanKind.SERVER, StatusCode.ERROR)
+    assert "ZeroDivisionError" in span.status.description
+    assert [event.name for event in span.events] == ["exception"]
+
+
+class Crashing:
+    name = "crashing"
+    tracing = tracing.Tracing()
+
+    @rpc
+    def crash(self) -> None:
+        raise ZeroDivisionError("a bug")

@@ -102,6 +102,18 @@ def test_a_json_line_has_every_field(json_lines):
     assert datetime.fromisoformat(line["time"]).utcoffset().total_seconds() == 0
 
 
+def test_a_json_line_names_the_span_it_was_logged_in_while_traces_are_on(json_lines, spans):
+    from services.infra import tracing
+
+    with tracing.span("work") as span:
+        log.info("inside")
+    log.info("outside")
+    inside, outside = json_lines.json()
+    context = span.get_span_context()
+    assert (inside["trace_id"], inside["span_id"]) == (f"{context.trace_id:032x}", f"{context.span_id:016x}")
+    assert "trace_id" not in outside and "span_id" not in outside
+
+
 def test_a_json_line_outside_any_request_has_a_null_correlation_id(json_lines):
     log.warning("idle")
     (line,) = json_lines.json()

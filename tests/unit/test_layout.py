@@ -192,6 +192,8 @@ COMPOSE_SECRETS = (
     "REQUEST_ID_SECRET",
     "API_KEY_SECRET",
 )
+# what .env may set besides (empty: off), with compose's default for it
+COMPOSE_OPTIONAL = {"OTEL_EXPORTER_OTLP_ENDPOINT": ""}
 # compose's interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}
 COMPOSE_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
@@ -246,7 +248,10 @@ def test_compose_credentials_and_secrets_have_no_default():
 def test_env_example_lists_every_variable_compose_requires():
     required = {name for name, operator, _ in compose_variables() if operator in ("", ":?", "?")}
     example = env_example()
-    assert required == set(example) == set(COMPOSE_SECRETS)
+    assert required == set(COMPOSE_SECRETS)
+    assert set(example) == set(COMPOSE_SECRETS) | set(COMPOSE_OPTIONAL)
+    for name, default in COMPOSE_OPTIONAL.items():
+        assert example[name] == default and (name, ":-", default) in compose_variables()
     assert example["RABBITMQ_VHOST"] == "mensageria"
     for name in ("RABBITMQ_ADMIN_PASSWORD", "RABBITMQ_APP_PASSWORD", "POSTGRES_PASSWORD", *COMPOSE_SECRETS[-3:]):
         assert example[name] == "", f"{name}: .env.example holds no secret"

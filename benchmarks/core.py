@@ -75,6 +75,7 @@ class Sizes:
     reads: int = 3_000
     read_concurrency: int = 16
     echo_calls: int = 6_000
+    trace_changes: int = 20_000  # status changes' worth of tracing hooks, per set-up
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -87,6 +88,7 @@ class Sizes:
             bulk_rows=5_000,
             reads=300,
             echo_calls=600,
+            trace_changes=2_000,
         )
 
 

@@ -26,7 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks import bulk, celery_bench, raw_pika, reads, writes
+from benchmarks import bulk, celery_bench, raw_pika, reads, tracing_cost, writes
 from benchmarks.core import BACKENDS, NO_BACKEND, Context, Row, Scenario, Sizes
 from benchmarks.cpu import machine_busy_percent, wait_quiet
 from benchmarks.infra import Broker, Cleanup, Postgres
@@ -41,6 +41,7 @@ SCENARIOS: list[Scenario] = [
     Scenario("d", "ours: bulk job of 100,000 rows", bulk.bulk_job, BACKENDS, True),
     Scenario("e", "ours: GET /students/{id}, and the same read over RPC", reads.reads, BACKENDS, True),
     Scenario("e", "bare nameko RPC echo", reads.echo),
+    Scenario("t", "traces: CPU of the tracing hooks per status change", tracing_cost.run),
 ]
 
 
@@ -62,6 +63,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--reads", type=int, help=f"(e) GETs and RPC reads (default {d.reads:,})")
     sizes.add_argument("--read-concurrency", type=int, help=f"(e) clients (default {d.read_concurrency})")
     sizes.add_argument("--echo-calls", type=int, help=f"(e) echo calls (default {d.echo_calls:,})")
+    sizes.add_argument("--trace-changes", type=int, help=f"(t) status changes per set-up (default {d.trace_changes:,})")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the services during (c) at top concurrency")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument(
@@ -112,6 +114,7 @@ def build_sizes(args: argparse.Namespace) -> Sizes:
         "reads",
         "read_concurrency",
         "echo_calls",
+        "trace_changes",
     )
     for name in names:
         if getattr(args, name) is not None:

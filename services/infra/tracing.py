@@ -50,8 +50,16 @@ from nameko.rpc import Rpc
 from nameko.web.handlers import HttpRequestHandler
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import Link, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
 
 from services.exceptions import ServiceError
 
@@ -71,7 +79,6 @@ SERVER, CLIENT, PRODUCER, CONSUMER, INTERNAL = (
     SpanKind.INTERNAL,
 )
 
-_propagator = TraceContextTextMapPropagator()
 _tracer = trace.get_tracer("mensageria")  # follows the global tracer provider
 _enabled = False
 _configure_lock = threading.Lock()
@@ -127,16 +134,28 @@ def flush(timeout_seconds: float = 5.0) -> None:
 
 def extract(carrier: Any) -> otel_context.Context | None:
     """The remote span context in ``carrier`` (a dict or headers with ``traceparent``), or None
-    when there is none or it is not valid W3C trace context (then the span starts a new trace)."""
+    when there is none or it is not valid W3C trace context (then the span starts a new trace).
+    Read here rather than through the SDK's propagator: the same rules, a third of the cost."""
     if not carrier:
         return None
     value = carrier.get(TRACEPARENT)
-    if not isinstance(value, str) or not _TRACEPARENT.fullmatch(value.strip()):
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if not _TRACEPARENT.fullmatch(value) or value.startswith("ff"):
+        return None
+    trace_id, span_id, flags = int(value[3:35], 16), int(value[36:52], 16), int(value[53:55], 16)
+    if not (trace_id and span_id):
         return None
     state = carrier.get(TRACESTATE)
-    found = {TRACEPARENT: value.strip(), **({TRACESTATE: state} if isinstance(state, str) else {})}
-    context = _propagator.extract(found)
-    return context if trace.get_current_span(context).get_span_context().is_valid else None
+    span_context = SpanContext(
+        trace_id,
+        span_id,
+        is_remote=True,
+        trace_flags=TraceFlags(flags),
+        trace_state=TraceState.from_header([state]) if isinstance(state, str) and state else None,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(span_context))
 
 
 def parent_of(traceparent: str | None) -> otel_context.Context | None:
@@ -146,11 +165,12 @@ def parent_of(traceparent: str | None) -> otel_context.Context | None:
 
 def carrier_of(span: Any = None) -> dict[str, str]:
     """``{"traceparent": ..., ["tracestate": ...]}`` of ``span`` (default: the current one), or ``{}``."""
-    span = span if span is not None else trace.get_current_span()
-    if not span.get_span_context().is_valid:
+    context = (span if span is not None else trace.get_current_span()).get_span_context()
+    if not context.is_valid:
         return {}
-    carrier: dict[str, str] = {}
-    _propagator.inject(carrier, trace.set_span_in_context(span))
+    carrier = {TRACEPARENT: f"00-{context.trace_id:032x}-{context.span_id:016x}-{context.trace_flags:02x}"}
+    if context.trace_state:
+        carrier[TRACESTATE] = context.trace_state.to_header()
     return carrier
 
 
@@ -201,10 +221,16 @@ def span(
         yield None
         return
     context = parent_of(parent) if isinstance(parent, str) else parent
-    with _tracer.start_as_current_span(
-        name, context=context, kind=kind, attributes=attributes, links=list(links)
-    ) as current:
-        yield current
+    started = _tracer.start_span(name, context=context, kind=kind, attributes=attributes, links=links)
+    token = otel_context.attach(trace.set_span_in_context(started))
+    try:
+        yield started
+    except BaseException as exc:
+        fail(started, exc)
+        raise
+    finally:
+        otel_context.detach(token)
+        started.end()
 
 
 def start(
@@ -220,7 +246,7 @@ def start(
         return None
     context = parent_of(parent) if isinstance(parent, str) else parent
     return _tracer.start_span(
-        name, context=context, kind=kind, attributes=attributes, links=list(links), start_time=start_time
+        name, context=context, kind=kind, attributes=attributes, links=links, start_time=start_time
     )
 
 
@@ -265,7 +291,7 @@ def item(payload: dict, name: str, attributes: dict | None = None) -> Iterator[N
         yield
         return
     links = _links_to_current()
-    with _tracer.start_as_current_span(name, context=context, attributes=attributes, links=links):
+    with span(name, INTERNAL, context, attributes, links):
         yield
 
 

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import time
+from typing import Any
 
 from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest, ContainerBeingKilled, IncorrectSignature
@@ -229,6 +230,7 @@ class JsonHttpEntrypoint(HttpRequestHandler):
 
     server = JsonWebServer()
     gate = AccessGate()
+    documented = True  # in the OpenAPI document (the console's HTML pages are not)
 
     def __init__(self, method: str, url: str, scope: str, errors: tuple[type[ServiceError], ...] = (), **kwargs):
         self.scope = scope
@@ -270,6 +272,14 @@ class JsonHttpEntrypoint(HttpRequestHandler):
             "mensageria.correlation_id": request.correlation_id,
         }
 
+    def admit(self, request: Request) -> tuple[Any, Any]:
+        """``(principal, rate-limit verdict)`` of a request to a secured route, or :class:`AccessDenied`."""
+        return self.gate.admit(request.headers.get("Authorization"), self.scope)
+
+    def refusal(self, request: Request, exc: AccessDenied) -> Response:
+        """The answer to a request :meth:`admit` refused."""
+        return error_response(exc)
+
     def _handle(self, request: Request) -> Response:
         correlation_id = request.correlation_id
         limit_headers: dict[str, str] = {}
@@ -277,11 +287,11 @@ class JsonHttpEntrypoint(HttpRequestHandler):
             response = super().handle_request(request)
         else:
             try:
-                request.principal, verdict = self.gate.admit(request.headers.get("Authorization"), self.scope)
+                request.principal, verdict = self.admit(request)
                 limit_headers = verdict.headers()
             except AccessDenied as exc:
                 request.principal = exc.principal
-                response = error_response(exc)
+                response = self.refusal(request, exc)
             else:
                 response = super().handle_request(request)
         response.headers.update(limit_headers)

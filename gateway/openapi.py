@@ -96,6 +96,8 @@ def routes(service: type) -> list[Route]:
     for name in dir(service):
         handler = getattr(service, name)
         for entrypoint in getattr(handler, "nameko_entrypoints", ()):
+            if not getattr(entrypoint, "documented", True):
+                continue
             found.append(Route(entrypoint.method, entrypoint.url, handler, entrypoint.errors, entrypoint.scope))
     return sorted(found, key=lambda route: (route.rule, route.method))
 

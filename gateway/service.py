@@ -15,6 +15,7 @@ from werkzeug.wrappers import Request, Response
 # with entrypoints found at the top level of this module as a service
 from gateway import routes
 from gateway.access.gate import Access
+from gateway.console import routes as console
 from gateway.dependencies import BatchingEventDispatcher, KnownStudents
 from gateway.entrypoints import PUBLIC, http, json_response
 from gateway.exceptions import ServiceUnavailable
@@ -36,6 +37,7 @@ class GatewayService(
     routes.BulkJobRoutes,
     routes.CertificateRoutes,
     routes.AccessRoutes,
+    console.ConsoleRoutes,
 ):
     name = "gateway"
 
@@ -46,6 +48,7 @@ class GatewayService(
     students = TimedRpcProxy("students")
     status = TimedRpcProxy("status")
     certificates = TimedRpcProxy("certificates")
+    notifications = TimedRpcProxy("notifications")
     # concurrent status changes share one confirmed message: {"requests": [...]}
     dispatch = BatchingEventDispatcher(batch_key="requests")
     known_students = KnownStudents()

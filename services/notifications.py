@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 
-from services._notifications import mail, repo
+from services._notifications import gauges, mail, repo
 from services._notifications.models import NotificationsBase
 from services._notifications.sender import MailSender
 from services.exceptions import CertificateNotFound
@@ -83,6 +83,11 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
         issued_mail = mail.certificate_issued_mail(issued, document, self.settings.mail_from)
         if repo.record(self.db, issued_mail):
             self.sender.wake()
+
+    @rpc
+    def get_overview(self) -> dict:
+        """Mails pending and failed, and the age of the oldest pending one, for the console."""
+        return gauges.mail_state(self.db)
 
     @rpc
     def list_notifications(self, student_id=None, state=None, limit=50, cursor=None) -> dict:

@@ -198,6 +198,23 @@ class HistoryQuerySchema(StrictSchema):
     cursor = Cursor()
 
 
+class RequestSearchSchema(StrictSchema):
+    """Filters of ``search_status_requests`` (the console's requests page): all optional, combined."""
+
+    request_id = fields.UUID(load_default=None, allow_none=True)
+    correlation_id = CorrelationId(load_default=None, allow_none=True)
+    student_id = fields.Integer(
+        load_default=None, allow_none=True, strict=True, validate=validate.Range(min=1, max=MAX_ID)
+    )
+    state = fields.String(
+        load_default=None, allow_none=True, validate=validate.OneOf(("pending", "applied", "rejected", "failed"))
+    )
+    since = fields.AwareDateTime(load_default=None, allow_none=True)
+    until = fields.AwareDateTime(load_default=None, allow_none=True)
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=200))
+    cursor = Cursor()
+
+
 class CurrentStatusSchema(Schema):
     student_id = fields.Integer()
     status = fields.String()

@@ -11,7 +11,7 @@ Events: student_status_changed (via the outbox, after the change is committed).
 from __future__ import annotations
 
 from services import jobs
-from services._status import jobs_repo, repo
+from services._status import console, jobs_repo, repo
 from services._status.applier import RecentResults, StatusApplier
 from services._status.models import StatusBase
 from services.exceptions import ValidationFailed
@@ -31,6 +31,7 @@ from services.schemas import (
     HistoryQuerySchema,
     JobOptionsSchema,
     JobRowSchema,
+    RequestSearchSchema,
     StatusChangeSchema,
     StatusRequestSchema,
     load,
@@ -107,6 +108,44 @@ class StatusService(dead_letters.DeadLetterRpc):
     def get_current_status(self, student_id: int) -> dict:
         with self.db() as session:
             return CurrentStatusSchema().dump(repo.current(session, positive_id(student_id)))
+
+    # --- operations console ---------------------------------------------------
+
+    @rpc
+    def search_status_requests(
+        self,
+        request_id=None,
+        correlation_id=None,
+        student_id=None,
+        state=None,
+        since=None,
+        until=None,
+        limit=50,
+        cursor=None,
+    ) -> dict:
+        """Requests matching every filter given, newest first: ``{items, next_cursor}``."""
+        filters = load(
+            RequestSearchSchema(),
+            {
+                "request_id": request_id,
+                "correlation_id": correlation_id,
+                "student_id": student_id,
+                "state": state,
+                "since": since,
+                "until": until,
+                "limit": limit,
+                "cursor": cursor,
+            },
+        )
+        with self.db() as session:
+            items, next_cursor = console.search(session, filters)
+            return {"items": request_schema.dump(items, many=True), "next_cursor": next_cursor}
+
+    @rpc
+    def get_overview(self) -> dict:
+        """The applier's backlog and the outbox's lag, for the console."""
+        with self.db() as session:
+            return console.overview(session)
 
     # --- bulk jobs -----------------------------------------------------------
 

@@ -146,6 +146,17 @@ class AccessGate(SharedExtension):
             or (cached.expires_at is not None and cached.expires_at <= time.time())
         ):
             raise InvalidApiKey("The API key is not valid (unknown, revoked or expired).", {})
+        return self._admitted(cached, scope)
+
+    def admit_key(self, key_id: str, scope: str) -> tuple[Principal, Verdict]:
+        """As :meth:`admit`, for a key already proven (a console session, signed with the key's id):
+        the key must still be usable now, and is rate-limited and scope-checked the same way."""
+        cached = self._lookup(key_id)
+        if cached is None or (cached.expires_at is not None and cached.expires_at <= time.time()):
+            raise InvalidApiKey("The API key of this session is no longer valid (revoked or expired).", {})
+        return self._admitted(cached, scope)
+
+    def _admitted(self, cached: CachedKey, scope: str) -> tuple[Principal, Verdict]:
         principal = cached.principal
         self.used[principal.key_id] = utcnow()
         verdict = self.limiter.take(principal.key_id, cached.rate, cached.burst)

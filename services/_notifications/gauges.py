@@ -16,6 +16,15 @@ from services.infra.models import utcnow
 
 
 def read(session_factory: sessionmaker) -> list[Metric]:
+    state = mail_state(session_factory)
+    return [
+        metrics.MAIL_NOTIFICATIONS.family({(name,): state[name] for name in (PENDING, FAILED)}),
+        metrics.MAIL_OLDEST_AGE.family(state["oldest_pending_age"]),
+    ]
+
+
+def mail_state(session_factory: sessionmaker) -> dict:
+    """``{pending, failed, oldest_pending_age}``: for ``/metrics`` and the operations console."""
     with session_factory() as session:
         counts = dict(
             session.execute(
@@ -26,7 +35,4 @@ def read(session_factory: sessionmaker) -> list[Metric]:
         )
         oldest = session.scalar(select(func.min(Notification.created_at)).where(Notification.state == PENDING))
     age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
-    return [
-        metrics.MAIL_NOTIFICATIONS.family({(state,): counts.get(state, 0) for state in (PENDING, FAILED)}),
-        metrics.MAIL_OLDEST_AGE.family(max(age, 0.0)),
-    ]
+    return {PENDING: counts.get(PENDING, 0), FAILED: counts.get(FAILED, 0), "oldest_pending_age": max(age, 0.0)}

@@ -32,6 +32,7 @@ class StatusRequest(StatusBase):
         UniqueConstraint("student_id", "idempotency_key"),
         UniqueConstraint("job_id", "row_no", name="uq_status_requests_job_row"),
         Index("ix_status_requests_job_state", "job_id", "state"),  # a job's progress, counted in the index
+        Index("ix_status_requests_correlation_id", "correlation_id"),  # the console finds a request's path
         # the applier's queue: pending requests in arrival order, without scanning
         # the applied ones that precede them in ``seq``
         Index(

@@ -149,5 +149,10 @@ class DeadLetterRpc:
         return {"replayed": replayed, "not_replayable": malformed}
 
     @rpc
+    def count_dead_letters(self) -> int:
+        """How many messages wait in this service's dead-letter queue (the broker's count)."""
+        return self.dead_letters.depth()
+
+    @rpc
     def purge_dead_letters(self) -> dict:
         return {"purged": self.dead_letters.purge()}

@@ -76,6 +76,8 @@ class Settings:
     rate_limit_per_second: float = _setting(50.0, minimum=0.001)
     rate_limit_burst: int = _setting(100, minimum=1)
     audit_retention_days: float = _setting(365.0, minimum=0)
+    # the operations console: how long a sign-in lasts (the key's revocation ends it sooner)
+    console_session_seconds: float = _setting(28_800.0, minimum=60)
     student_cache_seconds: float = _setting(30.0, minimum=0)
     bulk_max_rows: int = _setting(100_000, minimum=1)
     bulk_max_bytes: int = _setting(32 * 1024 * 1024, minimum=1)

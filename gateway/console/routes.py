@@ -1,0 +1,257 @@
+"""The console's pages (``ConsoleRoutes``, a mixin of ``GatewayService``).
+
+Reading needs ``ops:read``; acting needs ``ops:write``. Every page works without JavaScript:
+filters are GET forms, actions POST forms carrying the CSRF token.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import eventlet
+from werkzeug.wrappers import Request, Response
+
+from gateway.access import keys as api_keys
+from gateway.access import store
+from gateway.console import sessions
+from gateway.console.entrypoint import PUBLIC, error_page, page, redirect, render
+from gateway.exceptions import AccessDenied, RateLimited
+from services.exceptions import ServiceError, StatusRequestNotFound, ValidationFailed
+
+SERVICES = ("students", "status", "certificates", "notifications")
+REQUEST_FILTERS = ("request_id", "correlation_id", "student_id", "state", "since", "until")
+STATES = ("pending", "applied", "rejected", "failed")
+
+
+class ConsoleRoutes:
+    """Uses ``GatewayService``'s ``access`` (the gate), ``settings`` and the RPC proxies."""
+
+    # --- signing in and out -----------------------------------------------------
+
+    @page("GET", "/ops/login", scope=PUBLIC)
+    def console_login_form(self, request: Request) -> Response:
+        if request.console_session is not None:
+            return redirect(_next(request.args.get("next")))
+        return _login_form(request, _next(request.args.get("next")))
+
+    @page("POST", "/ops/login", scope=PUBLIC)
+    def console_login(self, request: Request) -> Response:
+        console = request.console
+        target = _next(request.form.get("next"))
+        nonce = sessions.login_nonce(request.cookies.get(sessions.LOGIN_COOKIE))
+        if not sessions.csrf_ok(console.secret, nonce, request.form.get("csrf")):
+            return _login_form(request, target, "The sign-in form expired. Try again.", 400)
+        key = (request.form.get("key") or "").strip()
+        try:
+            principal, _ = self.access.admit(f"Bearer {key}", "ops:read")
+        except AccessDenied as exc:
+            request.principal = exc.principal  # the audit trail names a known key that was refused
+            return _login_form(request, target, _refused(exc), 429 if isinstance(exc, RateLimited) else 401)
+        request.principal = principal
+        cookie, _ = sessions.issue(console.secret, principal.key_id, console.lifetime)
+        response = redirect(target)
+        response.set_cookie(sessions.COOKIE, cookie, max_age=int(console.lifetime), **_cookie_options(request))
+        response.delete_cookie(sessions.LOGIN_COOKIE, path="/ops")
+        return response
+
+    @page("POST", "/ops/logout", scope="ops:read")
+    def console_logout(self, request: Request) -> Response:
+        response = redirect("/ops/login")
+        response.delete_cookie(sessions.COOKIE, path="/ops", **_same_site())
+        return response
+
+    # --- overview ---------------------------------------------------------------
+
+    @page("GET", "/ops", scope="ops:read")
+    def console_overview(self, request: Request) -> Response:
+        return render(request, "overview.html", **self._overview())
+
+    def _overview(self) -> dict:
+        results = self._gather(
+            {
+                **{f"ping:{name}": (name, "ping") for name in SERVICES},
+                "status": ("status", "get_overview"),
+                "mail": ("notifications", "get_overview"),
+                **{f"dead:{name}": (name, "count_dead_letters") for name in SERVICES},
+            }
+        )
+        return {
+            "services": [{"name": name, **results[f"ping:{name}"]} for name in SERVICES],
+            "status": results["status"],
+            "mail": results["mail"],
+            "dead_letters": [{"name": name, **results[f"dead:{name}"]} for name in SERVICES],
+        }
+
+    def _gather(self, calls: dict[str, tuple]) -> dict[str, dict]:
+        """Every ``(service, method, *args)`` at once, each within ``READY_TIMEOUT``: ``{name: result}``."""
+        timeout = self.settings.ready_timeout
+        pool = eventlet.GreenPool(len(calls))
+        names = list(calls)
+        answers = pool.imap(lambda name: self._try(calls[name][0], calls[name][1], timeout, *calls[name][2:]), names)
+        return dict(zip(names, answers, strict=True))
+
+    def _try(self, service: str, method: str, timeout: float, *args: Any) -> dict:
+        """``{"ok": True, "value": ...}`` or ``{"ok": False, "error": "why"}``: a page shows what it can."""
+        proxy = {"students": self.students, "status": self.status, "certificates": self.certificates}.get(service)
+        proxy = proxy or self.notifications
+        try:
+            return {"ok": True, "value": proxy.call(method, timeout, *args)}
+        except ServiceError as exc:
+            return {"ok": False, "error": exc.code}
+
+    # --- requests -----------------------------------------------------------------
+
+    @page("GET", "/ops/requests", scope="ops:read")
+    def console_requests(self, request: Request) -> Response:
+        filters = {name: (request.args.get(name) or "").strip() for name in REQUEST_FILTERS}
+        context = {"filters": filters, "states": STATES, "items": [], "next_url": None, "error": None}
+        query = {name: value for name, value in filters.items() if value}
+        try:
+            if query.get("student_id"):
+                query["student_id"] = _positive(query["student_id"], "student_id")
+            for name in ("since", "until"):
+                if name in query:
+                    query[name] = _moment(query[name], name)
+            found = self.status.search_status_requests(**query, cursor=request.args.get("cursor") or None)
+        except ValidationFailed as exc:
+            context["error"] = _invalid(exc)
+            return render(request, "requests.html", http_status=422, **context)
+        context["items"] = found["items"]
+        if found["next_cursor"]:
+            context["next_url"] = "/ops/requests?" + urlencode({**_given(filters), "cursor": found["next_cursor"]})
+        return render(request, "requests.html", **context)
+
+    @page("GET", "/ops/requests/<uuid:request_id>", scope="ops:read")
+    def console_request(self, request: Request, request_id: str) -> Response:
+        try:
+            found = self.status.get_status_request(request_id)
+        except StatusRequestNotFound:
+            return error_page(request, 404, f"No status request {request_id}.")
+        path = self._path_of(found)
+        return render(request, "request.html", item=found, **path)
+
+    def _path_of(self, found: dict) -> dict:
+        """What followed a request: the student's history entry, its certificate, its mails."""
+        student_id = found["student_id"]
+        found_now = self._gather(
+            {
+                "history": ("status", "get_status_history", student_id, 200),
+                "certificates": ("certificates", "list_certificates", student_id),
+                "mails": ("notifications", "list_notifications", student_id, None, 200),
+            }
+        )
+        history, certificates, mails = found_now["history"], found_now["certificates"], found_now["mails"]
+        request_id, correlation_id = found["request_id"], found.get("correlation_id")
+        return {
+            "history": _keep(history, lambda value: [h for h in value["items"] if h["request_id"] == request_id]),
+            "certificates": _keep(
+                certificates,
+                lambda value: [c for c in value if correlation_id and c.get("correlation_id") == correlation_id],
+            ),
+            "mails": _keep(
+                mails,
+                lambda value: [m for m in value["items"] if correlation_id and m["correlation_id"] == correlation_id],
+            ),
+        }
+
+    # --- audit ----------------------------------------------------------------------
+
+    @page("GET", "/ops/audit", scope="ops:read")
+    def console_audit(self, request: Request) -> Response:
+        key_id = (request.args.get("key_id") or "").strip() or None
+        since_text = (request.args.get("since") or "").strip()
+        context: dict[str, Any] = {"key_id": key_id or "", "since": since_text, "items": [], "next_url": None}
+        try:
+            if key_id is not None and not api_keys.KEY_ID.fullmatch(key_id):
+                raise ValidationFailed("A key id is 12 lower-case letters and digits.", {"key_id": ["Invalid."]})
+            since = _moment(since_text, "since") if since_text else None
+            found = store.list_audit(
+                self.access.Session, key_id=key_id, since=since, limit=50, cursor=request.args.get("cursor") or None
+            )
+        except ValidationFailed as exc:
+            context["error"] = _invalid(exc)
+            return render(request, "audit.html", http_status=422, **context)
+        context["items"] = found["items"]
+        if found["next_cursor"]:
+            given = {name: value for name, value in (("key_id", key_id), ("since", since_text)) if value}
+            context["next_url"] = "/ops/audit?" + urlencode({**given, "cursor": found["next_cursor"]})
+        return render(request, "audit.html", **context)
+
+
+# --- helpers ---------------------------------------------------------------------------
+
+
+def _login_form(request: Request, target: str, error: str | None = None, status: int = 200) -> Response:
+    """The sign-in form, bound to the pre-session cookie's nonce (a new one unless it has one)."""
+    nonce = sessions.login_nonce(request.cookies.get(sessions.LOGIN_COOKIE)) or sessions.new_nonce()
+    response = render(
+        request,
+        "login.html",
+        http_status=status,
+        login_csrf=sessions.csrf_token(request.console.secret, nonce),
+        next=target,
+        error=error,
+    )
+    options = _cookie_options(request)
+    response.set_cookie(sessions.LOGIN_COOKIE, nonce, max_age=sessions.LOGIN_SECONDS, **options)
+    return response
+
+
+def _refused(exc: AccessDenied) -> str:
+    if isinstance(exc, RateLimited):
+        return "Too many attempts with this key; wait a moment."
+    if exc.code == "INSUFFICIENT_SCOPE":
+        return "This key may not use the console: it needs the scope ops:read."
+    return "That is not a valid API key (unknown, revoked, expired or mistyped)."
+
+
+def _next(value: str | None) -> str:
+    """Where to go after signing in: a console path, never another site."""
+    if value and value.startswith("/ops") and "//" not in value and "\\" not in value and value.isprintable():
+        return value
+    return "/ops"
+
+
+def _same_site() -> dict:
+    return {"httponly": True, "samesite": "Strict"}
+
+
+def _cookie_options(request: Request) -> dict:
+    secure = request.is_secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+    return {"path": "/ops", "secure": secure, **_same_site()}
+
+
+def _positive(value: str, name: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 2**31:
+        raise ValidationFailed(f"{name} must be a positive whole number.", {name: ["Must be a positive integer."]})
+    return int(value)
+
+
+def _moment(value: str, name: str) -> str:
+    """A date or date and time from a form (``2026-12-04`` or ``2026-12-04T10:30``, UTC unless it
+    says otherwise), as ISO 8601."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailed(
+            f"{name} must be a date (2026-12-04) or a date and time (2026-12-04T10:30).", {name: ["Invalid."]}
+        ) from None
+    if moment.tzinfo is None:  # the forms say UTC
+        moment = moment.replace(tzinfo=UTC)
+    return moment.isoformat()
+
+
+def _invalid(exc: ValidationFailed) -> str:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    fields = "; ".join(f"{name}: {' '.join(map(str, problems))}" for name, problems in details.items())
+    return f"{exc.message} {fields}".strip()
+
+
+def _given(filters: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in filters.items() if value}
+
+
+def _keep(result: dict, pick) -> dict:
+    return {"ok": True, "value": pick(result["value"])} if result["ok"] else result

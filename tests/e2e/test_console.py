@@ -1,0 +1,202 @@
+"""The operations console over HTTP (pages read as text, without a browser): signing in with an
+API key, the session cookie and its CSRF token, read-only keys, revocation, and the pages
+finding a request by its correlation id and showing what followed it."""
+
+from __future__ import annotations
+
+import html
+import re
+import time
+
+import requests
+
+from tests.e2e.support import HTTP_TIMEOUT, System, poll
+
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+def text(response: requests.Response) -> str:
+    """The page's visible text, tags dropped, entities decoded, spaces collapsed."""
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", response.text)).split())
+
+
+def csrf_of(response: requests.Response) -> str:
+    found = CSRF.search(response.text)
+    assert found, response.text
+    return html.unescape(found.group(1))
+
+
+def browser() -> requests.Session:
+    return requests.Session()  # no Authorization header: a person's browser
+
+
+def sign_in(system: System, key: str, target: str = "/ops") -> requests.Session:
+    session = browser()
+    form = session.get(f"{system.base_url}/ops/login", params={"next": target}, timeout=HTTP_TIMEOUT)
+    assert form.status_code == 200 and "Sign in" in text(form)
+    answer = session.post(
+        f"{system.base_url}/ops/login",
+        data={"key": key, "csrf": csrf_of(form), "next": target},
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    assert answer.status_code == 303, text(answer)
+    assert answer.headers["Location"] == target
+    return session
+
+
+def get(session: requests.Session, system: System, path: str, **kwargs) -> requests.Response:
+    response = session.get(system.base_url + path, timeout=HTTP_TIMEOUT, allow_redirects=False, **kwargs)
+    assert response.status_code != 500 and "Traceback" not in response.text, response.text
+    return response
+
+
+def test_signing_in_gives_a_strict_http_only_cookie_and_the_pages(system: System, unique: str) -> None:
+    anonymous = browser()
+    refused = get(anonymous, system, "/ops/requests?state=pending")
+    assert refused.status_code == 303
+    assert refused.headers["Location"] == "/ops/login?next=/ops/requests%3Fstate%3Dpending"
+
+    _, key = system.create_key(f"operator {unique}", ["ops:read"])
+    form = get(anonymous, system, "/ops/login")
+    signed = anonymous.post(
+        f"{system.base_url}/ops/login",
+        data={"key": key, "csrf": csrf_of(form), "next": "/ops/requests?state=pending"},
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    assert signed.status_code == 303 and signed.headers["Location"] == "/ops/requests?state=pending"
+    cookie = next(v for k, v in signed.raw.headers.items() if k.lower() == "set-cookie" and "mensageria_console=" in v)
+    attributes = {part.strip().split("=")[0].lower() for part in cookie.split(";")}
+    assert {"httponly", "path", "max-age"} <= attributes and "SameSite=Strict" in cookie and "Path=/ops" in cookie
+    assert key not in cookie and key not in signed.text
+
+    overview = get(anonymous, system, "/ops")
+    assert overview.status_code == 200
+    page = text(overview)
+    for service in ("students", "status", "certificates", "notifications"):
+        assert re.search(rf"{service} up", page), page
+    assert f"Signed in as operator {unique} (read only)" in page
+    assert overview.headers["Content-Security-Policy"].startswith("default-src 'none'")
+    assert overview.headers["X-Frame-Options"] == "DENY" and overview.headers["Cache-Control"] == "no-store"
+
+
+def test_a_bad_key_a_missing_scope_and_a_forged_form_are_refused_with_a_message(system: System, unique: str) -> None:
+    person = browser()
+    form = get(person, system, "/ops/login")
+    token = csrf_of(form)
+
+    def attempt(key: str, csrf: str = token) -> requests.Response:
+        return person.post(
+            f"{system.base_url}/ops/login", data={"key": key, "csrf": csrf}, allow_redirects=False, timeout=HTTP_TIMEOUT
+        )
+
+    wrong = attempt("msk_000000000000_" + "A" * 32 + "_AAAAAA")
+    assert wrong.status_code == 401 and "not a valid API key" in text(wrong)
+    assert attempt("").status_code == 401
+    _, reader = system.create_key(f"no ops {unique}", ["students:read"])
+    lacking = attempt(reader)
+    assert lacking.status_code == 401 and "needs the scope ops:read" in text(lacking)
+    _, operator = system.create_key(f"operator {unique}", ["ops:read"])
+    forged = attempt(operator, csrf="forged")
+    assert forged.status_code == 400 and "expired" in text(forged)
+    elsewhere = browser().post(  # a form posted from another page: no sign-in cookie to match
+        f"{system.base_url}/ops/login", data={"key": operator, "csrf": token}, allow_redirects=False, timeout=10
+    )
+    assert elsewhere.status_code == 400
+    assert "mensageria_console" not in person.cookies and "mensageria_console" not in elsewhere.cookies
+
+
+def test_a_forged_or_tampered_session_is_no_session(system: System, unique: str) -> None:
+    _, key = system.create_key(f"operator {unique}", ["ops:read"])
+    session = sign_in(system, key)
+    value = session.cookies["mensageria_console"]
+    for forged in (
+        value[:-2] + ("AA" if not value.endswith("AA") else "BB"),
+        value.replace("v1.", "v2."),
+        "v1.x.1.y.z",
+    ):
+        other = browser()
+        other.cookies.set("mensageria_console", forged, path="/ops")
+        assert get(other, system, "/ops").status_code == 303
+
+
+def test_posting_without_the_session_s_csrf_token_is_refused(system: System, unique: str) -> None:
+    _, key = system.create_key(f"operator {unique}", ["ops:read"])
+    session = sign_in(system, key)
+    page = get(session, system, "/ops")
+    refused = session.post(f"{system.base_url}/ops/logout", data={}, allow_redirects=False, timeout=HTTP_TIMEOUT)
+    assert refused.status_code == 403 and "Reload the page" in text(refused)
+    signed_out = session.post(
+        f"{system.base_url}/ops/logout", data={"csrf": csrf_of(page)}, allow_redirects=False, timeout=HTTP_TIMEOUT
+    )
+    assert signed_out.status_code == 303 and signed_out.headers["Location"] == "/ops/login"
+    assert get(session, system, "/ops").status_code == 303  # the cookie is gone
+
+
+def test_revoking_the_key_ends_its_sessions(system: System, unique: str) -> None:
+    record, key = system.create_key(f"operator {unique}", ["ops:read"])
+    session = sign_in(system, key)
+    assert get(session, system, "/ops/audit").status_code == 200
+    assert system.delete(f"/keys/{record['id']}").status_code == 200
+    poll(lambda: get(session, system, "/ops/audit").status_code, lambda status: status == 303, timeout=5)
+
+
+def test_a_request_is_found_by_its_correlation_id_with_what_followed(system: System, unique: str) -> None:
+    student = system.create_student(unique)
+    activate = system.post(
+        f"/students/{student['id']}/status", json={"status": "active"}, headers={"X-Request-Id": f"ops-{unique}-a"}
+    )
+    assert system.settled_request(activate.json()["request_id"])["state"] == "applied"
+    completion = system.post(f"/students/{student['id']}/completion", headers={"X-Request-Id": f"ops-{unique}-c"})
+    request_id = completion.json()["request_id"]
+    assert system.settled_request(request_id)["state"] == "applied"
+
+    _, key = system.create_key(f"operator {unique}", ["ops:read"])
+    session = sign_in(system, key)
+    listed = get(session, system, "/ops/requests", params={"correlation_id": f"ops-{unique}-c"})
+    assert listed.status_code == 200
+    assert request_id in listed.text and activate.json()["request_id"] not in listed.text
+    by_student = text(get(session, system, "/ops/requests", params={"student_id": student["id"], "state": "applied"}))
+    assert request_id in by_student and activate.json()["request_id"] in by_student
+
+    def detail() -> str:
+        return text(get(session, system, f"/ops/requests/{request_id}"))
+
+    # the change applied, its certificate, and its two mails (the change's, the certificate's) sent
+    page = poll(detail, lambda found: found.count(": sent") == 2, timeout=30)
+    assert "Applied: active → completed" in page and "Certificate" in page
+    assert f"ops-{unique}-c" in page
+
+
+def test_bad_filters_get_a_message_not_a_500(system: System, unique: str) -> None:
+    _, key = system.create_key(f"operator {unique}", ["ops:read"])
+    session = sign_in(system, key)
+    for query, field in (
+        ({"student_id": "abc"}, "student_id"),
+        ({"since": "yesterday"}, "since"),
+        ({"request_id": "not-a-uuid"}, "request_id"),
+        ({"correlation_id": "two words"}, "correlation_id"),
+        ({"state": "lost"}, "state"),
+        ({"cursor": "!!"}, "cursor"),
+    ):
+        answer = get(session, system, "/ops/requests", params=query)
+        assert answer.status_code == 422, (query, answer.status_code)
+        assert field in text(answer)
+    assert get(session, system, "/ops/audit", params={"key_id": "x"}).status_code == 422
+    huge = browser().post(f"{system.base_url}/ops/login", data={"key": "x" * 100_000}, timeout=HTTP_TIMEOUT)
+    assert huge.status_code == 413 and "Traceback" not in huge.text
+    missing = get(session, system, "/ops/requests/00000000-0000-4000-8000-000000000000")
+    assert missing.status_code == 404 and "No status request" in text(missing)
+
+
+def test_the_audit_trail_shows_sign_ins(system: System, unique: str) -> None:
+    record, key = system.create_key(f"operator {unique}", ["ops:read"])
+    session = sign_in(system, key)
+    started = time.time()
+    page = poll(
+        lambda: text(get(session, system, "/ops/audit", params={"key_id": record["id"]})),
+        lambda found: "/ops/login" in found,
+        timeout=5,
+    )
+    assert f"operator {unique}" in page and "POST" in page and time.time() - started < 5

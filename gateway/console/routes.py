@@ -94,8 +94,7 @@ class ConsoleRoutes:
 
     def _try(self, service: str, method: str, timeout: float, *args: Any) -> dict:
         """``{"ok": True, "value": ...}`` or ``{"ok": False, "error": "why"}``: a page shows what it can."""
-        proxy = {"students": self.students, "status": self.status, "certificates": self.certificates}.get(service)
-        proxy = proxy or self.notifications
+        proxy = getattr(self, service)
         try:
             return {"ok": True, "value": proxy.call(method, timeout, *args)}
         except ServiceError as exc:
@@ -155,6 +154,66 @@ class ConsoleRoutes:
                 lambda value: [m for m in value["items"] if correlation_id and m["correlation_id"] == correlation_id],
             ),
         }
+
+    # --- dead letters ---------------------------------------------------------------------
+
+    @page("GET", "/ops/dead-letters", scope="ops:read")
+    def console_dead_letter_counts(self, request: Request) -> Response:
+        counts = self._gather({name: (name, "count_dead_letters") for name in SERVICES})
+        return render(request, "dead_letters.html", counts=counts, service=None)
+
+    @page("GET", f"/ops/dead-letters/<any({', '.join(SERVICES)}):service>", scope="ops:read")
+    def console_dead_letters(self, request: Request, service: str) -> Response:
+        filters = _dead_letter_filters(request.args)
+        context: dict[str, Any] = {"service": service, "filters": filters, "found": None, "error": None}
+        try:
+            context["found"] = self._proxy(service).find_dead_letters(**_dead_letter_query(filters), limit=100)
+        except ValidationFailed as exc:
+            context["error"] = _invalid(exc)
+            return render(request, "dead_letters.html", http_status=422, **context)
+        return render(request, "dead_letters.html", **context)
+
+    @page("POST", f"/ops/dead-letters/<any({', '.join(SERVICES)}):service>/replay", scope="ops:write")
+    def console_replay_dead_letter(self, request: Request, service: str) -> Response:
+        message_id = (request.form.get("message_id") or "").strip()
+        if not message_id or len(message_id) > 200:
+            return _done(request, service, "Which message? None was named.", 422)
+        answer = self._proxy(service).replay_dead_letters([message_id])
+        if answer["replayed"]:
+            return _done(request, service, f"Replayed {message_id} to its handler.")
+        if answer["not_replayable"]:
+            return _done(request, service, f"{message_id} was refused before decoding: it cannot be replayed.", 409)
+        return _done(request, service, f"{message_id} is no longer parked (replayed or purged already).", 404)
+
+    @page("POST", f"/ops/dead-letters/<any({', '.join(SERVICES)}):service>/replay-matching", scope="ops:write")
+    def console_replay_matching(self, request: Request, service: str) -> Response:
+        filters = _dead_letter_filters(request.form)
+        proxy = self._proxy(service)
+        try:
+            cap = _positive(request.form.get("cap") or "100", "cap")
+            query = _dead_letter_query(filters)
+            if request.form.get("confirm") != "yes":  # first a dry run: how many, which
+                found = proxy.find_dead_letters(**query, limit=20)
+                return render(
+                    request, "dead_letters_confirm.html", service=service, filters=filters, cap=cap, found=found
+                )
+            answer = proxy.replay_matching_dead_letters(**query, cap=cap)
+        except ValidationFailed as exc:
+            return _done(request, service, _invalid(exc), 422)
+        message = f"Replayed {len(answer['replayed'])} message(s)."
+        if answer["not_replayable"]:
+            message += f" {len(answer['not_replayable'])} malformed one(s) left parked (they cannot be replayed)."
+        return _done(request, service, message)
+
+    @page("POST", f"/ops/dead-letters/<any({', '.join(SERVICES)}):service>/purge", scope="ops:write")
+    def console_purge_dead_letters(self, request: Request, service: str) -> Response:
+        if (request.form.get("confirm") or "").strip() != service:
+            return _done(request, service, f"Nothing purged: type {service} to confirm.", 422)
+        purged = self._proxy(service).purge_dead_letters()["purged"]
+        return _done(request, service, f"Purged {purged} message(s) from {service}.dead-letters.")
+
+    def _proxy(self, service: str) -> Any:
+        return getattr(self, service)
 
     # --- audit ----------------------------------------------------------------------
 
@@ -247,6 +306,24 @@ def _invalid(exc: ValidationFailed) -> str:
     details = exc.details if isinstance(exc.details, dict) else {}
     fields = "; ".join(f"{name}: {' '.join(map(str, problems))}" for name, problems in details.items())
     return f"{exc.message} {fields}".strip()
+
+
+def _dead_letter_filters(values: Any) -> dict[str, str]:
+    return {name: (values.get(name) or "").strip() for name in ("handler", "error", "since", "until")}
+
+
+def _dead_letter_query(filters: dict[str, str]) -> dict[str, Any]:
+    query: dict[str, Any] = {name: value for name, value in filters.items() if value}
+    for name in ("since", "until"):
+        if name in query:
+            query[name] = _moment(query[name], name)
+    return query
+
+
+def _done(request: Request, service: str, message: str, status: int = 200) -> Response:
+    return render(
+        request, "dead_letters_done.html", http_status=status, service=service, message=message, failed=status >= 400
+    )
 
 
 def _given(filters: dict[str, str]) -> dict[str, str]:

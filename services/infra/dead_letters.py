@@ -14,9 +14,11 @@ Every service with reliable handlers exposes the same RPC methods
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from kombu import Connection
+from marshmallow import fields, validate
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.extensions import DependencyProvider
@@ -25,8 +27,10 @@ from prometheus_client.core import Metric
 from services.exceptions import ValidationFailed
 from services.infra import correlation, metrics, parking
 from services.infra.inbound import rpc
+from services.schemas import StrictSchema, load
 
 MAX_LIST = 1000
+MAX_SCAN = 10_000  # messages a filter looks through at most (they are taken and put back)
 DEPTH_TIMEOUT = 2.0  # seconds a scrape waits for the broker
 
 
@@ -78,13 +82,29 @@ class DeadLetterQueue:
         """Send parked events back to their handler; ``None`` replays all. Returns the
         ids replayed and those left parked because they cannot be replayed (malformed:
         the same bytes would be refused again; purge them once read)."""
-        replayed, kept = [], []
         wanted = None if message_ids is None else set(message_ids)
+        return self._replay(lambda entry: wanted is None or entry["message_id"] in wanted, MAX_LIST, MAX_LIST)
+
+    def matching(self, accept: Any, scan: int = MAX_SCAN) -> tuple[list[dict], int]:
+        """The parked events ``accept(entry)`` takes among the first ``scan``, and how many were looked at."""
         with Connection(self.amqp_uri) as connection:
             channel = connection.channel()
-            for message in self._take(channel, MAX_LIST):
+            taken = self._take(channel, scan)
+            found = [entry for entry in map(describe, taken) if accept(entry)]
+            channel.close()  # requeues them all, in order
+        return found, len(taken)
+
+    def replay_matching(self, accept: Any, cap: int, scan: int = MAX_SCAN) -> tuple[list[str], list[str]]:
+        """Replay at most ``cap`` of the events ``accept(entry)`` takes among the first ``scan``."""
+        return self._replay(accept, cap, scan)
+
+    def _replay(self, accept: Any, cap: int, scan: int) -> tuple[list[str], list[str]]:
+        replayed, kept = [], []
+        with Connection(self.amqp_uri) as connection:
+            channel = connection.channel()
+            for message in self._take(channel, scan):
                 entry = describe(message)
-                if wanted is not None and entry["message_id"] not in wanted:
+                if len(replayed) >= cap or not accept(entry):
                     continue
                 if entry["malformed"]:
                     kept.append(entry["message_id"])
@@ -146,6 +166,28 @@ class DeadLetterRpc:
         ):
             raise ValidationFailed("Invalid message ids.", {"message_ids": ["Must be a list of strings or null."]})
         replayed, malformed = self.dead_letters.replay(message_ids)
+        answer = {"replayed": replayed, "not_replayable": malformed}
+        if message_ids is not None:  # replayed or purged meanwhile, or never parked here
+            answer["not_found"] = sorted(set(message_ids) - set(replayed) - set(malformed))
+        return answer
+
+    @rpc
+    def find_dead_letters(self, handler=None, error=None, since=None, until=None, limit=100) -> dict:
+        """Parked events matching every filter given (``error``: a piece of the error, any case),
+        among the first ``MAX_SCAN``: ``{items (the first limit), matched, scanned}``."""
+        query = load(DeadLetterFilterSchema(), {"handler": handler, "error": error, "since": since, "until": until})
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
+            raise ValidationFailed("Invalid limit.", {"limit": [f"Must be an integer from 1 to {MAX_LIST}."]})
+        found, scanned = self.dead_letters.matching(_filter(query))
+        return {"items": found[:limit], "matched": len(found), "scanned": scanned}
+
+    @rpc
+    def replay_matching_dead_letters(self, handler=None, error=None, since=None, until=None, cap=100) -> dict:
+        """Replay at most ``cap`` of the parked events :meth:`find_dead_letters` would find."""
+        query = load(DeadLetterFilterSchema(), {"handler": handler, "error": error, "since": since, "until": until})
+        if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= MAX_LIST:
+            raise ValidationFailed("Invalid cap.", {"cap": [f"Must be an integer from 1 to {MAX_LIST}."]})
+        replayed, malformed = self.dead_letters.replay_matching(_filter(query), cap)
         return {"replayed": replayed, "not_replayable": malformed}
 
     @rpc
@@ -156,3 +198,39 @@ class DeadLetterRpc:
     @rpc
     def purge_dead_letters(self) -> dict:
         return {"purged": self.dead_letters.purge()}
+
+
+class DeadLetterFilterSchema(StrictSchema):
+    handler = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
+    error = fields.String(load_default=None, allow_none=True, validate=validate.Length(min=1, max=200))
+    since = fields.AwareDateTime(load_default=None, allow_none=True)
+    until = fields.AwareDateTime(load_default=None, allow_none=True)
+
+
+def _filter(query: dict) -> Any:
+    """``accept(entry)`` for a filter: the handler equal, the error containing the text (any case),
+    failed within the time range."""
+    error = query["error"].lower() if query["error"] else None
+
+    def accept(entry: dict) -> bool:
+        if query["handler"] and entry["handler"] != query["handler"]:
+            return False
+        if error and error not in (entry["error"] or "").lower():
+            return False
+        if query["since"] or query["until"]:
+            failed_at = _moment(entry["failed_at"])
+            if failed_at is None:
+                return False
+            if (query["since"] and failed_at < query["since"]) or (query["until"] and failed_at >= query["until"]):
+                return False
+        return True
+
+    return accept
+
+
+def _moment(value: Any) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -7,6 +7,8 @@ from __future__ import annotations
 import html
 import re
 import time
+import uuid
+from datetime import UTC, datetime
 
 import requests
 
@@ -200,3 +202,111 @@ def test_the_audit_trail_shows_sign_ins(system: System, unique: str) -> None:
         timeout=5,
     )
     assert f"operator {unique}" in page and "POST" in page and time.time() - started < 5
+
+
+def park(system: System, payload: dict, error: str, correlation_id: str) -> str:
+    """A status change parked in status.dead-letters as the retrying handler parks one (after a
+    database outage outlasted its retries, say): replaying it must apply it."""
+    from kombu import Connection, Exchange, Producer
+
+    message_id = str(uuid.uuid4())
+    queue = "evt-gateway-status_change_requested--status.handle_status_change_requested"
+    headers = {
+        "x-mensageria-original-exchange": "gateway.events",
+        "x-mensageria-original-routing-key": "status_change_requested",
+        "x-mensageria-queue": queue,
+        "x-mensageria-handler": "status.handle_status_change_requested",
+        "x-mensageria-attempt": 5,
+        "x-mensageria-error": error,
+        "x-mensageria-failed-at": datetime.now(UTC).isoformat(),
+        "nameko.correlation_id": correlation_id,
+    }
+    with Connection(system.env["AMQP_URI"]) as connection:
+        Producer(connection.channel()).publish(
+            payload,
+            exchange=Exchange(""),
+            routing_key="status.dead-letters",
+            headers=headers,
+            message_id=message_id,
+            serializer="json",
+            delivery_mode=2,
+            declare=[],
+        )
+    return message_id
+
+
+def test_a_dead_letter_is_found_replayed_once_and_refused_to_a_reader(system: System, unique: str) -> None:
+    student = system.create_student(unique)
+    request_id = str(uuid.uuid4())
+    change = {"request_id": request_id, "student_id": student["id"], "status": "active", "actor": "ops test"}
+    error = f"OperationalError: database is locked ({unique})"
+    message_id = park(system, {"requests": [change]}, error, f"ops-{unique}")
+
+    _, reader_key = system.create_key(f"reader {unique}", ["ops:read"])
+    reader = sign_in(system, reader_key)
+    listed = get(reader, system, "/ops/dead-letters/status", params={"error": unique})
+    assert listed.status_code == 200
+    page = text(listed)
+    assert "1 message(s) match" in page and error in page and "status.handle_status_change_requested" in page
+    assert 'action="/ops/dead-letters/status/replay"' not in listed.text  # no buttons for a reader
+    refused = reader.post(
+        f"{system.base_url}/ops/dead-letters/status/replay",
+        data={"csrf": csrf_of(listed), "message_id": message_id},
+        allow_redirects=False,
+        timeout=HTTP_TIMEOUT,
+    )
+    assert refused.status_code == 403 and "lacks the scope ops:write" in text(refused)
+
+    _, operator_key = system.create_key(f"operator {unique}", ["ops:read", "ops:write"])
+    operator = sign_in(system, operator_key)
+    listed = get(operator, system, "/ops/dead-letters/status", params={"error": unique})
+    assert 'action="/ops/dead-letters/status/replay"' in listed.text
+
+    def replay() -> requests.Response:
+        return operator.post(
+            f"{system.base_url}/ops/dead-letters/status/replay",
+            data={"csrf": csrf_of(listed), "message_id": message_id},
+            timeout=HTTP_TIMEOUT,
+        )
+
+    replayed = replay()
+    assert replayed.status_code == 200 and f"Replayed {message_id}" in text(replayed)
+    assert system.settled_request(request_id)["state"] == "applied"
+    again = replay()  # a second click, or a purged message: a clear answer, nothing applied twice
+    assert again.status_code == 404 and "no longer parked" in text(again)
+    history = system.get(f"/students/{student['id']}/history").json()["items"]
+    assert [entry["request_id"] for entry in history] == [request_id]
+    audit = text(get(operator, system, "/ops/audit"))
+    assert "/ops/dead-letters/{service}/replay" in audit and "service=status" in audit
+
+
+def test_replaying_by_filter_counts_first_and_purging_needs_the_name(system: System, unique: str) -> None:
+    first, second = system.create_student(unique), system.create_student(f"{unique}b")
+    ids = []
+    for student in (first, second):
+        ids.append(str(uuid.uuid4()))
+        change = {"request_id": ids[-1], "student_id": student["id"], "status": "active"}
+        park(system, {"requests": [change]}, f"BackendTimeout: slow ({unique})", f"ops-{unique}")
+    _, key = system.create_key(f"operator {unique}", ["ops:read", "ops:write"])
+    operator = sign_in(system, key)
+    csrf = csrf_of(get(operator, system, "/ops"))
+
+    def post(path: str, **form: str) -> requests.Response:
+        return operator.post(f"{system.base_url}{path}", data={"csrf": csrf, **form}, timeout=HTTP_TIMEOUT)
+
+    dry = post("/ops/dead-letters/status/replay-matching", error=unique, cap="1")
+    assert dry.status_code == 200 and "2 message(s) match" in text(dry) and "Replay 1 message(s)" in text(dry)
+    assert [system.get(f"/status-requests/{i}").status_code for i in ids] == [404, 404]  # nothing replayed yet
+    done = post("/ops/dead-letters/status/replay-matching", error=unique, cap="1", confirm="yes")
+    assert "Replayed 1 message(s)." in text(done)
+    poll(lambda: [system.get(f"/status-requests/{i}").status_code for i in ids], lambda found: 200 in found)
+    left = text(get(operator, system, "/ops/dead-letters/status", params={"error": unique}))
+    assert "1 message(s) match" in left
+
+    wrong = post("/ops/dead-letters/status/purge", confirm="students")
+    assert wrong.status_code == 422 and "type status to confirm" in text(wrong)
+    bad_cap = post("/ops/dead-letters/status/replay-matching", error=unique, cap="lots")
+    assert bad_cap.status_code == 422 and "cap" in text(bad_cap)
+    purged = post("/ops/dead-letters/status/purge", confirm="status")
+    assert purged.status_code == 200 and "Purged" in text(purged)
+    assert "0 message(s) match" in text(get(operator, system, "/ops/dead-letters/status", params={"error": unique}))

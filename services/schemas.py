@@ -104,6 +104,8 @@ class StudentSchema(Schema):
 class ListStudentsSchema(StrictSchema):
     status = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(lifecycle.STATUSES))
     course = Line(NAME, load_default=None, allow_none=True)
+    # the start of a name, any case (e.g. ``ana`` finds "Ana Lima")
+    name = Line(NAME, load_default=None, allow_none=True)
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
     cursor = Cursor()
 
@@ -213,6 +215,16 @@ class RequestSearchSchema(StrictSchema):
     until = fields.AwareDateTime(load_default=None, allow_none=True)
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=200))
     cursor = Cursor()
+
+
+class JobListSchema(StrictSchema):
+    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=200))
+    before = fields.AwareDateTime(load_default=None, allow_none=True)
+
+
+class JobErrorsSchema(StrictSchema):
+    after_row = fields.Integer(load_default=0, strict=True, validate=validate.Range(min=0, max=MAX_ID))
+    limit = fields.Integer(load_default=1000, strict=True, validate=validate.Range(min=1, max=1000))
 
 
 class CurrentStatusSchema(Schema):

@@ -30,6 +30,8 @@ from services.schemas import (
     HistoryEntrySchema,
     HistoryQuerySchema,
     JobOptionsSchema,
+    JobErrorsSchema,
+    JobListSchema,
     JobRowSchema,
     RequestSearchSchema,
     StatusChangeSchema,
@@ -146,6 +148,36 @@ class StatusService(dead_letters.DeadLetterRpc):
         """The applier's backlog and the outbox's lag, for the console."""
         with self.db() as session:
             return console.overview(session)
+
+    @rpc
+    def list_jobs(self, limit: int = 50, before: str | None = None) -> dict:
+        """Bulk jobs, newest first: ``{items: [{job_id, actor, ..., created_at, sealed_at, total}], next_before}``."""
+        query = load(JobListSchema(), {"limit": limit, "before": before})
+        with self.db() as session:
+            jobs = jobs_repo.recent(session, query["limit"] + 1, query["before"])
+        shown = jobs[: query["limit"]]
+        return {
+            "items": [
+                {
+                    "job_id": job.id,
+                    "actor": job.actor,
+                    "on_behalf_of": job.on_behalf_of,
+                    "correlation_id": job.correlation_id,
+                    "total": job.total,
+                    "created_at": job.created_at.isoformat(),
+                    "sealed_at": job.sealed_at.isoformat() if job.sealed_at else None,
+                }
+                for job in shown
+            ],
+            "next_before": shown[-1].created_at.isoformat() if len(jobs) > query["limit"] else None,
+        }
+
+    @rpc
+    def list_job_errors(self, job_id: str, after_row: int = 0, limit: int = 1000) -> list[dict]:
+        """A job's row errors after row ``after_row``, by row (``limit`` ≤ 1000): page through them all."""
+        query = load(JobErrorsSchema(), {"after_row": after_row, "limit": limit})
+        with self.db() as session:
+            return jobs_repo.job_errors(session, str(job_id), query["after_row"], query["limit"])
 
     # --- bulk jobs -----------------------------------------------------------
 

@@ -84,8 +84,10 @@ class StudentsService(dead_letters.DeadLetterRpc):
             return repo.ids_by_email(session, emails)
 
     @rpc
-    def list_students(self, status=None, course=None, limit=50, cursor=None) -> dict:
-        query = load(ListStudentsSchema(), {"status": status, "course": course, "limit": limit, "cursor": cursor})
+    def list_students(self, status=None, course=None, limit=50, cursor=None, name=None) -> dict:
+        query = load(
+            ListStudentsSchema(), {"status": status, "course": course, "limit": limit, "cursor": cursor, "name": name}
+        )
         with self.db() as session:
             items, next_cursor = repo.list_page(session, **query)
             return {"items": student_schema.dump(items, many=True), "next_cursor": next_cursor}

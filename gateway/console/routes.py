@@ -6,6 +6,9 @@ filters are GET forms, actions POST forms carrying the CSRF token.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -18,7 +21,15 @@ from gateway.access import store
 from gateway.console import sessions
 from gateway.console.entrypoint import PUBLIC, error_page, page, redirect, render
 from gateway.exceptions import AccessDenied, RateLimited
-from services.exceptions import ServiceError, StatusRequestNotFound, ValidationFailed
+from services.exceptions import (
+    CertificateNotFound,
+    JobNotFound,
+    NotificationNotFound,
+    ServiceError,
+    StatusRequestNotFound,
+    StudentNotFound,
+    ValidationFailed,
+)
 
 SERVICES = ("students", "status", "certificates", "notifications")
 REQUEST_FILTERS = ("request_id", "correlation_id", "student_id", "state", "since", "until")
@@ -154,6 +165,144 @@ class ConsoleRoutes:
                 lambda value: [m for m in value["items"] if correlation_id and m["correlation_id"] == correlation_id],
             ),
         }
+
+    # --- students -------------------------------------------------------------------------
+
+    @page("GET", "/ops/students", scope="ops:read")
+    def console_students(self, request: Request) -> Response:
+        """Find a student by id, e-mail or the start of the name."""
+        q = (request.args.get("q") or "").strip()
+        context: dict[str, Any] = {"q": q, "items": [], "error": None, "next_url": None}
+        if not q:
+            return render(request, "students.html", **context)
+        try:
+            if q.isdigit():
+                return redirect(f"/ops/students/{_positive(q, 'id')}")
+            if "@" in q:
+                return redirect(f"/ops/students/{self.students.get_student_by_email(q)['id']}")
+            found = self.students.list_students(name=q, limit=50, cursor=request.args.get("cursor") or None)
+        except StudentNotFound:
+            context["error"] = f"No student with the e-mail {q}."
+            return render(request, "students.html", http_status=404, **context)
+        except ValidationFailed as exc:
+            context["error"] = _invalid(exc)
+            return render(request, "students.html", http_status=422, **context)
+        context["items"] = found["items"]
+        if found["next_cursor"]:
+            context["next_url"] = "/ops/students?" + urlencode({"q": q, "cursor": found["next_cursor"]})
+        return render(request, "students.html", **context)
+
+    @page("GET", "/ops/students/<id:student_id>", scope="ops:read")
+    def console_student(self, request: Request, student_id: int) -> Response:
+        try:
+            student = self.students.get_student(student_id)
+        except StudentNotFound:
+            return error_page(request, 404, f"No student {student_id}.")
+        found = self._gather(
+            {
+                "history": ("status", "get_status_history", student_id, 200),
+                "requests": ("status", "search_status_requests", None, None, student_id, None, None, None, 20),
+                "certificates": ("certificates", "list_certificates", student_id),
+                "mails": ("notifications", "list_notifications", student_id, None, 50),
+            }
+        )
+        return render(request, "student.html", student=student, **found)
+
+    # --- certificates and mail ------------------------------------------------------------
+
+    @page("GET", "/ops/certificates", scope="ops:read")
+    def console_certificates(self, request: Request) -> Response:
+        code = (request.args.get("code") or "").strip()
+        context: dict[str, Any] = {"code": code, "certificate": None, "error": None}
+        if code:
+            try:
+                context["certificate"] = self.certificates.get_certificate(code)
+            except (CertificateNotFound, ValidationFailed):
+                context["error"] = f"No certificate with the code {code}."
+                return render(request, "certificates.html", http_status=404, **context)
+        return render(request, "certificates.html", **context)
+
+    @page("POST", "/ops/certificates/<code:code>/revocation", scope="ops:write")
+    def console_revoke_certificate(self, request: Request, code: str) -> Response:
+        reason = (request.form.get("reason") or "").strip()
+        try:
+            certificate = self.certificates.revoke_certificate(code, reason)
+        except CertificateNotFound:
+            return error_page(request, 404, f"No certificate with the code {code}.")
+        except ValidationFailed:
+            context = {"code": code, "certificate": self.certificates.get_certificate(code)}
+            context["error"] = "Give a reason (1 to 1000 characters): it is shown to whoever verifies the certificate."
+            return render(request, "certificates.html", http_status=422, **context)
+        return render(request, "certificates.html", code=code, certificate=certificate, error=None, revoked=True)
+
+    @page("GET", "/ops/mail", scope="ops:read")
+    def console_mail(self, request: Request) -> Response:
+        state = request.args.get("state") or "failed"
+        if state not in ("pending", "sent", "failed"):
+            return error_page(request, 422, "state is pending, sent or failed.")
+        found = self.notifications.list_notifications(state=state, limit=50, cursor=request.args.get("cursor") or None)
+        next_url = (
+            f"/ops/mail?{urlencode({'state': state, 'cursor': found['next_cursor']})}" if found["next_cursor"] else None
+        )
+        return render(request, "mail.html", state=state, items=found["items"], next_url=next_url, message=None)
+
+    @page("POST", "/ops/mail/<id:notification_id>/resend", scope="ops:write")
+    def console_resend(self, request: Request, notification_id: int) -> Response:
+        try:
+            resent = self.notifications.resend_notification(notification_id)
+        except NotificationNotFound:
+            return error_page(request, 404, f"No mail {notification_id}.")
+        message = f"Mail {notification_id} to {resent['recipient']} is queued to be sent again."
+        found = self.notifications.list_notifications(state="failed", limit=50)
+        return render(request, "mail.html", state="failed", items=found["items"], next_url=None, message=message)
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    @page("GET", "/ops/jobs", scope="ops:read")
+    def console_jobs(self, request: Request) -> Response:
+        before = (request.args.get("before") or "").strip() or None
+        try:
+            found = self.status.list_jobs(limit=50, before=before)
+        except ValidationFailed as exc:
+            return error_page(request, 422, _invalid(exc))
+        next_url = f"/ops/jobs?{urlencode({'before': found['next_before']})}" if found["next_before"] else None
+        return render(request, "jobs.html", items=found["items"], next_url=next_url)
+
+    @page("GET", "/ops/jobs/<uuid:job_id>", scope="ops:read")
+    def console_job(self, request: Request, job_id: str) -> Response:
+        try:
+            job = self.status.get_job(job_id, 100)
+        except JobNotFound:
+            return error_page(request, 404, f"No job {job_id}.")
+        return render(request, "job.html", job=job)
+
+    @page("GET", "/ops/jobs/<uuid:job_id>/errors.csv", scope="ops:read")
+    def console_job_errors(self, request: Request, job_id: str) -> Response:
+        try:
+            first = self.status.list_job_errors(job_id, 0, 1000)
+        except JobNotFound:
+            return error_page(request, 404, f"No job {job_id}.")
+        lines = [_csv_line(["row", "code", "message", "student_id", "status", "request_id", "details"])]
+        errors = first
+        while errors:  # every page now, in this worker: up to BULK_MAX_ROWS rows
+            for error in errors:
+                details = error.get("details") or {}
+                lines.append(
+                    _csv_line(
+                        [
+                            error["row"],
+                            error["code"],
+                            error["message"],
+                            details.get("student_id", ""),
+                            details.get("status", ""),
+                            details.get("request_id", ""),
+                            json.dumps(details, ensure_ascii=False, sort_keys=True),
+                        ]
+                    )
+                )
+            errors = self.status.list_job_errors(job_id, errors[-1]["row"], 1000) if len(errors) == 1000 else []
+        headers = {"Content-Disposition": f'attachment; filename="job-{job_id}-errors.csv"'}
+        return Response("".join(lines), mimetype="text/csv", headers=headers)
 
     # --- dead letters ---------------------------------------------------------------------
 
@@ -306,6 +455,12 @@ def _invalid(exc: ValidationFailed) -> str:
     details = exc.details if isinstance(exc.details, dict) else {}
     fields = "; ".join(f"{name}: {' '.join(map(str, problems))}" for name, problems in details.items())
     return f"{exc.message} {fields}".strip()
+
+
+def _csv_line(values: list) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow(["'" + v if isinstance(v, str) and v[:1] in "=+-@\t\r" else v for v in values])
+    return buffer.getvalue()
 
 
 def _dead_letter_filters(values: Any) -> dict[str, str]:

@@ -269,11 +269,29 @@ def progress(session: Session, job_id: str, errors_shown: int) -> dict[str, Any]
     }
 
 
-def _first_errors(session: Session, job_id: str, limit: int) -> list[dict]:
+def job_errors(session: Session, job_id: str, after_row: int, limit: int) -> list[dict]:
+    """The job's row errors after row ``after_row``, by row: a page of the whole list."""
+    if session.get(StatusJob, job_id) is None:
+        raise JobNotFound(f"Job {job_id} not found.", {"job_id": job_id})
+    return _first_errors(session, job_id, limit, after_row)
+
+
+def recent(session: Session, limit: int, before: datetime | None) -> list[StatusJob]:
+    """Jobs, newest first, created before ``before`` (a page of the list)."""
+    query = select(StatusJob).order_by(StatusJob.created_at.desc(), StatusJob.id).limit(limit)
+    if before is not None:
+        query = query.where(StatusJob.created_at < before)
+    return list(session.scalars(query))
+
+
+def _first_errors(session: Session, job_id: str, limit: int, after_row: int = 0) -> list[dict]:
     refused = [
         {"row": e.row_no, "code": e.code, "message": e.message, "details": e.details}
         for e in session.scalars(
-            select(StatusJobError).where(StatusJobError.job_id == job_id).order_by(StatusJobError.row_no).limit(limit)
+            select(StatusJobError)
+            .where(StatusJobError.job_id == job_id, StatusJobError.row_no > after_row)
+            .order_by(StatusJobError.row_no)
+            .limit(limit)
         )
     ]
     rejected = [
@@ -292,7 +310,11 @@ def _first_errors(session: Session, job_id: str, limit: int) -> list[dict]:
                 StatusRequest.target_status,
                 StatusRequest.id,
             )
-            .where(StatusRequest.job_id == job_id, StatusRequest.state.in_((REJECTED, FAILED)))
+            .where(
+                StatusRequest.job_id == job_id,
+                StatusRequest.state.in_((REJECTED, FAILED)),
+                StatusRequest.row_no > after_row,
+            )
             .order_by(StatusRequest.row_no)
             .limit(limit)
         )

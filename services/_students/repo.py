@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -91,9 +91,12 @@ def delete(session: Session, student_id: int) -> Student:
 
 
 def list_page(
-    session: Session, status: str | None, course: str | None, limit: int, cursor: str | None
+    session: Session, status: str | None, course: str | None, limit: int, cursor: str | None, name: str | None = None
 ) -> tuple[list[Student], str | None]:
     query = keyset(Student, limit, cursor, status=status, course=course)
+    if name:
+        escaped = name.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        query = query.where(func.lower(Student.name).like(f"{escaped}%", escape="\\"))
     return page(list(session.scalars(query)), limit)
 
 

@@ -4,13 +4,16 @@ finding a request by its correlation id and showing what followed it."""
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import re
 import time
 import uuid
 from datetime import UTC, datetime
 
 import requests
+from nameko.standalone.rpc import ClusterRpcProxy
 
 from tests.e2e.support import HTTP_TIMEOUT, System, poll
 
@@ -310,3 +313,109 @@ def test_replaying_by_filter_counts_first_and_purging_needs_the_name(system: Sys
     purged = post("/ops/dead-letters/status/purge", confirm="status")
     assert purged.status_code == 200 and "Purged" in text(purged)
     assert "0 message(s) match" in text(get(operator, system, "/ops/dead-letters/status", params={"error": unique}))
+
+
+def completed_student(system: System, unique: str) -> tuple[dict, dict]:
+    """A student who completed the course: ``(student, certificate)``, mails sent."""
+    student = system.create_student(unique, name=f"Zélia {unique}")
+    for path, body in (
+        (f"/students/{student['id']}/status", {"status": "active"}),
+        (f"/students/{student['id']}/completion", None),
+    ):
+        accepted = system.post(path, json=body)
+        assert system.settled_request(accepted.json()["request_id"])["state"] == "applied"
+    [certificate] = poll(lambda: system.get(f"/students/{student['id']}/certificates").json(), bool)
+    return student, certificate
+
+
+def test_a_student_is_found_by_name_e_mail_or_id_with_their_history(system: System, unique: str) -> None:
+    student, certificate = completed_student(system, unique)
+    _, key = system.create_key(f"reader {unique}", ["ops:read"])
+    reader = sign_in(system, key)
+    by_name = get(reader, system, "/ops/students", params={"q": f"zélia {unique}"[:12]})
+    assert by_name.status_code == 200 and f"/ops/students/{student['id']}" in by_name.text
+    for q in (student["email"].upper(), str(student["id"])):
+        found = get(reader, system, "/ops/students", params={"q": q})
+        assert found.status_code == 303 and found.headers["Location"] == f"/ops/students/{student['id']}"
+    missing = get(reader, system, "/ops/students", params={"q": f"nobody-{unique}@example.org"})
+    assert missing.status_code == 404 and "No student with the e-mail" in text(missing)
+    page = poll(
+        lambda: text(get(reader, system, f"/ops/students/{student['id']}")), lambda found: found.count("sent") >= 3
+    )
+    assert "enrolled → active" in page and "active → completed" in page and certificate["code"] in page
+    assert get(reader, system, "/ops/students/2000000000").status_code == 404
+
+
+def test_a_certificate_is_revoked_from_its_page_with_a_reason(system: System, unique: str) -> None:
+    _, certificate = completed_student(system, unique)
+    code = certificate["code"]
+    _, reader_key = system.create_key(f"reader {unique}", ["ops:read"])
+    looked_up = get(sign_in(system, reader_key), system, "/ops/certificates", params={"code": code})
+    assert "valid" in text(looked_up) and "/revocation" not in looked_up.text  # a reader has no button
+    _, key = system.create_key(f"operator {unique}", ["ops:read", "ops:write"])
+    operator = sign_in(system, key)
+    page = get(operator, system, "/ops/certificates", params={"code": code})
+    assert f'action="/ops/certificates/{code}/revocation"' in page.text
+
+    def revoke(reason: str) -> requests.Response:
+        return operator.post(
+            f"{system.base_url}/ops/certificates/{code}/revocation",
+            data={"csrf": csrf_of(page), "reason": reason},
+            timeout=HTTP_TIMEOUT,
+        )
+
+    blank = revoke("  ")
+    assert blank.status_code == 422 and "Give a reason" in text(blank)
+    revoked = revoke(f"issued by mistake {unique}")
+    assert revoked.status_code == 200 and f"Certificate {code} is revoked" in text(revoked)
+    public = system.get(f"/certificates/{code}").json()
+    assert public["status"] == "revoked" and public["revoke_reason"] == f"issued by mistake {unique}"
+    assert get(operator, system, "/ops/certificates", params={"code": "nope"}).status_code == 404
+
+
+def test_a_mail_is_resent_from_the_mail_page(system: System, unique: str) -> None:
+    student, _ = completed_student(system, unique)
+    _, key = system.create_key(f"operator {unique}", ["ops:read", "ops:write"])
+    operator = sign_in(system, key)
+    sent = poll(
+        lambda: get(operator, system, "/ops/mail", params={"state": "sent"}),
+        lambda page: student["email"] in page.text,
+        timeout=30,
+    )
+    assert get(operator, system, "/ops/mail").status_code == 200  # the failed ones (none here)
+    with ClusterRpcProxy({"AMQP_URI": system.env["AMQP_URI"]}, timeout=10) as rpc:
+        [first, *_] = rpc.notifications.list_notifications(student_id=student["id"], state="sent")["items"]
+    resent = operator.post(
+        f"{system.base_url}/ops/mail/{first['id']}/resend", data={"csrf": csrf_of(sent)}, timeout=HTTP_TIMEOUT
+    )
+    assert resent.status_code == 200 and f"Mail {first['id']} to {student['email']}" in text(resent)
+    with ClusterRpcProxy({"AMQP_URI": system.env["AMQP_URI"]}, timeout=10) as rpc:  # sent again, later
+        again = poll(
+            lambda: rpc.notifications.get_notification(first["id"]),
+            lambda mail: mail["state"] == "sent" and mail["sent_at"] > first["sent_at"],
+            timeout=30,
+        )
+    assert again["attempts"] == 1
+    assert get(operator, system, "/ops/mail", params={"state": "lost"}).status_code == 422
+    gone = operator.post(f"{system.base_url}/ops/mail/2000000000/resend", data={"csrf": csrf_of(sent)}, timeout=10)
+    assert gone.status_code == 404
+
+
+def test_a_job_shows_its_progress_and_its_errors_as_csv(system: System, unique: str) -> None:
+    ana = system.create_student(f"ana-{unique}")
+    body = f"student_id,status,reason\n{ana['id']},active,start\n2000000000,active,\n{ana['id']},retired,\n"
+    accepted = system.post("/status-requests/bulk", data=body, headers={"Content-Type": "text/csv"})
+    job_id = accepted.json()["job_id"]
+    poll(lambda: system.get(f"/jobs/{job_id}").json()["state"], lambda state: state == "done")
+    _, key = system.create_key(f"reader {unique}", ["ops:read"])
+    reader = sign_in(system, key)
+    assert f"/ops/jobs/{job_id}" in get(reader, system, "/ops/jobs").text
+    page = get(reader, system, f"/ops/jobs/{job_id}")
+    assert '<progress id="progress" max="3" value="3">' in page.text and "STUDENT_NOT_FOUND" in text(page)
+    exported = get(reader, system, f"/ops/jobs/{job_id}/errors.csv")
+    assert exported.headers["Content-Type"].startswith("text/csv")
+    assert exported.headers["Content-Disposition"] == f'attachment; filename="job-{job_id}-errors.csv"'
+    rows = list(csv.reader(io.StringIO(exported.text)))
+    assert rows[0][:3] == ["row", "code", "message"]
+    assert [(row[0], row[1]) for row in rows[1:]] == [("2", "STUDENT_NOT_FOUND"), ("3", "VALIDATION_ERROR")]
+    assert get(reader, system, "/ops/jobs/00000000-0000-4000-8000-000000000000").status_code == 404

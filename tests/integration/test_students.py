@@ -83,3 +83,20 @@ def test_list_by_status_uses_the_read_copy(rpc, unique):
 
     assert wait_for(active_ids) == [student["id"]]
     assert [s["id"] for s in rpc.students.list_students(status="enrolled", course=course)["items"]] != [student["id"]]
+
+
+def test_students_are_found_by_the_start_of_their_name_any_case_wildcards_literal(rpc, unique):
+    names = [f"Ana {unique}", f"ana_{unique}", f"Anabela {unique}", f"Bruna {unique}", f"An%a {unique}"]
+    created = {
+        name: rpc.students.create_student({"name": name, "email": f"n{i}.{unique}@school.example", "course": "c"})
+        for i, name in enumerate(names)
+    }
+
+    def found(prefix: str) -> set[str]:
+        return {s["name"] for s in rpc.students.list_students(name=prefix, limit=500)["items"] if unique in s["name"]}
+
+    assert found("ana") == {f"Ana {unique}", f"ana_{unique}", f"Anabela {unique}"}
+    assert found("ANA_") == {f"ana_{unique}"}  # "_" is a character, not any character
+    assert found("an%") == {f"An%a {unique}"}  # "%" likewise
+    assert found(f"bruna {unique}") == {f"Bruna {unique}"}
+    assert created[f"Bruna {unique}"]["name"] == f"Bruna {unique}"

@@ -299,7 +299,13 @@ def test_positive_id_accepts():
 
 
 def test_list_defaults():
-    assert load(ListStudentsSchema(), {}) == {"status": None, "course": None, "limit": DEFAULT_LIMIT, "cursor": None}
+    assert load(ListStudentsSchema(), {}) == {
+        "status": None,
+        "course": None,
+        "name": None,
+        "limit": DEFAULT_LIMIT,
+        "cursor": None,
+    }
 
 
 @pytest.mark.parametrize(("limit", "loaded"), [(1, 1), (500, 500), ("20", 20)])

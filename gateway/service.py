@@ -15,6 +15,7 @@ from werkzeug.wrappers import Request, Response
 # with entrypoints found at the top level of this module as a service
 from gateway import routes
 from gateway.access.gate import Access
+from gateway.console import pulse as live
 from gateway.console import routes as console
 from gateway.dependencies import BatchingEventDispatcher, KnownStudents
 from gateway.entrypoints import PUBLIC, http, json_response
@@ -54,6 +55,7 @@ class GatewayService(
     known_students = KnownStudents()
     settings = SettingsProvider()
     access = Access()
+    pulse = live.ConsolePulse()  # the console's live view: one sampler, one stream per open page
 
     @http("GET", "/health", scope=PUBLIC)
     def health(self, request: Request) -> Response:

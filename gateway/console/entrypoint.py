@@ -14,6 +14,7 @@ Pages are not in the OpenAPI document.
 from __future__ import annotations
 
 import logging
+import secrets
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -129,9 +130,15 @@ page = ConsoleEntrypoint.decorator
 
 
 def render(request: Request, template: str, http_status: int = 200, **context: Any) -> Response:
-    """An HTML page: ``template`` with ``context``, the signed-in key and its CSRF token."""
-    body = templates.get_template(template).render(**_common(request), **context)
-    return Response(body, status=http_status, mimetype="text/html")
+    """An HTML page: ``template`` with ``context``, the signed-in key and its CSRF token. Its one
+    inline script (the live updates) runs by the page's own nonce; nothing else may run."""
+    nonce = secrets.token_urlsafe(16)
+    body = templates.get_template(template).render(**_common(request), nonce=nonce, **context)
+    response = Response(body, status=http_status, mimetype="text/html")
+    response.headers["Content-Security-Policy"] = (
+        f"{SECURITY_HEADERS['Content-Security-Policy']}; script-src 'nonce-{nonce}'; connect-src 'self'"
+    )
+    return response
 
 
 def _common(request: Request | None) -> dict:

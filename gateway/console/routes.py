@@ -9,17 +9,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+import time
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import eventlet
+from eventlet.queue import Empty
 from werkzeug.wrappers import Request, Response
 
 from gateway.access import keys as api_keys
 from gateway.access import store
 from gateway.console import sessions
 from gateway.console.entrypoint import PUBLIC, error_page, page, redirect, render
+from gateway.console.pulse import END, SAMPLE_SECONDS, event
 from gateway.exceptions import AccessDenied, RateLimited
 from services.exceptions import (
     CertificateNotFound,
@@ -32,6 +36,10 @@ from services.exceptions import (
 )
 
 SERVICES = ("students", "status", "certificates", "notifications")
+KEEP_ALIVE_SECONDS = 15.0  # a comment line this often keeps proxies from closing an idle stream
+RECHECK_SECONDS = 30.0  # how often a stream checks that its key is still good
+JOB_SECONDS = 1.0  # a job page's progress, this often until the job is done
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 REQUEST_FILTERS = ("request_id", "correlation_id", "student_id", "state", "since", "until")
 STATES = ("pending", "applied", "rejected", "failed")
 
@@ -110,6 +118,54 @@ class ConsoleRoutes:
             return {"ok": True, "value": proxy.call(method, timeout, *args)}
         except ServiceError as exc:
             return {"ok": False, "error": exc.code}
+
+    # --- the live stream ---------------------------------------------------------------
+
+    @page("GET", "/ops/live", scope="ops:read")
+    def console_live(self, request: Request) -> Response:
+        """One Server-Sent Events stream per open page: the hour so far, then every sample."""
+        pulse, gate, key_id = self.pulse, self.access, request.principal.key_id
+        job_id = request.args.get("job") or None
+        if job_id is not None and not _UUID.fullmatch(job_id):
+            return error_page(request, 422, "job is a job id (a UUID).")
+        queue = pulse.subscribe()
+        history = pulse.history()
+        request.environ["eventlet.minimum_write_chunk_size"] = 0  # each event leaves at once
+
+        def stream():
+            try:
+                yield f"retry: {int(SAMPLE_SECONDS * 1000)}\n\n"
+                yield event("history", history)
+                checked = time.monotonic()
+                following = job_id  # a job's page: its progress every second until it is done
+                while True:
+                    try:
+                        item = queue.get(timeout=JOB_SECONDS if following else KEEP_ALIVE_SECONDS)
+                    except Empty:
+                        item = None
+                    if following:
+                        progress = pulse.job_progress(following)
+                        if progress is not None:
+                            yield event("job", progress)
+                            following = None if progress["state"] == "done" else following
+                    if item is END:
+                        return
+                    if time.monotonic() - checked > RECHECK_SECONDS:  # a revoked key's page stops updating
+                        try:
+                            gate.admit_key(key_id, "ops:read")
+                        except AccessDenied:
+                            yield event("ended", {"reason": "Your session has ended. Sign in again."})
+                            return
+                        checked = time.monotonic()
+                    if item is not None:
+                        yield event("sample", item)
+                    elif not following:
+                        yield ": keep-alive\n\n"
+            finally:
+                pulse.unsubscribe(queue)
+
+        headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+        return Response(stream(), mimetype="text/event-stream", headers=headers)
 
     # --- requests -----------------------------------------------------------------
 

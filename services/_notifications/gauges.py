@@ -34,5 +34,11 @@ def mail_state(session_factory: sessionmaker) -> dict:
             ).all()
         )
         oldest = session.scalar(select(func.min(Notification.created_at)).where(Notification.state == PENDING))
+        total = session.scalar(select(func.max(Notification.id))) or 0  # mails recorded so far (ids only grow)
     age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
-    return {PENDING: counts.get(PENDING, 0), FAILED: counts.get(FAILED, 0), "oldest_pending_age": max(age, 0.0)}
+    return {
+        PENDING: counts.get(PENDING, 0),
+        FAILED: counts.get(FAILED, 0),
+        "oldest_pending_age": max(age, 0.0),
+        "mails_total": total,
+    }

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from services._status.batches import released
-from services._status.models import StatusOutbox, StatusRequest
+from services._status.models import StatusHistory, StatusOutbox, StatusRequest
 from services._status.repo import PENDING
 from services.infra.models import utcnow
 from services.infra.pagination import decode_cursor, encode_cursor
@@ -46,6 +46,9 @@ def overview(session: Session) -> dict[str, Any]:
     outbox = session.scalar(select(func.count()).select_from(StatusOutbox).where(unsent)) or 0
     outbox_oldest = session.scalar(select(func.min(StatusOutbox.created_at)).where(unsent))
     return {
+        # running totals (ids only grow): the console's rates are their differences over time
+        "recorded_total": session.scalar(select(func.max(StatusRequest.seq))) or 0,
+        "applied_total": session.scalar(select(func.max(StatusHistory.id))) or 0,
         "pending": pending,
         "oldest_pending_age": _age(now, oldest),
         "outbox_pending": outbox,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 import re
 import time
 import uuid
@@ -419,3 +420,58 @@ def test_a_job_shows_its_progress_and_its_errors_as_csv(system: System, unique: 
     assert rows[0][:3] == ["row", "code", "message"]
     assert [(row[0], row[1]) for row in rows[1:]] == [("2", "STUDENT_NOT_FOUND"), ("3", "VALIDATION_ERROR")]
     assert get(reader, system, "/ops/jobs/00000000-0000-4000-8000-000000000000").status_code == 404
+
+
+def events(session: requests.Session, system: System, path: str, wanted: set[str], timeout: float = 15.0) -> dict:
+    """Read a Server-Sent Events stream until an event of each name in ``wanted`` came:
+    ``{name: data}`` (the first of each), and the stream's other lines under ``"lines"``."""
+    seen: dict = {"lines": []}
+    deadline = time.monotonic() + timeout
+    with session.get(system.base_url + path, stream=True, timeout=timeout) as response:
+        assert response.status_code == 200, response.text
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        name = None
+        for line in response.iter_lines(decode_unicode=True):
+            if line.startswith("event: "):
+                name = line[len("event: ") :]
+            elif line.startswith("data: ") and name:
+                seen.setdefault(name, json.loads(line[len("data: ") :]))
+                name = None
+            else:
+                seen["lines"].append(line)
+            if wanted <= set(seen) or time.monotonic() > deadline:
+                break
+    assert wanted <= set(seen), seen
+    return seen
+
+
+def test_one_live_stream_carries_the_hour_so_far_and_each_new_sample(system: System, unique: str) -> None:
+    _, key = system.create_key(f"reader {unique}", ["ops:read"])
+    reader = sign_in(system, key)
+    page = get(reader, system, "/ops")
+    assert 'new EventSource("/ops/live")' in page.text and page.text.count("<script") == 1
+    nonce = re.search(r'<script nonce="([^"]+)"', page.text).group(1)
+    assert f"script-src 'nonce-{nonce}'" in page.headers["Content-Security-Policy"]
+    seen = events(reader, system, "/ops/live", {"history", "sample"})
+    assert "retry: 5000" in seen["lines"] and isinstance(seen["history"], list)
+    sample = seen["sample"]
+    assert sample["up"] == {"students": True, "status": True, "certificates": True, "notifications": True}
+    assert sample["applied_total"] >= 0 and sample["pending"] >= 0 and "applied_per_second" in sample
+    assert get(browser(), system, "/ops/live").status_code == 303  # no session, no stream
+
+
+def test_a_job_page_streams_the_job_s_progress(system: System, unique: str) -> None:
+    ana = system.create_student(f"ana-{unique}")
+    accepted = system.post(
+        "/status-requests/bulk", data=f"student_id,status\n{ana['id']},active\n", headers={"Content-Type": "text/csv"}
+    )
+    job_id = accepted.json()["job_id"]
+    _, key = system.create_key(f"reader {unique}", ["ops:read"])
+    reader = sign_in(system, key)
+    assert f'new EventSource("/ops/live?job={job_id}")' in get(reader, system, f"/ops/jobs/{job_id}").text
+    job = poll(
+        lambda: events(reader, system, f"/ops/live?job={job_id}", {"job"})["job"],
+        lambda progress: progress["state"] == "done",
+    )
+    assert (job["total"], job["applied"], job["pending"]) == (1, 1, 0)
+    assert get(reader, system, "/ops/live?job=nope").status_code == 422

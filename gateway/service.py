@@ -36,6 +36,7 @@ class GatewayService(
     routes.BulkJobRoutes,
     routes.CertificateRoutes,
     routes.AccessRoutes,
+    routes.DocsRoutes,
 ):
     name = "gateway"
 

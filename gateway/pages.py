@@ -192,10 +192,19 @@ def _services(document: dict) -> list[Service]:
                 summary=operation.get("summary", ""),
                 description=operation.get("description", ""),
                 arguments=_arguments(request["payload"]),
-                result=type_parts(reply["payload"]["properties"]["result"]),
+                result=type_parts(_not_null(reply["payload"]["properties"]["result"])),
             )
         )
     return list(services.values())
+
+
+def _not_null(result: dict) -> dict:
+    """A reply's ``result`` without the null every one may be (when ``error`` is set): what the method returns."""
+    kinds = result.get("type")
+    if isinstance(kinds, list) and len(kinds) > 1 and "null" in kinds:
+        rest = [kind for kind in kinds if kind != "null"]
+        return {**result, "type": rest[0] if len(rest) == 1 else rest}
+    return result
 
 
 def _arguments(payload: dict) -> list[Row]:

@@ -208,6 +208,10 @@ def test_the_messaging_page_shows_every_rpc_method(page):
         assert f'<tr id="rpc-{key}">' in page
     assert "<code>rpc-status</code> (durable, bound with <code>status.*</code>)" in page
     assert "<code>job_id</code>: string <span" in page
+    get_job = page[page.index('<tr id="rpc-status.get_job">') :]
+    assert get_job[: get_job.index("</tr>")].count("<td>object</td>") == 1  # what it returns, not "or null"
+    discard_job = page[page.index('<tr id="rpc-status.discard_job">') :]
+    assert "<td>null</td>" in discard_job[: discard_job.index("</tr>")]
 
 
 def test_the_messaging_page_links_to_what_it_names(page):

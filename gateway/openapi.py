@@ -183,7 +183,7 @@ def _operation(route: Route) -> dict:
     if operation is None:
         raise ValueError(f"{route.method} {route.rule} has no OpenAPI operation in its docstring")
     responses = operation.setdefault("responses", {})
-    if any(not str(status).startswith("2") for status in responses):
+    if any(not str(status).startswith(("2", "3")) for status in responses):
         raise ValueError(f"{route.method} {route.rule}: name its errors in @http(errors=...), not in its docstring")
     responses.update(error_responses(route.errors))
     # the scope a route needs: OpenAPI 3.1 lets a bearer scheme's requirement list it

@@ -38,6 +38,7 @@ class GatewayService(
     routes.BulkJobRoutes,
     routes.CertificateRoutes,
     routes.AccessRoutes,
+    routes.DocsRoutes,
     console.ConsoleRoutes,
 ):
     name = "gateway"

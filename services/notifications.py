@@ -29,7 +29,7 @@ from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
 from services.infra.settings import SettingsProvider
 from services.infra.tracing import Tracing
-from services.schemas import load, positive_id, status_changes
+from services.schemas import CertificateIssuedSchema, load, positive_id, status_changes
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
 
     @reliable_event_handler("certificates", "certificate_issued")
     def handle_certificate_issued(self, payload: dict) -> None:
-        issued = load(repo.CertificateIssuedSchema(), payload)
+        issued = load(CertificateIssuedSchema(), payload)
         with self.db() as session:
             if repo.exists(session, mail.certificate_issued_key(issued)):  # redelivered: no second PDF fetch
                 return

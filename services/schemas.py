@@ -115,6 +115,30 @@ class StudentPageSchema(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
+class StudentCreatedSchema(Schema):
+    """Payload of ``students.student_created``: the student as created (``enrolled``)."""
+
+    student = fields.Nested(StudentSchema, required=True)
+
+
+class StudentUpdatedSchema(Schema):
+    """Payload of ``students.student_updated``: the student as changed, and which fields changed."""
+
+    student = fields.Nested(StudentSchema, required=True)
+    changes = fields.List(
+        fields.String(validate=validate.OneOf(sorted(StudentCreateSchema().fields))),
+        required=True,
+        metadata={"description": "The names of the fields that changed, sorted."},
+    )
+
+
+class StudentDeletedSchema(Schema):
+    """Payload of ``students.student_deleted``: the student as it was (its history is kept)."""
+
+    student_id = fields.Integer(required=True)
+    student = fields.Nested(StudentSchema, required=True)
+
+
 # --- status -----------------------------------------------------------------
 
 REASON = 1000  # characters of a reason
@@ -367,6 +391,30 @@ class CertificateSchema(Schema):
         return "revoked" if certificate.revoked_at is not None else "valid"
 
 
+class CertificateRevokedSchema(CertificateSchema):
+    """Payload of ``certificates.certificate_revoked``: the certificate as ``get_certificate``
+    shows it from now on (``status`` ``revoked``, with the reason and when)."""
+
+
+class CertificateIssuedSchema(Schema):
+    """Payload of ``certificates.certificate_issued``: the certificate as ``get_certificate`` shows
+    it, with the student's e-mail and the completion's correlation id (for the mail to the student);
+    these are the fields its subscribers rely on."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    code = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    student_id = fields.Integer(load_default=None, allow_none=True, strict=True)
+    student_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    student_email = fields.Email(required=True, validate=validate.Length(max=320))
+    course = fields.String(required=True, validate=validate.Length(min=1, max=200))
+    issued_at = fields.AwareDateTime(load_default=None, allow_none=True)
+    verification_url = fields.String(required=True, validate=validate.Length(min=1, max=2000))
+    pdf_url = fields.String(load_default=None, allow_none=True)
+    correlation_id = CorrelationId(load_default=None, allow_none=True)
+
+
 class StudentCertificateSchema(CertificateSchema):
     """A certificate as its student's list shows it: with the correlation id of the
     completion that issued it (never in the public verification)."""
@@ -378,3 +426,19 @@ class CompletionBodySchema(StrictSchema):
     """Body of ``POST /students/{id}/completion`` (may be empty)."""
 
     course = Line(NAME, load_default=None, allow_none=True)
+
+
+# --- events -----------------------------------------------------------------
+
+# Every event a service publishes, ``(source, event type)``: its payload. Published on the
+# exchange ``<source>.events`` with the event type as routing key; who subscribes, and through
+# which durable queue, is in services/infra/topology.py. The AsyncAPI document is made from both.
+EVENTS: dict[tuple[str, str], type[Schema]] = {
+    ("students", "student_created"): StudentCreatedSchema,
+    ("students", "student_updated"): StudentUpdatedSchema,
+    ("students", "student_deleted"): StudentDeletedSchema,
+    ("status", "student_status_changed"): StudentStatusChangesSchema,
+    ("certificates", "certificate_issued"): CertificateIssuedSchema,
+    ("certificates", "certificate_revoked"): CertificateRevokedSchema,
+    ("gateway", "status_change_requested"): StatusChangeBatchSchema,
+}

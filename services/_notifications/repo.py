@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+from marshmallow import Schema, fields, validate
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, defer, sessionmaker
@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session, defer, sessionmaker
 from services._notifications.mail import Mail, Outgoing
 from services._notifications.models import Notification
 from services.exceptions import NotificationNotFound
-from services.fields import CorrelationId
 from services.infra import correlation, tracing
 from services.infra.db import insert_ignoring_duplicates
 from services.infra.models import utcnow
@@ -30,23 +29,6 @@ STATES = (PENDING, SENT, FAILED)
 
 
 # --- schemas ----------------------------------------------------------------
-
-
-class CertificateIssuedSchema(Schema):
-    """Payload of the ``certificates.certificate_issued`` event (the fields a mail needs)."""
-
-    class Meta:
-        unknown = EXCLUDE
-
-    code = fields.String(required=True, validate=validate.Length(min=1, max=64))
-    student_id = fields.Integer(load_default=None, allow_none=True, strict=True)
-    student_name = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    student_email = fields.Email(required=True, validate=validate.Length(max=320))
-    course = fields.String(required=True, validate=validate.Length(min=1, max=200))
-    issued_at = fields.AwareDateTime(load_default=None, allow_none=True)
-    verification_url = fields.String(required=True, validate=validate.Length(min=1, max=2000))
-    pdf_url = fields.String(load_default=None, allow_none=True)
-    correlation_id = CorrelationId(load_default=None, allow_none=True)
 
 
 class ListNotificationsSchema(StrictSchema):

@@ -86,6 +86,10 @@ def successful_calls(r: dict) -> dict[tuple[str, str], tuple[str, dict, int]]:
         ("GET", "/health"): ("/health", {}, 200),
         ("GET", "/ready"): ("/ready", {}, 200),
         ("GET", "/openapi.json"): ("/openapi.json", {}, 200),
+        ("GET", "/docs"): ("/docs", {}, 200),
+        ("GET", "/docs/messaging"): ("/docs/messaging", {}, 200),
+        ("GET", "/asyncapi.json"): ("/asyncapi.json", {}, 200),
+        ("GET", "/static/{name}"): ("/static/vendor/README.md", {}, 200),
         ("POST", "/students"): (
             "/students",
             {"json": {"name": "N", "email": f"new-{unique}@example.org", "course": "c"}},

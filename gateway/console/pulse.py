@@ -18,10 +18,14 @@ from collections import deque
 from typing import Any
 
 import eventlet
+import requests
 from eventlet.queue import Full, LightQueue
+from nameko.constants import AMQP_URI_CONFIG_KEY
 
+from gateway.console import queues
 from services.exceptions import ServiceError
 from services.infra.background import BackgroundLoop
+from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +49,20 @@ class ConsolePulse(BackgroundLoop):
 
     def start(self) -> None:
         self.proxies = {name: self.sibling(name).background() for name in SERVICES}
+        settings = Settings.from_config(self.container.config)
+        self.rabbit_api_uri = settings.rabbit_api_uri
+        self.vhost = queues.vhost_of(self.container.config[AMQP_URI_CONFIG_KEY])
         super().start()
+
+    def queues(self) -> list[dict] | None:
+        """Every queue's depth and consumers from the management API; None when not configured or away."""
+        if not self.rabbit_api_uri:
+            return None
+        try:
+            return queues.read(self.rabbit_api_uri, self.vhost, SAMPLE_SECONDS / 2)
+        except (requests.RequestException, ValueError, KeyError) as exc:
+            log.warning("console: the management API did not answer (%s)", type(exc).__name__)
+            return None
 
     def stop(self) -> None:
         for queue in list(self.subscribers):  # open streams end, so the server can stop
@@ -81,9 +98,11 @@ class ConsolePulse(BackgroundLoop):
             "mail": ("notifications", "get_overview"),
             **{f"dead:{name}": (name, "count_dead_letters") for name in SERVICES},
         }
-        pool = eventlet.GreenPool(len(calls))
+        pool = eventlet.GreenPool(len(calls) + 1)
+        broker = pool.spawn(self.queues)
         names = list(calls)
         answers = dict(zip(names, pool.imap(lambda name: self._ask(*calls[name]), names), strict=True))
+        table = broker.wait()
         sample: dict[str, Any] = {"t": round(time.time(), 3)}
         sample["up"] = {name: answers[f"up:{name}"] is not None for name in SERVICES}
         sample["dead_letters"] = {name: answers[f"dead:{name}"] for name in SERVICES}
@@ -91,6 +110,7 @@ class ConsolePulse(BackgroundLoop):
         for key in ("pending", "oldest_pending_age", "outbox_pending", "outbox_oldest_age"):
             sample[key] = status.get(key)
         sample["mail_pending"], sample["mail_failed"] = mail.get("pending"), mail.get("failed")
+        sample["queues"] = queues.by_service(table) if table is not None else None
         previous = self.samples[-1] if self.samples else None
         for name, total in (
             ("applied", status.get("applied_total")),

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request, Response
 
 from gateway.access import keys as api_keys
 from gateway.access import store
-from gateway.console import sessions
+from gateway.console import queues, sessions
 from gateway.console.entrypoint import PUBLIC, error_page, page, redirect, render
 from gateway.console.pulse import END, SAMPLE_SECONDS, event
 from gateway.exceptions import AccessDenied, RateLimited
@@ -96,7 +96,11 @@ class ConsoleRoutes:
                 **{f"dead:{name}": (name, "count_dead_letters") for name in SERVICES},
             }
         )
+        table = self.pulse.queues()
+        totals = queues.by_service(table) if table is not None else None
         return {
+            "queues": table,
+            "totals": totals,
             "services": [{"name": name, **results[f"ping:{name}"]} for name in SERVICES],
             "status": results["status"],
             "mail": results["mail"],

@@ -78,6 +78,9 @@ class Settings:
     audit_retention_days: float = _setting(365.0, minimum=0)
     # the operations console: how long a sign-in lasts (the key's revocation ends it sooner)
     console_session_seconds: float = _setting(28_800.0, minimum=60)
+    # the RabbitMQ management API (http://USER:PASSWORD@HOST:15672), for the console's queue depths
+    # and consumers; a user with the ``monitoring`` tag is enough. None: the console shows none
+    rabbit_api_uri: str | None = None
     student_cache_seconds: float = _setting(30.0, minimum=0)
     bulk_max_rows: int = _setting(100_000, minimum=1)
     bulk_max_bytes: int = _setting(32 * 1024 * 1024, minimum=1)

@@ -26,7 +26,8 @@ def system(request, rabbit_manager, amqp_uri, tmp_path_factory) -> Iterator[Syst
     backend = request.param
     log_dir = tmp_path_factory.mktemp(f"e2e-{backend}")
     db_uris = make_db_uris(backend, log_dir, request)
-    with running_system(backend, rabbit_manager, amqp_uri, db_uris, log_dir) as system:
+    api = request.config.getoption("RABBIT_API_URI")  # the console shows the queues through it
+    with running_system(backend, rabbit_manager, amqp_uri, db_uris, log_dir, RABBIT_API_URI=api) as system:
         yield system
 
 

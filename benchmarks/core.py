@@ -76,6 +76,10 @@ class Sizes:
     read_concurrency: int = 16
     echo_calls: int = 6_000
     trace_changes: int = 20_000  # status changes' worth of tracing hooks, per set-up
+    console_requests: int = 1_000_000  # (o) status requests written before the console is timed
+    console_dead_letters: int = 100_000  # (o) messages parked in status.dead-letters
+    console_gets: int = 50  # (o) GETs per page
+    console_streams: int = 10  # (o) live pages held open
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -89,6 +93,10 @@ class Sizes:
             reads=300,
             echo_calls=600,
             trace_changes=2_000,
+            console_requests=20_000,
+            console_dead_letters=2_000,
+            console_gets=10,
+            console_streams=3,
         )
 
 

@@ -26,7 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks import bulk, celery_bench, raw_pika, reads, tracing_cost, writes
+from benchmarks import bulk, celery_bench, console, raw_pika, reads, tracing_cost, writes
 from benchmarks.core import BACKENDS, NO_BACKEND, Context, Row, Scenario, Sizes
 from benchmarks.cpu import machine_busy_percent, wait_quiet
 from benchmarks.infra import Broker, Cleanup, Postgres
@@ -41,6 +41,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("d", "ours: bulk job of 100,000 rows", bulk.bulk_job, BACKENDS, True),
     Scenario("e", "ours: GET /students/{id}, and the same read over RPC", reads.reads, BACKENDS, True),
     Scenario("e", "bare nameko RPC echo", reads.echo),
+    # last of the system's scenarios: it leaves a million more requests behind
+    Scenario("o", "ours: the operations console with a long history", console.console_pages, BACKENDS, True),
     Scenario("t", "traces: CPU of the tracing hooks per status change", tracing_cost.run),
 ]
 
@@ -64,6 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--read-concurrency", type=int, help=f"(e) clients (default {d.read_concurrency})")
     sizes.add_argument("--echo-calls", type=int, help=f"(e) echo calls (default {d.echo_calls:,})")
     sizes.add_argument("--trace-changes", type=int, help=f"(t) status changes per set-up (default {d.trace_changes:,})")
+    sizes.add_argument("--console-requests", type=int, help=f"(o) requests written (default {d.console_requests:,})")
+    sizes.add_argument(
+        "--console-dead-letters", type=int, help=f"(o) dead letters parked (default {d.console_dead_letters:,})"
+    )
+    sizes.add_argument("--console-gets", type=int, help=f"(o) GETs per page (default {d.console_gets})")
+    sizes.add_argument("--console-streams", type=int, help=f"(o) live pages held open (default {d.console_streams})")
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the services during (c) at top concurrency")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument(
@@ -115,6 +123,10 @@ def build_sizes(args: argparse.Namespace) -> Sizes:
         "read_concurrency",
         "echo_calls",
         "trace_changes",
+        "console_requests",
+        "console_dead_letters",
+        "console_gets",
+        "console_streams",
     )
     for name in names:
         if getattr(args, name) is not None:

@@ -14,10 +14,11 @@ Every service with reliable handlers exposes the same RPC methods
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime
 from typing import Any
 
-from kombu import Connection
+from kombu import Connection, Consumer
 from marshmallow import fields, validate
 from nameko.amqp.publish import Publisher
 from nameko.constants import AMQP_URI_CONFIG_KEY
@@ -31,6 +32,8 @@ from services.schemas import StrictSchema, load
 
 MAX_LIST = 1000
 MAX_SCAN = 10_000  # messages a filter looks through at most (they are taken and put back)
+PREFETCH = 10_000  # unacked messages held at once while looking through them
+TAKE_TIMEOUT = 10.0
 DEPTH_TIMEOUT = 2.0  # seconds a scrape waits for the broker
 
 
@@ -59,22 +62,32 @@ class DeadLetterQueue:
         self.queue = parking.dead_letter_queue(service_name)
         self.publisher = Publisher(amqp_uri)
 
-    def _take(self, channel: Any, limit: int) -> list[Any]:
-        """Up to ``limit`` messages, unacked: closing the channel puts them back."""
+    def _take(self, connection: Connection, channel: Any, limit: int) -> list[Any]:
+        """Up to ``limit`` (≤ ``PREFETCH``) messages, oldest first, unacked: closing the channel puts
+        them back. Consumed with a prefetch window rather than one ``basic.get`` round trip each:
+        looking through 10,000 parked messages takes a fraction of a second, not seconds."""
         queue = self.queue(channel)
         queue.declare()
-        taken = []
-        while len(taken) < limit:
-            message = queue.get(no_ack=False)
-            if message is None:
+        wanted = min(limit, PREFETCH, queue.queue_declare(passive=True).message_count)
+        if wanted <= 0:
+            return []
+        taken: list[Any] = []
+        channel.basic_qos(0, wanted, False)
+        consumer = Consumer(channel, [queue], on_message=taken.append, no_ack=False, accept=["json"])
+        consumer.consume()
+        deadline = time.monotonic() + TAKE_TIMEOUT
+        while len(taken) < wanted and time.monotonic() < deadline:
+            try:
+                connection.drain_events(timeout=min(1.0, max(deadline - time.monotonic(), 0.01)))
+            except TimeoutError:  # fewer than counted: another consumer took some meanwhile
                 break
-            taken.append(message)
+        consumer.cancel()
         return taken
 
     def list(self, limit: int = 100) -> list[dict]:
         with Connection(self.amqp_uri) as connection:
             channel = connection.channel()
-            messages = [describe(m) for m in self._take(channel, limit)]
+            messages = [describe(m) for m in self._take(connection, channel, limit)]
             channel.close()  # requeues them, in order
         return messages
 
@@ -89,7 +102,7 @@ class DeadLetterQueue:
         """The parked events ``accept(entry)`` takes among the first ``scan``, and how many were looked at."""
         with Connection(self.amqp_uri) as connection:
             channel = connection.channel()
-            taken = self._take(channel, scan)
+            taken = self._take(connection, channel, scan)
             found = [entry for entry in map(describe, taken) if accept(entry)]
             channel.close()  # requeues them all, in order
         return found, len(taken)
@@ -102,7 +115,7 @@ class DeadLetterQueue:
         replayed, kept = [], []
         with Connection(self.amqp_uri) as connection:
             channel = connection.channel()
-            for message in self._take(channel, scan):
+            for message in self._take(connection, channel, scan):
                 entry = describe(message)
                 if len(replayed) >= cap or not accept(entry):
                     continue
@@ -178,6 +191,10 @@ class DeadLetterRpc:
         query = load(DeadLetterFilterSchema(), {"handler": handler, "error": error, "since": since, "until": until})
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIST:
             raise ValidationFailed("Invalid limit.", {"limit": [f"Must be an integer from 1 to {MAX_LIST}."]})
+        if not any(query.values()):  # no filter: the first ``limit``, and the queue's count
+            items = self.dead_letters.list(limit)
+            parked = self.dead_letters.depth()
+            return {"items": items, "matched": parked, "scanned": parked}
         found, scanned = self.dead_letters.matching(_filter(query))
         return {"items": found[:limit], "matched": len(found), "scanned": scanned}
 

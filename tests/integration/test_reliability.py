@@ -58,11 +58,14 @@ def test_poison_event_is_parked_then_replayed_once(config, rpc, unique):
     assert rpc.status.replay_dead_letters([letter["message_id"]]) == {
         "replayed": [letter["message_id"]],
         "not_replayable": [],
+        "not_found": [],
     }
     replayed = wait_for(lambda: settled(rpc, request_id))
     assert (replayed["state"], replayed["correlation_id"]) == ("applied", f"corr-{unique}")  # replayed with its id
     assert rpc.status.list_dead_letters() == []
     assert rpc.status.replay_dead_letters() == {"replayed": [], "not_replayable": []}
+    gone = rpc.status.replay_dead_letters([letter["message_id"]])  # replayed already: named, not silent
+    assert gone == {"replayed": [], "not_replayable": [], "not_found": [letter["message_id"]]}
     assert [h["request_id"] for h in rpc.status.get_status_history(student["id"])["items"]] == [request_id]
 
 

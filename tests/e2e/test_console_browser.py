@@ -54,6 +54,11 @@ def browser() -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
+def purge_status_dead_letters(system: System) -> None:
+    with ClusterRpcProxy({"AMQP_URI": system.env["AMQP_URI"]}, timeout=10) as rpc:
+        rpc.status.purge_dead_letters()
+
+
 def page_text(driver: webdriver.Chrome) -> str:
     return " ".join(driver.find_element(By.TAG_NAME, "body").text.split())
 
@@ -152,11 +157,12 @@ def test_an_operator_works_through_the_console(browser: webdriver.Chrome, system
 
 
 def test_a_read_only_key_sees_no_action_and_is_refused_one(
-    browser: webdriver.Chrome, system: System, unique: str
+    browser: webdriver.Chrome, system: System, unique: str, request: pytest.FixtureRequest
 ) -> None:
     driver = browser
     _, certificate = completed_student(system, unique)
     park(system, {"requests": []}, f"ValidationFailed: empty ({unique})", f"browser-ro-{unique}")
+    request.addfinalizer(lambda: purge_status_dead_letters(system))  # the system is shared: leave none
     _, key = system.create_key(f"reader {unique}", ["ops:read"])
     sign_in(driver, system, key, f"/ops/dead-letters/status?error={unique}")
     until(driver, lambda d: "1 message(s) match" in page_text(d), "the dead letter listed")

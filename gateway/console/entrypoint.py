@@ -94,7 +94,7 @@ class ConsoleEntrypoint(JsonHttpEntrypoint):
         if isinstance(exc, SignInNeeded) or (exc.principal is None and not isinstance(exc, RateLimited)):
             if request.method == "GET":
                 return redirect(f"/ops/login?next={quote(request.full_path.rstrip('?'), safe='/')}")
-            return error_page(request, 401, "Your session has ended. Sign in again.", status_for(exc))
+            return error_page(request, 401, "Your session has ended. Sign in again.")
         if isinstance(exc, InsufficientScope):
             scope = exc.details.get("required_scope", self.scope)
             message = f"Your key lacks the scope {scope} ({SCOPES.get(scope, scope)})."
@@ -154,7 +154,7 @@ def _common(request: Request | None) -> dict:
     }
 
 
-def error_page(request: Request | None, status: int, message: str, _: int | None = None) -> Response:
+def error_page(request: Request | None, status: int, message: str) -> Response:
     return render(request, "error.html", http_status=status, status_code=status, message=message)
 
 

@@ -202,13 +202,12 @@ def test_bad_filters_get_a_message_not_a_500(system: System, unique: str) -> Non
 def test_the_audit_trail_shows_sign_ins(system: System, unique: str) -> None:
     record, key = system.create_key(f"operator {unique}", ["ops:read"])
     session = sign_in(system, key)
-    started = time.time()
     page = poll(
         lambda: text(get(session, system, "/ops/audit", params={"key_id": record["id"]})),
         lambda found: "/ops/login" in found,
         timeout=5,
     )
-    assert f"operator {unique}" in page and "POST" in page and time.time() - started < 5
+    assert f"operator {unique}" in page and "POST" in page
 
 
 def park(system: System, payload: dict, error: str, correlation_id: str) -> str:

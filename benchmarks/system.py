@@ -30,6 +30,7 @@ from benchmarks.cpu import CpuMeter, postgres_pids, rabbitmq_pids
 from benchmarks.infra import PYTHON, Cleanup, start_process, wait_for_child
 from benchmarks.load import Call, LoadResult, run_load
 from gateway.access import store
+from services.credentials import generate_signing_key
 from services.infra.db import build_engine
 from tools.migrate import HISTORIES, upgrade
 
@@ -102,6 +103,7 @@ class System:
             "GATEWAY_ADDRESS": f"127.0.0.1:{port}",
             "REQUEST_ID_SECRET": secrets.token_urlsafe(32),
             "API_KEY_SECRET": api_key_secret,
+            "CERTIFICATE_SIGNING_KEY": _signing_key(log_dir),
             "PYTHONWARNINGS": "ignore",
             "PYTHONUNBUFFERED": "1",
         }
@@ -230,3 +232,11 @@ class System:
             groups["postgres"] = lambda: postgres_pids(PG_DATABASES.values())
         groups["client"] = lambda: [os.getpid()]
         return CpuMeter(groups)
+
+
+def _signing_key(directory: Path) -> str:
+    """A certificate signing key made for this run."""
+    path = directory / "certificate-signing-key.pem"
+    if not path.exists():
+        generate_signing_key(path, bits=2048)
+    return str(path)

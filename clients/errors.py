@@ -176,6 +176,10 @@ class CertificateNotFound(NotFound):
     code = "CERTIFICATE_NOT_FOUND"
 
 
+class StatusListNotFound(NotFound):
+    code = "STATUS_LIST_NOT_FOUND"
+
+
 class NotificationNotFound(NotFound):
     code = "NOTIFICATION_NOT_FOUND"
 
@@ -222,6 +226,7 @@ REMOTE_ERRORS: dict[str, type[RemoteError]] = {
     "services.exceptions.VersionMismatch": VersionMismatch,
     "services.exceptions.IdempotencyKeyReused": IdempotencyKeyReused,
     "services.exceptions.CertificateNotFound": CertificateNotFound,
+    "services.exceptions.StatusListNotFound": StatusListNotFound,
     "services.exceptions.NotificationNotFound": NotificationNotFound,
     "services.exceptions.JobNotFound": JobNotFound,
     "services.exceptions.JobUploadSuperseded": JobUploadSuperseded,

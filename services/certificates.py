@@ -1,19 +1,28 @@
 """certificates: issues one verifiable certificate per student and course.
 
 Handles: status.student_status_changed (to ``completed``).
-RPC: get_certificate, list_certificates, get_certificate_pdf, revoke_certificate, ping,
-and the dead-letter methods.
+RPC: get_certificate, list_certificates, get_certificate_pdf, get_certificate_credential,
+get_jwks, get_status_list, revoke_certificate, ping, and the dead-letter methods.
 Events: certificate_issued, certificate_revoked (via the outbox).
+
+Each certificate carries a signed Open Badges 3.0 credential (services/credentials.py) with a bit
+in a revocation status list; revoking sets the bit and signs the list again.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 
-from services import lifecycle
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from services import credentials, i18n, lifecycle
 from services._certificates import repo
+from services._certificates.embed import embed
 from services._certificates.models import Certificate, CertificatesBase, CertificatesOutbox
 from services._certificates.pdf import render_certificate
+from services._certificates.signer import CredentialSigner
 from services.exceptions import StudentNotFound, ValidationFailed
 from services.infra import correlation, dead_letters, tracing
 from services.infra.correlation import Correlation
@@ -24,9 +33,11 @@ from services.infra.metrics import CERTIFICATES_ISSUED, CERTIFICATES_REVOKED, Me
 from services.infra.outbox import Outbox
 from services.infra.retry import reliable_event_handler
 from services.infra.rpc import TimedRpcProxy
-from services.infra.settings import SettingsProvider
+from services.infra.settings import SettingsProvider, one_line_config_errors
 from services.infra.tracing import Tracing
 from services.schemas import CertificateSchema, StudentCertificateSchema, positive_id, status_changes
+
+one_line_config_errors()  # `nameko run` without a usable signing key: one line naming it
 
 
 class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via its module: see students.py
@@ -40,6 +51,7 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
     outbox = Outbox(CertificatesOutbox)
     students = TimedRpcProxy("students")
     settings = SettingsProvider()
+    signer = CredentialSigner()  # CERTIFICATE_SIGNING_KEY: the service refuses to start without it
 
     @rpc
     def ping(self) -> dict:
@@ -67,8 +79,10 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
                 change.get("course") or student["course"],
                 change.get("request_id"),
                 correlation.current(),
+                language=i18n.normalize(student.get("language")),
             )
             if created:
+                self._sign(session, certificate)
                 self.outbox.add(session, "certificate_issued", self._event(certificate, private=True))
         if created:
             CERTIFICATES_ISSUED.inc()
@@ -86,8 +100,8 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
 
     @rpc
     def get_certificate_pdf(self, code: str) -> dict:
-        with self.db() as session:
-            certificate = repo.get(session, code)
+        """The certificate as a PDF (base64), with its signed credential attached inside."""
+        certificate = self._credentialed(code)
         document = render_certificate(
             name=certificate.student_name,
             course=certificate.course,
@@ -95,12 +109,52 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
             code=certificate.code,
             verification_url=self._url(certificate),
             revoked=certificate.revoked_at is not None,
+            language=self.signer.language(certificate),
         )
+        document = embed(document, _credential_filename(certificate), certificate.credential.encode())
         return {
             "filename": f"certificate-{certificate.code}.pdf",
             "content_type": "application/pdf",
             "data": base64.b64encode(document).decode(),
         }
+
+    @rpc
+    def get_certificate_credential(self, code: str) -> dict:
+        """The certificate's signed OpenBadgeCredential: ``jwt`` (compact JWS), ``credential``
+        (its payload, decoded) and a ``filename`` for it."""
+        certificate = self._credentialed(code)
+        return {
+            "jwt": certificate.credential,
+            "credential": credentials.unverified(certificate.credential)[1],
+            "filename": _credential_filename(certificate),
+            "media_type": credentials.MEDIA_TYPE,
+        }
+
+    @rpc
+    def get_status_list(self, list_id: int) -> dict:
+        """A revocation status list as last signed: ``jwt`` and ``credential`` (decoded)."""
+        with self.db() as session:
+            listing = repo.status_list(session, list_id)
+            return {
+                "jwt": listing.credential,
+                "credential": credentials.unverified(listing.credential)[1],
+                "media_type": credentials.MEDIA_TYPE,
+            }
+
+    @rpc
+    def get_jwks(self) -> dict:
+        """Every public key that has signed (or now signs) credentials, as a JWK Set."""
+        with self.db() as session:
+            published = repo.published_keys(session)
+        key = self.signer.key
+        keys = [
+            credentials.public_jwk(
+                json.loads(p.public_jwk), credentials.key_id(self.signer.jwks_url, p.thumbprint), p.alg
+            )
+            for p in published
+            if p.thumbprint != key.thumbprint
+        ]
+        return {"keys": [key.public_jwk, *keys]}  # the signing key first
 
     @rpc
     def revoke_certificate(self, code: str, reason: str) -> dict:
@@ -109,10 +163,41 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
         with self.db.begin() as session:
             certificate, revoked = repo.revoke(session, code, reason.strip())
             if revoked:
+                if certificate.status_list is not None:  # its bit set, the list signed again
+                    repo.republish(session, certificate.status_list, self.signer.sign_status_list)
                 self.outbox.add(session, "certificate_revoked", self._event(certificate))
         if revoked:
             CERTIFICATES_REVOKED.inc()
         return self._dump(certificate)
+
+    def _sign(self, session: Session, certificate: Certificate) -> None:
+        """Give ``certificate`` a status bit and its signed credential (in the caller's transaction)."""
+        repo.publish_key(session, self.signer.key)
+        certificate.status_list, certificate.status_index = repo.allocate_bit(
+            session, lambda number: self.signer.sign_status_list(number, [])
+        )
+        certificate.credential = self.signer.sign_certificate(certificate)
+        session.flush()
+        if certificate.revoked_at is not None:  # an old certificate, revoked before it had a credential
+            repo.republish(session, certificate.status_list, self.signer.sign_status_list)
+
+    def _credentialed(self, code: str) -> Certificate:
+        """The certificate, with its credential made now if it was issued before credentials."""
+        with self.db() as session:
+            certificate = repo.get(session, code)
+        if certificate.credential is not None:
+            return certificate
+        try:
+            with self.db.begin() as session:
+                certificate = repo.get(session, code)
+                if certificate.credential is None:
+                    self._sign(session, certificate)
+        except (IntegrityError, OperationalError):  # a concurrent caller made it first: read theirs
+            with self.db() as session:
+                certificate = repo.get(session, code)
+            if certificate.credential is None:
+                raise
+        return certificate
 
     def _url(self, certificate: Certificate, suffix: str = "") -> str:
         base = self.settings.public_base_url.rstrip("/")
@@ -123,10 +208,19 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
             **(schema or CertificateSchema()).dump(certificate),
             "verification_url": self._url(certificate),
             "pdf_url": self._url(certificate, ".pdf"),
+            "credential_url": self._url(certificate, "/credential"),
         }
 
     def _event(self, certificate: Certificate, private: bool = False) -> dict:
         event = self._dump(certificate)
         if private:  # for the mail to the student; never in the public verification
-            event.update(student_email=certificate.student_email, correlation_id=certificate.correlation_id)
+            event.update(
+                student_email=certificate.student_email,
+                correlation_id=certificate.correlation_id,
+                language=certificate.language,
+            )
         return event
+
+
+def _credential_filename(certificate: Certificate) -> str:
+    return f"certificate-{certificate.code}.jwt"

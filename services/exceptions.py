@@ -89,6 +89,13 @@ class CertificateNotFound(NotFound):
 
 
 @deserialize_to_instance
+class StatusListNotFound(NotFound):
+    """No credential status list has this number."""
+
+    code = "STATUS_LIST_NOT_FOUND"
+
+
+@deserialize_to_instance
 class NotificationNotFound(NotFound):
     code = "NOTIFICATION_NOT_FOUND"
 

@@ -386,6 +386,7 @@ class CertificateSchema(Schema):
     revoke_reason = fields.String(allow_none=True)
     verification_url = fields.String(dump_only=True)
     pdf_url = fields.String(dump_only=True)
+    credential_url = fields.String(dump_only=True, metadata={"description": "The signed Open Badges 3.0 credential."})
 
     def dump_status(self, certificate: Any) -> str:
         return "revoked" if certificate.revoked_at is not None else "valid"
@@ -412,6 +413,7 @@ class CertificateIssuedSchema(Schema):
     issued_at = fields.AwareDateTime(load_default=None, allow_none=True)
     verification_url = fields.String(required=True, validate=validate.Length(min=1, max=2000))
     pdf_url = fields.String(load_default=None, allow_none=True)
+    credential_url = fields.String(load_default=None, allow_none=True)
     correlation_id = CorrelationId(load_default=None, allow_none=True)
 
 

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 import uuid
 
 import pytest
@@ -22,6 +24,18 @@ BACKENDS = ("sqlite", "postgresql")
 # per test session, so that concurrent sessions on one server never meet
 SERVICES = ("students", "status", "certificates", "notifications", "gateway")
 API_KEY_SECRET = "test-api-key-secret"
+
+
+@functools.cache
+def signing_key_path() -> str:
+    """A certificate signing key for this test process (RSA 2048, made once, mode 0600)."""
+    from services.credentials import generate_signing_key
+
+    path = os.path.join(tempfile.mkdtemp(prefix="mensageria-test-key-"), "signing-key.pem")
+    generate_signing_key(path, bits=2048)
+    return path
+
+
 PG_DATABASES = {service: f"mensageria_test_{os.getpid()}_{service}" for service in SERVICES}
 
 
@@ -97,6 +111,7 @@ def service_config(amqp_uri: str, db_uris: dict[str, str], **overrides) -> dict:
         "MAX_BODY_BYTES": 4096,
         "REQUEST_ID_SECRET": "test-secret",
         "API_KEY_SECRET": API_KEY_SECRET,
+        "CERTIFICATE_SIGNING_KEY": signing_key_path(),
         "WEB_SERVER_ADDRESS": "127.0.0.1:0",
         "SMTP_HOST": None,
         "EVENT_RETRY_ATTEMPTS": 3,

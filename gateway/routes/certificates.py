@@ -1,4 +1,5 @@
-"""Routes of certificates: public verification, the PDF, a student's list."""
+"""Routes of certificates: public verification (a page for people, JSON for programs), the PDF,
+the signed credential, the issuer's keys and revocation lists, a student's list."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import base64
 
 from werkzeug.wrappers import Request, Response
 
+from gateway import verification
 from gateway.entrypoints import PUBLIC, http, json_response
 from gateway.exceptions import BACKEND_ERRORS
 from gateway.http import BODY_ERRORS, read_json
 from gateway.routes.students import STUDENT
-from services.exceptions import CertificateNotFound, StudentNotFound
+from services.credentials import CONTEXTS, MEDIA_TYPE, Issuer
+from services.exceptions import CertificateNotFound, StatusListNotFound, StudentNotFound
 from services.fields import Line
 from services.schemas import REASON, StrictSchema, load
 
@@ -27,18 +30,141 @@ class CertificateRoutes:
     @http("GET", "/certificates/<code:code>", scope=PUBLIC, errors=(CertificateNotFound, *BACKEND_ERRORS))
     def get_certificate(self, request: Request, code: str) -> Response:
         """Public verification of a certificate: valid or revoked, name, course, issued at.
+
+        A browser (``Accept: text/html``, as after scanning the QR code) gets a page in its
+        language (``?lang=en|pt_BR``, else ``Accept-Language``), without the e-mail address;
+        an unknown code gets a 404 page. Everyone else gets JSON.
+        ---
+        get:
+          tags: [certificates]
+          parameters:
+            - {in: path, name: code, required: true, schema: {type: string}}
+            - {in: query, name: lang, required: false, schema: {type: string, enum: [en, pt_BR]},
+               description: "The page's language (HTML only)."}
+          responses:
+            200:
+              description: The certificate (``status`` is ``valid`` or ``revoked``).
+              headers: {Vary: {schema: {type: string}, description: "Accept, Accept-Language"}}
+              content:
+                application/json:
+                  schema: CertificateSchema
+                text/html:
+                  schema: {type: string}
+        """
+        if not verification.wants_html(request):
+            return json_response(200, self.certificates.get_certificate(code), {"Vary": "Accept, Accept-Language"})
+        try:
+            return verification.page(request, self.certificates.get_certificate(code), self.settings)
+        except CertificateNotFound:
+            return verification.page(request, None, self.settings, status=404)
+        except BACKEND_ERRORS:
+            return verification.page(request, None, self.settings, status=503)
+
+    @http("GET", "/certificates/<code:code>/credential", scope=PUBLIC, errors=(CertificateNotFound, *BACKEND_ERRORS))
+    def get_certificate_credential(self, request: Request, code: str) -> Response:
+        """The certificate's signed Open Badges 3.0 credential: a compact JWS (VC-JWT), verifiable
+        with the keys at ``/.well-known/jwks.json``.
         ---
         get:
           tags: [certificates]
           parameters: [{in: path, name: code, required: true, schema: {type: string}}]
           responses:
             200:
-              description: The certificate (``status`` is ``valid`` or ``revoked``).
+              description: The credential as a JWT.
+              content:
+                application/vc+jwt:
+                  schema: {type: string}
+        """
+        credential = self.certificates.get_certificate_credential(code)
+        return _jwt_response(credential["jwt"], credential["filename"])
+
+    @http(
+        "GET",
+        "/certificates/<code:code>/credential.json",
+        scope=PUBLIC,
+        errors=(CertificateNotFound, *BACKEND_ERRORS),
+    )
+    def get_certificate_credential_json(self, request: Request, code: str) -> Response:
+        """The certificate's credential, decoded: the JWT's payload (an ``OpenBadgeCredential``
+        with its ``iss``/``jti``/``nbf``/``sub`` claims). Only the JWT proves it.
+        ---
+        get:
+          tags: [certificates]
+          parameters: [{in: path, name: code, required: true, schema: {type: string}}]
+          responses:
+            200:
+              description: The credential.
               content:
                 application/json:
-                  schema: CertificateSchema
+                  schema: {type: object}
         """
-        return json_response(200, self.certificates.get_certificate(code))
+        return json_response(200, self.certificates.get_certificate_credential(code)["credential"])
+
+    @http("GET", "/.well-known/jwks.json", scope=PUBLIC, errors=BACKEND_ERRORS)
+    def get_jwks(self, request: Request) -> Response:
+        """The issuer's public keys (JWK Set): the one that signs now and every one that signed
+        before, so older credentials still verify.
+        ---
+        get:
+          tags: [certificates]
+          responses:
+            200:
+              description: The JWK Set; each key's ``kid`` is what the credentials' JWS headers name.
+              content:
+                application/json:
+                  schema: {type: object}
+        """
+        return json_response(200, self.certificates.get_jwks(), {"Cache-Control": "public, max-age=300"})
+
+    @http("GET", "/credentials/status/<id:list_id>", scope=PUBLIC, errors=(StatusListNotFound, *BACKEND_ERRORS))
+    def get_status_list(self, request: Request, list_id: int) -> Response:
+        """A revocation status list (W3C Bitstring Status List credential, signed as a JWT); a
+        credential's ``credentialStatus`` names its list and bit.
+        ---
+        get:
+          tags: [certificates]
+          parameters: [{in: path, name: list_id, required: true, schema: {type: integer}}]
+          responses:
+            200:
+              description: The status list credential as a JWT.
+              content:
+                application/vc+jwt:
+                  schema: {type: string}
+        """
+        listing = self.certificates.get_status_list(list_id)
+        return _jwt_response(listing["jwt"], f"status-list-{list_id}.jwt", cache="public, max-age=60")
+
+    @http("GET", "/credentials/status/<id:list_id>.json", scope=PUBLIC, errors=(StatusListNotFound, *BACKEND_ERRORS))
+    def get_status_list_json(self, request: Request, list_id: int) -> Response:
+        """A revocation status list, decoded (only the JWT proves it).
+        ---
+        get:
+          tags: [certificates]
+          parameters: [{in: path, name: list_id, required: true, schema: {type: integer}}]
+          responses:
+            200:
+              description: The status list credential.
+              content:
+                application/json:
+                  schema: {type: object}
+        """
+        return json_response(200, self.certificates.get_status_list(list_id)["credential"])
+
+    @http("GET", "/issuer", scope=PUBLIC)
+    def get_issuer(self, request: Request) -> Response:
+        """The issuer profile the credentials name (Open Badges 3.0 ``Profile``).
+        ---
+        get:
+          tags: [certificates]
+          responses:
+            200:
+              description: The issuer profile.
+              content:
+                application/json:
+                  schema: {type: object}
+        """
+        profile = {"@context": CONTEXTS, **Issuer.configured(self.settings).profile()}
+        return json_response(200, profile)
 
     @http("GET", "/certificates/<code:code>.pdf", scope=PUBLIC, errors=(CertificateNotFound, *BACKEND_ERRORS))
     def get_certificate_pdf(self, request: Request, code: str) -> Response:
@@ -99,6 +225,13 @@ class CertificateRoutes:
         """
         self.students.get_student(student_id)
         return json_response(200, self.certificates.list_certificates(student_id))
+
+
+def _jwt_response(token: str, filename: str, cache: str | None = None) -> Response:
+    headers = {"Content-Disposition": f'inline; filename="{filename}"'}
+    if cache:
+        headers["Cache-Control"] = cache
+    return Response(token, status=200, mimetype=MEDIA_TYPE, headers=headers)
 
 
 def _pdf_response(document: dict) -> Response:

@@ -87,6 +87,13 @@ class Settings:
     job_errors_shown: int = _setting(100, minimum=0)
     # where people reach the gateway: links in certificates and mails
     public_base_url: str = "http://localhost:8000"
+    # certificates' signed credentials (Open Badges 3.0): the PEM private key that signs them (a
+    # secret without a default: `make run` generates one), and the issuer they name (its id
+    # defaults to PUBLIC_BASE_URL/issuer, its url to PUBLIC_BASE_URL)
+    certificate_signing_key: str | None = None
+    certificate_issuer_id: str | None = None
+    certificate_issuer_name: str = "mensageria"
+    certificate_issuer_url: str | None = None
     # mail: with no smtp_host, mails are written as .eml files to mail_dir
     smtp_host: str | None = None
     smtp_port: int = _setting(587, minimum=1)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import sessionmaker
 
 from gateway.access import store
 from services.infra.db import build_engine
-from tests.conftest import API_KEY_SECRET
+from tests.conftest import API_KEY_SECRET, signing_key_path
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMEKO = str(Path(sys.executable).parent / "nameko")
@@ -131,6 +131,7 @@ def process_env(
         "BULK_MAX_ROWS": str(BULK_MAX_ROWS),
         "REQUEST_ID_SECRET": "e2e-request-id-secret",
         "API_KEY_SECRET": API_KEY_SECRET,
+        "CERTIFICATE_SIGNING_KEY": signing_key_path(),
         "PYTHONWARNINGS": "ignore",
         "PYTHONUNBUFFERED": "1",
     }

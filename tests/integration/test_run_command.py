@@ -69,6 +69,10 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         assert stat.S_IMODE((data / "secrets.env").stat().st_mode) == 0o600
         secrets = dict(line.split("=", 1) for line in (data / "secrets.env").read_text().splitlines())
         assert set(secrets) == {"REQUEST_ID_SECRET", "API_KEY_SECRET"} and all(len(v) >= 40 for v in secrets.values())
+        assert stat.S_IMODE((data / "certificate-signing-key.pem").stat().st_mode) == 0o600
+        assert b"PRIVATE KEY" in (data / "certificate-signing-key.pem").read_bytes()
+        jwks = requests.get(f"{base}/.well-known/jwks.json", timeout=5).json()
+        assert [key["kty"] for key in jwks["keys"]] == ["RSA"] and "d" not in jwks["keys"][0]
         key = (data / "admin.key").read_text().strip()
         assert requests.get(f"{base}/ready", timeout=5).status_code == 200
         assert requests.post(f"{base}/students", json={}, timeout=5).status_code == 401  # no open mode
@@ -81,7 +85,7 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         assert created.status_code == 201, created.text
 
     children = run_until_up(env, tmp_path / "run.log", first_start)
-    kept = {name: (data / name).read_text() for name in ("admin.key", "secrets.env")}
+    kept = {name: (data / name).read_text() for name in ("admin.key", "secrets.env", "certificate-signing-key.pem")}
 
     def second_start(log: str) -> None:
         assert log.count(told) == 1, log
@@ -145,3 +149,41 @@ def test_nameko_run_refuses_a_gateway_without_its_secrets_in_one_line(tmp_path, 
         f"mensageria: config: {missing} is not set; set the environment variable {missing} "
         "(`make run` generates one into the data directory)"
     ]
+
+
+@pytest.mark.parametrize(
+    "key, message",
+    [
+        (
+            "",
+            "config: CERTIFICATE_SIGNING_KEY is not set; set the environment variable CERTIFICATE_SIGNING_KEY "
+            "(`make run` generates one into the data directory)",
+        ),
+        (
+            "{tmp}/absent.pem",
+            "config: CERTIFICATE_SIGNING_KEY: cannot read the signing key {tmp}/absent.pem: No such file or directory",
+        ),
+        (
+            "{tmp}/garbage.pem",
+            "config: CERTIFICATE_SIGNING_KEY: the signing key {tmp}/garbage.pem is not a PEM RSA or EC private key",
+        ),
+    ],
+)
+def test_nameko_run_refuses_certificates_without_a_usable_signing_key_in_one_line(tmp_path, key, message):
+    (tmp_path / "garbage.pem").write_text("-----BEGIN PRIVATE KEY-----\nbm90IGEga2V5\n-----END PRIVATE KEY-----\n")
+    env = run_env(
+        CERTIFICATE_SIGNING_KEY=key.format(tmp=tmp_path),
+        CERTIFICATES_DB_URI=f"sqlite:///{tmp_path}/certificates.db",
+        AMQP_URI=f"amqp://guest:guest@127.0.0.1:{free_port()}/",  # never reached: it stops before
+        PYTHONWARNINGS="ignore",
+    )
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "nameko"), "run", "--config", "config.yaml", "services.certificates"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"mensageria: {message.format(tmp=tmp_path)}"]

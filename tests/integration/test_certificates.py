@@ -5,17 +5,27 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+from pathlib import Path
 
+import jsonschema_rs
 import pytest
 from nameko.standalone.events import event_dispatcher
 from nameko.testing.services import entrypoint_waiter
 from nameko.testing.utils import get_container
 from pypdf import PdfReader
+from sqlalchemy import create_engine, update
 
+from services import credentials
+from services._certificates.models import StatusList
 from services.certificates import CertificatesService
-from services.exceptions import CertificateNotFound, ValidationFailed
+from services.credentials import generate_signing_key
+from services.exceptions import CertificateNotFound, StatusListNotFound, ValidationFailed
 from services.schemas import status_changes
 from tests.integration.conftest import settled, wait_for
+from tools.migrate import HISTORIES
+
+OB3_SCHEMA = Path(__file__).parents[1] / "vendor/openbadges-3.0/achievementcredential.schema.json"
 
 
 def complete(rpc, student_id: int, course: str | None = None) -> dict:
@@ -109,3 +119,116 @@ def test_revoke_and_unknown_codes(rpc, unique):
     for code in ("A" * 32, "not a code", "", "../etc/passwd"):
         with pytest.raises(CertificateNotFound):
             rpc.certificates.get_certificate(code)
+
+
+def _status(rpc):
+    """The status list callback of ``credentials.verify``, served by the certificates service."""
+
+    def fetch(url: str) -> str:
+        return rpc.certificates.get_status_list(int(url.rsplit("/", 1)[1]))["jwt"]
+
+    return fetch
+
+
+def test_each_certificate_carries_a_signed_credential_that_revocation_flips(services, rpc, unique):
+    students = [
+        rpc.students.create_student({"name": name, "email": f"{name}.{unique}@school.example", "course": "Química"})
+        for name in ("bia", "caio", "davi")
+    ]
+    for student in students:
+        complete(rpc, student["id"])
+    codes = [wait_for(lambda s=s: rpc.certificates.list_certificates(s["id"]))[0]["code"] for s in students]
+    issued = [rpc.certificates.get_certificate_credential(code) for code in codes]
+    jwks = rpc.certificates.get_jwks()
+
+    schema = jsonschema_rs.validator_for(json.loads(OB3_SCHEMA.read_text()))
+    for code, credential in zip(codes, issued, strict=True):
+        assert credential["filename"] == f"certificate-{code}.jwt"
+        verdict = credentials.verify(credential["jwt"], jwks, _status(rpc))
+        assert verdict.state == "valid", verdict.reasons
+        assert list(schema.iter_errors(verdict.credential)) == []
+        assert credential["credential"] == verdict.credential
+        assert verdict.credential["id"] == rpc.certificates.get_certificate(code)["credential_url"]
+        # the PDF carries the very same credential
+        pdf = PdfReader(io.BytesIO(base64.b64decode(rpc.certificates.get_certificate_pdf(code)["data"])))
+        assert pdf.attachments[credential["filename"]] == [credential["jwt"].encode()]
+    bits = {
+        (
+            c["credential"]["credentialStatus"]["statusListCredential"],
+            c["credential"]["credentialStatus"]["statusListIndex"],
+        )
+        for c in issued
+    }
+    assert len(bits) == 3, "every credential has a bit of its own"
+
+    listing = rpc.certificates.get_status_list(1)["jwt"]
+    rpc.certificates.revoke_certificate(codes[1], "issued in error")
+    republished = rpc.certificates.get_status_list(1)["jwt"]
+    assert republished != listing
+    verdicts = [credentials.verify(c["jwt"], jwks, _status(rpc)).state for c in issued]
+    assert verdicts == ["valid", "revoked", "valid"]
+    rpc.certificates.revoke_certificate(codes[1], "again")
+    assert rpc.certificates.get_status_list(1)["jwt"] == republished, "revoking twice changes nothing"
+    for unknown in (2, 0, -1, "1", None, 2**40):
+        with pytest.raises((StatusListNotFound, ValidationFailed)):
+            rpc.certificates.get_status_list(unknown)
+
+
+def test_status_list_bits_are_never_handed_out_twice_and_a_full_list_opens_the_next(config, services, rpc, unique):
+    first = rpc.students.create_student({"name": "Eva", "email": f"eva.{unique}@school.example", "course": "Arte"})
+    complete(rpc, first["id"])
+    [certificate] = wait_for(lambda: rpc.certificates.list_certificates(first["id"]))
+    status = rpc.certificates.get_certificate_credential(certificate["code"])["credential"]["credentialStatus"]
+    assert (status["statusListCredential"].rsplit("/", 1)[1], status["statusListIndex"]) == ("1", "0")
+
+    engine = create_engine(config["DB_URIS"][HISTORIES["certificates"]])
+    with engine.begin() as connection:  # list 1 as if 131,071 credentials had been issued
+        connection.execute(update(StatusList).where(StatusList.id == 1).values(next_index=StatusList.size - 1))
+    engine.dispose()
+    entries = []
+    for name in ("fabio", "gil"):
+        student = rpc.students.create_student(
+            {"name": name, "email": f"{name}.{unique}@school.example", "course": "Arte"}
+        )
+        complete(rpc, student["id"])
+        [issued] = wait_for(lambda s=student: rpc.certificates.list_certificates(s["id"]))
+        credential = rpc.certificates.get_certificate_credential(issued["code"])["credential"]
+        entry = credential["credentialStatus"]
+        entries.append((entry["statusListCredential"].rsplit("/", 1)[1], entry["statusListIndex"]))
+        assert credentials.verify(
+            rpc.certificates.get_certificate_credential(issued["code"])["jwt"],
+            rpc.certificates.get_jwks(),
+            _status(rpc),
+        ).ok
+    assert entries == [("1", "131071"), ("2", "0")]
+
+
+def test_a_new_key_signs_from_then_on_and_the_old_key_stays_published(
+    config, services, container_factory, rpc, unique, tmp_path
+):
+    before = rpc.students.create_student({"name": "Hugo", "email": f"hugo.{unique}@school.example", "course": "Arte"})
+    complete(rpc, before["id"])
+    [old] = wait_for(lambda: rpc.certificates.list_certificates(before["id"]))
+    old_jwt = rpc.certificates.get_certificate_credential(old["code"])["jwt"]
+    [old_kid] = [key["kid"] for key in rpc.certificates.get_jwks()["keys"]]
+
+    get_container(services, CertificatesService).stop()
+    new_key = tmp_path / "rotated.pem"
+    generate_signing_key(new_key, bits=2048)
+    container_factory(CertificatesService, {**config, "CERTIFICATE_SIGNING_KEY": str(new_key)}).start()
+
+    after = rpc.students.create_student({"name": "Iris", "email": f"iris.{unique}@school.example", "course": "Arte"})
+    complete(rpc, after["id"])
+    [new] = wait_for(lambda: rpc.certificates.list_certificates(after["id"]))
+    new_jwt = rpc.certificates.get_certificate_credential(new["code"])["jwt"]
+    jwks = rpc.certificates.get_jwks()
+    new_kid = credentials.unverified(new_jwt)[0]["kid"]
+    assert new_kid != old_kid and [key["kid"] for key in jwks["keys"]] == [new_kid, old_kid]
+    assert credentials.unverified(old_jwt)[0]["kid"] == old_kid
+    for token in (old_jwt, new_jwt):
+        assert credentials.verify(token, jwks, _status(rpc)).state == "valid"
+    # revoking the old one: the list is signed again (by the new key), and still says so
+    rpc.certificates.revoke_certificate(old["code"], "rotated out")
+    assert credentials.verify(old_jwt, jwks, _status(rpc)).state == "revoked"
+    assert credentials.verify(new_jwt, jwks, _status(rpc)).state == "valid"
+    assert credentials.verify(old_jwt, {"keys": [jwks["keys"][0]]}).state == "invalid"  # only the old key verifies it

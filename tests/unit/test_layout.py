@@ -191,9 +191,10 @@ COMPOSE_SECRETS = (
     "GRAFANA_ADMIN_PASSWORD",
     "REQUEST_ID_SECRET",
     "API_KEY_SECRET",
+    "CERTIFICATE_SIGNING_KEY_FILE",
 )
 # what .env may set besides (empty: off), with compose's default for it
-COMPOSE_OPTIONAL = {"OTEL_EXPORTER_OTLP_ENDPOINT": ""}
+COMPOSE_OPTIONAL = {"OTEL_EXPORTER_OTLP_ENDPOINT": "", "CERTIFICATE_ISSUER_NAME": "mensageria"}
 # compose's interpolation: ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}
 COMPOSE_VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 

@@ -1,7 +1,7 @@
 """notifications: e-mails students about their status and their certificates.
 
 Handles: status.student_status_changed (every change), certificates.certificate_issued
-(with the verification link and the PDF attached).
+(with the verification link, the PDF and the signed credential attached).
 RPC: list_notifications, get_notification, resend_notification, ping, and the
 dead-letter methods.
 
@@ -74,15 +74,23 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
         with self.db() as session:
             if repo.exists(session, mail.certificate_issued_key(issued)):  # redelivered: no second PDF fetch
                 return
-        try:
-            document = mail.attachment(self.certificates.get_certificate_pdf(issued["code"]))
-        except CertificateNotFound:
-            document = None
-        if document is None:
-            log.warning("no PDF for certificate %s; mailing its links only", issued["code"])
-        issued_mail = mail.certificate_issued_mail(issued, document, self.settings.mail_from)
+        files = self._certificate_files(issued["code"])
+        if len(files) < 2:
+            log.warning("not every file of certificate %s could be had; mailing its links", issued["code"])
+        issued_mail = mail.certificate_issued_mail(issued, files, self.settings.mail_from)
         if repo.record(self.db, issued_mail):
             self.sender.wake()
+
+    def _certificate_files(self, code: str) -> list[mail.Attachment]:
+        """The certificate's PDF and its signed credential, those that can be had."""
+        try:
+            files = [
+                mail.attachment(self.certificates.get_certificate_pdf(code)),
+                mail.credential_attachment(self.certificates.get_certificate_credential(code)),
+            ]
+        except CertificateNotFound:  # deleted since: the mail still says where it was
+            return []
+        return [file for file in files if file is not None]
 
     @rpc
     def get_overview(self) -> dict:

@@ -37,6 +37,15 @@ _templates = Environment(
 
 
 @dataclass(frozen=True)
+class Attachment:
+    """A file a mail carries."""
+
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass(frozen=True)
 class Mail:
     """A rendered mail, as a notification records it."""
 
@@ -48,8 +57,7 @@ class Mail:
     body_text: str
     body_html: str
     message_id: str
-    attachment_name: str | None = None
-    attachment: bytes | None = None
+    attachments: tuple[Attachment, ...] = ()
     correlation_id: str | None = None  # the event's (None: the id of the work in hand)
     traceparent: str | None = None  # the span it was made in (None: the one in hand; traces on)
 
@@ -63,8 +71,7 @@ class Outgoing:
     subject: str
     body_text: str
     body_html: str
-    attachment_name: str | None
-    attachment: bytes | None
+    attachments: tuple[Attachment, ...]
     message_id: str
     created_at: datetime
     attempts: int
@@ -101,11 +108,23 @@ def certificate_issued_key(issued: dict) -> str:
     return f"{CERTIFICATE_ISSUED}:{issued['code']}:{issued['student_email']}"
 
 
-def attachment(document: dict) -> dict | None:
-    """``get_certificate_pdf``'s answer as ``{"filename", "data": bytes}``; None if unreadable."""
+def attachment(document: dict) -> Attachment | None:
+    """``get_certificate_pdf``'s answer as an :class:`Attachment`; None if unreadable."""
     try:
-        return {"filename": str(document["filename"]), "data": base64.b64decode(document["data"], validate=True)}
-    except (KeyError, TypeError, binascii.Error):
+        return Attachment(
+            str(document["filename"]),
+            str(document.get("content_type") or "application/octet-stream"),
+            base64.b64decode(document["data"], validate=True),
+        )
+    except (KeyError, TypeError, AttributeError, binascii.Error):
+        return None
+
+
+def credential_attachment(credential: dict) -> Attachment | None:
+    """``get_certificate_credential``'s answer as an :class:`Attachment` (the JWT); None if unreadable."""
+    try:
+        return Attachment(str(credential["filename"]), str(credential["media_type"]), credential["jwt"].encode())
+    except (KeyError, TypeError, AttributeError):
         return None
 
 
@@ -136,8 +155,9 @@ def status_changed_mail(change: dict, student: dict, mail_from: str) -> Mail:
     )
 
 
-def certificate_issued_mail(issued: dict, document: dict | None, mail_from: str) -> Mail:
-    """The mail for one ``certificate_issued`` event; ``document`` is the PDF, if any."""
+def certificate_issued_mail(issued: dict, attachments: list[Attachment], mail_from: str) -> Mail:
+    """The mail for one ``certificate_issued`` event; ``attachments``: the PDF and the signed
+    credential, those that could be had."""
     dedup_key = certificate_issued_key(issued)
     subject, text, html = render(
         CERTIFICATE_ISSUED,
@@ -147,7 +167,8 @@ def certificate_issued_mail(issued: dict, document: dict | None, mail_from: str)
         issued_at=_when(issued.get("issued_at")),
         verification_url=issued["verification_url"],
         pdf_url=issued.get("pdf_url"),
-        has_attachment=document is not None,
+        has_attachment=any(a.content_type == "application/pdf" for a in attachments),
+        has_credential=any(a.filename.endswith(".jwt") for a in attachments),
     )
     return Mail(
         kind=CERTIFICATE_ISSUED,
@@ -158,7 +179,6 @@ def certificate_issued_mail(issued: dict, document: dict | None, mail_from: str)
         body_text=text,
         body_html=html,
         message_id=message_id(dedup_key, mail_from),
-        attachment_name=document["filename"] if document else None,
-        attachment=document["data"] if document else None,
+        attachments=tuple(attachments),
         correlation_id=issued.get("correlation_id"),
     )

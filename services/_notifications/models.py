@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, LargeBinary, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from services.infra.models import UTCDateTime, utcnow
 
@@ -28,8 +28,6 @@ class Notification(NotificationsBase):
     subject: Mapped[str] = mapped_column(String(300))
     body_text: Mapped[str] = mapped_column(Text)
     body_html: Mapped[str] = mapped_column(Text)
-    attachment_name: Mapped[str | None] = mapped_column(String(200))
-    attachment: Mapped[bytes | None] = mapped_column(LargeBinary)
     message_id: Mapped[str] = mapped_column(String(300))
     # of the change or certificate the mail is about: its X-Correlation-ID header
     correlation_id: Mapped[str | None] = mapped_column(String(128))
@@ -42,3 +40,19 @@ class Notification(NotificationsBase):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attachments: Mapped[list[NotificationAttachment]] = relationship(
+        order_by="NotificationAttachment.position", cascade="all, delete-orphan", lazy="raise"
+    )
+
+
+class NotificationAttachment(NotificationsBase):
+    """A file a mail carries (a certificate's PDF, its signed credential), in order."""
+
+    __tablename__ = "notification_attachments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(200))
+    content_type: Mapped[str] = mapped_column(String(100))
+    data: Mapped[bytes] = mapped_column(LargeBinary)

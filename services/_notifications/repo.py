@@ -13,10 +13,10 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, defer, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
-from services._notifications.mail import Mail, Outgoing
-from services._notifications.models import Notification
+from services._notifications.mail import Attachment, Mail, Outgoing
+from services._notifications.models import Notification, NotificationAttachment
 from services.exceptions import NotificationNotFound
 from services.infra import correlation, tracing
 from services.infra.db import insert_ignoring_duplicates
@@ -38,6 +38,12 @@ class ListNotificationsSchema(StrictSchema):
     cursor = fields.String(load_default=None, allow_none=True)
 
 
+class AttachmentSummarySchema(Schema):
+    filename = fields.String()
+    content_type = fields.String()
+    size = fields.Integer()
+
+
 class NotificationSchema(Schema):
     """A log entry without its bodies and attachment bytes."""
 
@@ -49,8 +55,7 @@ class NotificationSchema(Schema):
     subject = fields.String()
     message_id = fields.String()
     correlation_id = fields.String(allow_none=True)
-    attachment_name = fields.String(allow_none=True)
-    attachment_size = fields.Integer(allow_none=True)
+    attachments = fields.List(fields.Nested(AttachmentSummarySchema), attribute="attachment_summaries")
     state = fields.String(metadata={"enum": list(STATES)})
     attempts = fields.Integer()
     last_error = fields.String(allow_none=True)
@@ -83,7 +88,9 @@ def record(session_factory: sessionmaker, mail: Mail) -> bool:
         with session_factory.begin() as session:
             if exists(session, mail.dedup_key):
                 return False
-            session.add(Notification(**_pending_row(mail, utcnow())))
+            notification = Notification(**_pending_row(mail, utcnow()))
+            notification.attachments = _attachment_rows(mail)
+            session.add(notification)
     except IntegrityError:
         with session_factory() as session:
             if exists(session, mail.dedup_key):
@@ -108,7 +115,30 @@ def record_many(session_factory: sessionmaker, mails: list[Mail]) -> int:
             _pending_row(mail, now) for mail in {m.dedup_key: m for m in mails}.values() if mail.dedup_key not in known
         ]
         insert_ignoring_duplicates(session, Notification.__table__, new)  # a concurrent delivery may race us
+        carrying = {m.dedup_key: m for m in mails if m.attachments and m.dedup_key not in known}
+        if carrying:
+            ids = session.execute(
+                select(Notification.dedup_key, Notification.id).where(Notification.dedup_key.in_(list(carrying)))
+            )
+            session.add_all(
+                [
+                    NotificationAttachment(notification_id=notification_id, **row)
+                    for dedup_key, notification_id in ids
+                    for row in _attachment_values(carrying[dedup_key])
+                ]
+            )
     return len(new)
+
+
+def _attachment_values(mail: Mail) -> list[dict[str, Any]]:
+    return [
+        {"position": position, "filename": a.filename, "content_type": a.content_type, "data": a.data}
+        for position, a in enumerate(mail.attachments)
+    ]
+
+
+def _attachment_rows(mail: Mail) -> list[NotificationAttachment]:
+    return [NotificationAttachment(**values) for values in _attachment_values(mail)]
 
 
 def _pending_row(mail: Mail, now: datetime) -> dict[str, Any]:
@@ -121,8 +151,6 @@ def _pending_row(mail: Mail, now: datetime) -> dict[str, Any]:
         "subject": mail.subject,
         "body_text": mail.body_text,
         "body_html": mail.body_html,
-        "attachment_name": mail.attachment_name,
-        "attachment": mail.attachment,
         "message_id": mail.message_id,
         "correlation_id": mail.correlation_id or correlation.current(),
         "traceparent": mail.traceparent or tracing.current_traceparent(),
@@ -153,6 +181,16 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
             .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serialises writers
         )
     )
+    files: dict[int, list[Attachment]] = {}
+    if rows:
+        for item in session.scalars(
+            select(NotificationAttachment)
+            .where(NotificationAttachment.notification_id.in_([row.id for row in rows]))
+            .order_by(NotificationAttachment.notification_id, NotificationAttachment.position)
+        ):
+            files.setdefault(item.notification_id, []).append(
+                Attachment(item.filename, item.content_type, bytes(item.data))
+            )
     claimed = []
     for row in rows:
         row.next_attempt_at = now + lease
@@ -163,8 +201,7 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
                 subject=row.subject,
                 body_text=row.body_text,
                 body_html=row.body_html,
-                attachment_name=row.attachment_name,
-                attachment=bytes(row.attachment) if row.attachment is not None else None,
+                attachments=tuple(files.get(row.id, ())),
                 message_id=row.message_id,
                 created_at=row.created_at,
                 attempts=row.attempts,
@@ -227,14 +264,25 @@ def mark_failed(
 
 
 def _with_sizes(session: Session, query: Any) -> list[Notification]:
-    """Rows without their attachment bytes, each with ``attachment_size`` set."""
-    size = func.length(Notification.attachment).label("attachment_size")
-    rows = []
-    for notification, attachment_size in session.execute(
-        query.add_columns(size).options(defer(Notification.attachment))
-    ):
-        notification.attachment_size = attachment_size
-        rows.append(notification)
+    """Rows, each with ``attachment_summaries`` set: name, type and size of each file (no bytes)."""
+    rows = list(session.scalars(query))
+    summaries: dict[int, list[dict]] = {}
+    if rows:
+        for notification_id, filename, content_type, size in session.execute(
+            select(
+                NotificationAttachment.notification_id,
+                NotificationAttachment.filename,
+                NotificationAttachment.content_type,
+                func.length(NotificationAttachment.data),
+            )
+            .where(NotificationAttachment.notification_id.in_([row.id for row in rows]))
+            .order_by(NotificationAttachment.notification_id, NotificationAttachment.position)
+        ):
+            summaries.setdefault(notification_id, []).append(
+                {"filename": filename, "content_type": content_type, "size": size}
+            )
+    for row in rows:
+        row.attachment_summaries = summaries.get(row.id, [])
     return rows
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import mimetypes
 import os
 import smtplib
 import socket
@@ -32,7 +31,7 @@ MAX_ERROR_LENGTH = 1000
 
 
 def build_message(mail: Outgoing, mail_from: str) -> EmailMessage:
-    """Text with an HTML alternative, plus the attachment if there is one."""
+    """Text with an HTML alternative, plus its attachments, in order."""
     message = EmailMessage()
     message["From"] = mail_from
     message["To"] = Address(addr_spec=mail.recipient)
@@ -45,10 +44,9 @@ def build_message(mail: Outgoing, mail_from: str) -> EmailMessage:
     # quoted-printable keeps the message 7-bit, whatever the server supports
     message.set_content(mail.body_text, cte="quoted-printable")
     message.add_alternative(mail.body_html, subtype="html", cte="quoted-printable")
-    if mail.attachment is not None:
-        content_type = mimetypes.guess_type(mail.attachment_name or "")[0] or "application/octet-stream"
-        maintype, _, subtype = content_type.partition("/")
-        message.add_attachment(mail.attachment, maintype=maintype, subtype=subtype, filename=mail.attachment_name)
+    for attachment in mail.attachments:
+        maintype, _, subtype = attachment.content_type.partition("/")
+        message.add_attachment(attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename)
     return message
 
 

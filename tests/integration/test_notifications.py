@@ -138,6 +138,7 @@ def make_pdf(text: str) -> bytes:
 
 
 PDF = make_pdf("Certificate: João Conceição, Física Nuclear")
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJl"  # what the certificates service signs
 
 
 class FakeCertificates:
@@ -152,6 +153,10 @@ class FakeCertificates:
             "content_type": "application/pdf",
             "data": base64.b64encode(PDF).decode(),
         }
+
+    @rpc
+    def get_certificate_credential(self, code: str) -> dict:
+        return {"jwt": JWT, "credential": {}, "filename": f"certificate-{code}.jwt", "media_type": "application/vc+jwt"}
 
 
 @pytest.fixture
@@ -296,13 +301,19 @@ def test_certificate_mail_carries_the_link_and_the_pdf(runner_factory, mail_conf
     assert payload["verification_url"] in text and "attached to this e-mail as a PDF" in text
     assert f'<a href="{payload["verification_url"]}">' in html
 
-    [attachment] = message.iter_attachments()
+    [attachment, credential] = message.iter_attachments()
     assert attachment.get_content_type() == "application/pdf"
     assert attachment.get_filename() == f"certificate-{payload['code']}.pdf"
     assert attachment.get_content() == PDF
     assert "João Conceição" in PdfReader(io.BytesIO(attachment.get_content())).pages[0].extract_text()
-    assert (sent["attachment_name"], sent["attachment_size"]) == (attachment.get_filename(), len(PDF))
-    assert "attachment" not in sent and "body_text" not in sent
+    assert credential.get_content_type() == "application/vc+jwt"
+    assert credential.get_filename() == f"certificate-{payload['code']}.jwt"
+    assert credential.get_payload(decode=True) == JWT.encode()
+    assert sent["attachments"] == [
+        {"filename": attachment.get_filename(), "content_type": "application/pdf", "size": len(PDF)},
+        {"filename": credential.get_filename(), "content_type": "application/vc+jwt", "size": len(JWT)},
+    ]
+    assert "body_text" not in sent and "data" not in str(sent["attachments"])
 
     detail = proxy.notifications.get_notification(sent["id"])
     assert detail["body_text"] == text.replace("\r\n", "\n") and "attachment" not in detail
@@ -383,7 +394,10 @@ def test_without_an_smtp_host_mail_is_written_to_mail_dir(runner_factory, mail_c
     assert message["Message-ID"].strip() == sent["message_id"] and message["Date"]
     assert message["Auto-Submitted"] == "auto-generated"
     assert payload["verification_url"] in message.get_body(("plain",)).get_content()
-    assert [a.get_filename() for a in message.iter_attachments()] == [f"certificate-{payload['code']}.pdf"]
+    assert [a.get_filename() for a in message.iter_attachments()] == [
+        f"certificate-{payload['code']}.pdf",
+        f"certificate-{payload['code']}.jwt",
+    ]
 
     # the log: filters, pages
     assert proxy.notifications.list_notifications(state="failed") == {"items": [], "next_cursor": None}

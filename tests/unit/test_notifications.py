@@ -5,6 +5,7 @@ the notification log on a real SQLite file, and the handlers through
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email
 import email.policy
 from datetime import UTC, datetime, timedelta
@@ -134,6 +135,22 @@ class TestMessage:
         [pdf] = message.iter_attachments()
         assert pdf.get_content_type() == "application/pdf" and pdf.get_filename() == "certificate.pdf"
         assert pdf.get_content() == PDF
+
+    @pytest.mark.parametrize(
+        "subject",
+        [
+            "João Conceição, seu certificado do curso Física Nuclear está pronto",
+            "Zoë Ærøskøbing, seu status no curso Música agora é desligado",
+            "Ana Lima, your status in Physics is now active",
+            "Ana " * 40 + "é " + "b " * 60,
+        ],
+    )
+    def test_a_long_subject_keeps_every_space_however_it_is_folded(self, subject):
+        mail = dataclasses.replace(outgoing(mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)), subject=subject)
+        message = transport.build_message(mail, MAIL_FROM)
+        for raw in (message.as_bytes(), message.as_bytes(policy=message.policy.clone(linesep="\r\n"))):
+            assert all(len(line) <= 78 for line in raw.splitlines()), "folded"
+            assert parse(raw)["Subject"] == subject
 
     def test_without_attachment_it_is_an_alternative(self):
         mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)

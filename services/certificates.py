@@ -95,6 +95,7 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
             code=certificate.code,
             verification_url=self._url(certificate),
             revoked=certificate.revoked_at is not None,
+            language=self._language(certificate),
         )
         return {
             "filename": f"certificate-{certificate.code}.pdf",
@@ -113,6 +114,11 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
         if revoked:
             CERTIFICATES_REVOKED.inc()
         return self._dump(certificate)
+
+    def _language(self, certificate: Certificate) -> str:
+        """The language a certificate is printed in: for now always DEFAULT_LANGUAGE (certificates
+        do not record one of their own yet)."""
+        return self.settings.default_language
 
     def _url(self, certificate: Certificate, suffix: str = "") -> str:
         base = self.settings.public_base_url.rstrip("/")

@@ -87,6 +87,9 @@ class Settings:
     job_errors_shown: int = _setting(100, minimum=0)
     # where people reach the gateway: links in certificates and mails
     public_base_url: str = "http://localhost:8000"
+    # the language of certificates and mails for a student without one of their own
+    # (the choices are services.i18n.LANGUAGES)
+    default_language: str = _setting("en", choices=("en", "pt_BR"))
     # mail: with no smtp_host, mails are written as .eml files to mail_dir
     smtp_host: str | None = None
     smtp_port: int = _setting(587, minimum=1)

@@ -16,6 +16,7 @@ from babel.messages.pofile import read_po
 
 from services import i18n, lifecycle
 from services.i18n import _catalogs
+from services.infra.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,6 +68,11 @@ def test_normalize(value, expected):
 )
 def test_negotiate(header, default, expected):
     assert i18n.negotiate(header, default) == expected
+
+
+def test_the_default_language_setting_offers_exactly_the_languages():
+    spec = next(f for f in Settings.__dataclass_fields__.values() if f.name == "default_language")
+    assert spec.metadata["choices"] == i18n.LANGUAGES and spec.default == i18n.DEFAULT == "en"
 
 
 class TestDates:
@@ -176,8 +182,8 @@ def entries(path: Path) -> dict[tuple[str | None, str], object]:
 
 def test_the_texts_are_found_in_code_and_templates():
     places = {place.split(":")[0] for where in EXTRACTED.values() for place in where}
-    assert {"services/i18n/_catalogs.py"} <= places
-    assert ("status", "completed") in EXTRACTED
+    assert {"services/_certificates/pdf.py", "services/i18n/_catalogs.py"} <= places
+    assert (None, "Certificate of Completion") in EXTRACTED and ("status", "completed") in EXTRACTED
 
 
 def test_every_text_is_translated_into_brazilian_portuguese():

@@ -413,6 +413,8 @@ class CertificateIssuedSchema(Schema):
     verification_url = fields.String(required=True, validate=validate.Length(min=1, max=2000))
     pdf_url = fields.String(load_default=None, allow_none=True)
     correlation_id = CorrelationId(load_default=None, allow_none=True)
+    # the certificate's language, for the mail (absent, null or unknown: the default language)
+    language = fields.String(load_default=None, allow_none=True, metadata={"example": "pt_BR"})
 
 
 class StudentCertificateSchema(CertificateSchema):

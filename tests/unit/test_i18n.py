@@ -124,26 +124,24 @@ class TestTranslations:
     def test_cached_per_language_and_an_unknown_one_gets_the_default_s(self):
         assert i18n.translations("pt_BR") is i18n.translations("pt_BR")
         assert i18n.translations("xx") is i18n.translations("en")
-        assert i18n.translations("pt_BR").pgettext("status", "completed") == "concluído"
-        assert i18n.translations("en").pgettext("status", "completed") == "completed"
+        assert i18n.translations("pt_BR").gettext("REVOKED") == "REVOGADO"
+        assert i18n.translations("en").gettext("REVOKED") == "REVOKED"
         assert i18n.translations("pt_BR").gettext("a text nobody wrote") == "a text nobody wrote"
 
     def test_an_environment_per_loader_language_and_options(self):
-        loader = jinja2.DictLoader(
-            {"t.txt": '{% trans %}Hello {{ name }},{% endtrans %} {{ pgettext("status", "completed") }}'}
-        )
+        loader = jinja2.DictLoader({"t.txt": '{% trans %}Hello {{ name }},{% endtrans %} {{ _("REVOKED") }}'})
         escape = jinja2.select_autoescape(["html"])
         pt = i18n.environment(loader, "pt_BR", autoescape=escape, undefined=jinja2.StrictUndefined)
         assert pt is i18n.environment(loader, "pt_BR", undefined=jinja2.StrictUndefined, autoescape=escape)
         assert pt is not i18n.environment(loader, "en", autoescape=escape, undefined=jinja2.StrictUndefined)
-        assert pt.get_template("t.txt").render(name="João") == "Hello João, concluído"
+        assert pt.get_template("t.txt").render(name="João") == "Olá, João, REVOGADO"
         en = i18n.environment(loader, "en")
-        assert en.get_template("t.txt").render(name="Ana") == "Hello Ana, completed"
+        assert en.get_template("t.txt").render(name="Ana") == "Hello Ana, REVOKED"
 
     def test_new_style_gettext_escapes_values_in_html(self):
         loader = jinja2.DictLoader({"t.html": "<p>{% trans %}Hello {{ name }},{% endtrans %}</p>"})
         env = i18n.environment(loader, "pt_BR", autoescape=True)
-        assert env.get_template("t.html").render(name="<Ana & Bia>") == "<p>Hello &lt;Ana &amp; Bia&gt;,</p>"
+        assert env.get_template("t.html").render(name="<Ana & Bia>") == "<p>Olá, &lt;Ana &amp; Bia&gt;,</p>"
 
 
 # --- the catalogs -------------------------------------------------------------
@@ -182,7 +180,13 @@ def entries(path: Path) -> dict[tuple[str | None, str], object]:
 
 def test_the_texts_are_found_in_code_and_templates():
     places = {place.split(":")[0] for where in EXTRACTED.values() for place in where}
-    assert {"services/_certificates/pdf.py", "services/i18n/_catalogs.py"} <= places
+    assert {
+        "services/_certificates/pdf.py",
+        "services/i18n/_catalogs.py",
+        "services/_notifications/templates/base.html",
+        "services/_notifications/templates/student_status_changed.txt",
+        "services/_notifications/templates/certificate_issued.subject.txt",
+    } <= places
     assert (None, "Certificate of Completion") in EXTRACTED and ("status", "completed") in EXTRACTED
 
 

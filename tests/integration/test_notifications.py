@@ -402,6 +402,62 @@ def decoded(received: dict) -> tuple[str, str, str, str]:
     return message["To"], message["Subject"], text, html
 
 
+@pytest.mark.parametrize(("default", "other"), [("en", "pt_BR"), ("pt_BR", "en")])
+def test_a_status_mail_is_in_the_student_s_language_else_in_the_default(
+    runner_factory, mail_config, smtp, proxy, unique, default, other
+):
+    smtp.start()
+    config = {**mail_config, "DEFAULT_LANGUAGE": default}
+    runner_factory(config, NotificationsService, StudentsService).start()
+    chosen = proxy.students.create_student(
+        {"name": "João Conceição", "email": f"joao.{unique}@escola.example", "course": "Física", "language": other}
+    )
+    unset = proxy.students.create_student(
+        {"name": "Zoë Ærøskøbing", "email": f"zoe.{unique}@escola.example", "course": "Música"}
+    )
+    dispatch = event_dispatcher(config)
+    dispatch("status", "student_status_changed", status_changed(chosen))
+    dispatch("status", "student_status_changed", status_changed(unset, "withdrawn"))
+
+    received = wait_for(lambda: len(smtp.messages()) == 2 and smtp.messages())
+    mails = {to: (subject, text, html) for to, subject, text, html in map(decoded, received)}
+    languages = {chosen["email"]: other, unset["email"]: default}
+    expected = {
+        "en": {
+            chosen["email"]: (
+                "João Conceição, your status in Física is now active",
+                "Your status in Física changed from enrolled to active on March 1, 2026, 9:30\u202fAM UTC.",
+                "Reason: term starts",
+            ),
+            unset["email"]: (
+                "Zoë Ærøskøbing, your status in Música is now withdrawn",
+                "Your status in Música changed from enrolled to withdrawn on March 1, 2026, 9:30\u202fAM UTC.",
+                "If you did not expect this, please contact your school.",
+            ),
+        },
+        "pt_BR": {
+            chosen["email"]: (
+                "João Conceição, seu status no curso Física agora é ativo",
+                "Seu status no curso Física mudou de matriculado para ativo em 1 de março de 2026 09:30 UTC.",
+                "Motivo: term starts",
+            ),
+            unset["email"]: (
+                "Zoë Ærøskøbing, seu status no curso Música agora é desligado",
+                "Seu status no curso Música mudou de matriculado para desligado em 1 de março de 2026 09:30 UTC.",
+                "Se você não esperava por isso, entre em contato com a sua escola.",
+            ),
+        },
+    }
+    for address, language in languages.items():
+        subject, sentence, last = expected[language][address]
+        text_subject, text, html = mails[address]
+        assert text_subject == subject
+        assert sentence in text and last in text
+        assert f'<html lang="{language.replace("_", "-")}">' in html and last in html
+        greeting = "Olá" if language == "pt_BR" else "Hello"
+        assert text.startswith(greeting) and f"<p>{greeting}" in html
+
+
 @pytest.mark.parametrize(
     ("language", "subject", "sentence"),
     [

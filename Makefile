@@ -9,7 +9,7 @@ RABBIT_API_URI ?= http://guest:guest@localhost:15672
 TEST_POSTGRES_URI ?= postgresql+psycopg2://postgres@127.0.0.1:5432/postgres
 export AMQP_URI TEST_POSTGRES_URI
 
-.PHONY: install run test test-unit lint format migrate shell clean bench
+.PHONY: install run test test-unit lint format migrate shell messages clean bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,21 @@ migrate: install
 
 shell: install
 	PYTHONSTARTUP=tools/shell.py $(BIN)/nameko shell --config config.yaml
+
+# Texts to translate (services/i18n): extract them from the code and templates into the template,
+# then update each language's catalog (new texts untranslated, vanished ones dropped); translate
+# what is new in the pt_BR catalog and run the tests (tests/unit/test_i18n.py finds any left out).
+LOCALES := services/i18n/locales
+LANGUAGES := en pt_BR
+
+messages: install
+	$(BIN)/pybabel extract --mapping-file babel.cfg --ignore-dirs ".* __pycache__" --add-comments TRANSLATORS: \
+		--sort-by-file --width 120 --project mensageria --copyright-holder mensageria \
+		--output-file $(LOCALES)/messages.pot .
+	for language in $(LANGUAGES); do \
+		$(BIN)/pybabel update --input-file $(LOCALES)/messages.pot --output-dir $(LOCALES) --locale $$language \
+			--init-missing --ignore-obsolete --width 120 || exit 1; \
+	done
 
 clean:
 	rm -rf $(VENV) data .pytest_cache

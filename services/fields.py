@@ -1,5 +1,5 @@
-"""Field types of the wire contracts: one-line text, free text, e-mail addresses, correlation
-ids, page cursors. Each rule is a regular expression that is both enforced here and published in
+"""Field types of the wire contracts: one-line text, free text, e-mail addresses, languages,
+correlation ids, page cursors. Each rule is a regular expression that is both enforced here and published in
 the OpenAPI document (so a client, or a property-based tester, generates what we accept).
 """
 
@@ -10,6 +10,7 @@ from typing import Any
 
 from marshmallow import ValidationError, fields, validate
 
+from services import i18n
 from services.exceptions import ValidationFailed
 from services.infra.correlation import PATTERN as CORRELATION_ID
 from services.infra.pagination import MAX_ID, decode_cursor, encode_cursor
@@ -125,6 +126,23 @@ class EmailAddress(fields.String):
     def __init__(self, **kwargs: Any):
         validators = [validate.Length(max=320), EmailCheck()]
         super().__init__(validate=validators, metadata={"format": "email"}, **kwargs)
+
+
+# A language: one of ``i18n.LANGUAGES``, or a tag that means one, in any case, with or without
+# a region ("pt-BR", "pt_br", "PT", "en-US"); any Portuguese is pt_BR, any English en.
+LANGUAGE = "^(?:[Ee][Nn]|[Pp][Tt])(?:[-_][A-Za-z]{2})?$"
+
+
+class Language(fields.String):
+    """A language (``LANGUAGE``), loaded as the one of ``i18n.LANGUAGES`` it means; null for none."""
+
+    def __init__(self, **kwargs: Any):
+        error = f"Must be {' or '.join(i18n.LANGUAGES)}, a tag that means one (such as pt-BR, pt or en-US), or null."
+        super().__init__(allow_none=True, validate=FullMatch(LANGUAGE, error=error), **kwargs)
+
+    def deserialize(self, value: Any, attr: str | None = None, data: Any = None, **kwargs: Any) -> Any:
+        output = super().deserialize(value, attr, data, **kwargs)
+        return i18n.normalize(output) if isinstance(output, str) else output
 
 
 class CorrelationId(fields.String):

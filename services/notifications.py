@@ -1,7 +1,8 @@
 """notifications: e-mails students about their status and their certificates.
 
 Handles: status.student_status_changed (every change), certificates.certificate_issued
-(with the verification link, the PDF and the signed credential attached).
+(with the verification link, the PDF and the signed credential attached). A mail is in the
+student's language (the certificate's, for a certificate), or else in DEFAULT_LANGUAGE.
 RPC: list_notifications, get_notification, resend_notification, ping, and the
 dead-letter methods.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from services import i18n
 from services._notifications import gauges, mail, repo
 from services._notifications.models import NotificationsBase
 from services._notifications.sender import MailSender
@@ -61,9 +63,9 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
             # one lookup for the batch; students deleted since have nobody to notify
             students = {s["id"]: s for s in self.students.get_students(sorted({c["student_id"] for c in changes}))}
             mails = [
-                mail.status_changed_mail(change, students[change["student_id"]], self.settings.mail_from)
+                mail.status_changed_mail(change, student, self.settings.mail_from, self._language(student))
                 for change in changes
-                if change["student_id"] in students
+                if (student := students.get(change["student_id"])) is not None
             ]
             if repo.record_many(self.db, mails):
                 self.sender.wake()
@@ -77,7 +79,7 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
         files = self._certificate_files(issued["code"])
         if len(files) < 2:
             log.warning("not every file of certificate %s could be had; mailing its links", issued["code"])
-        issued_mail = mail.certificate_issued_mail(issued, files, self.settings.mail_from)
+        issued_mail = mail.certificate_issued_mail(issued, files, self.settings.mail_from, self._language(issued))
         if repo.record(self.db, issued_mail):
             self.sender.wake()
 
@@ -91,6 +93,10 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
         except CertificateNotFound:  # deleted since: the mail still says where it was
             return []
         return [file for file in files if file is not None]
+
+    def _language(self, subject: dict) -> str:
+        """The language of a mail about ``subject`` (a student, an issued certificate): its own, or the default."""
+        return i18n.normalize(subject.get("language")) or self.settings.default_language
 
     @rpc
     def get_overview(self) -> dict:

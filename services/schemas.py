@@ -22,9 +22,9 @@ from marshmallow import (
     validates_schema,
 )
 
-from services import lifecycle
+from services import i18n, lifecycle
 from services.exceptions import ValidationFailed
-from services.fields import SPACES, CorrelationId, Cursor, EmailAddress, FreeText, Line, TraceParent
+from services.fields import SPACES, CorrelationId, Cursor, EmailAddress, FreeText, Language, Line, TraceParent
 from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, MAX_LIMIT
 
 
@@ -66,6 +66,13 @@ class StudentCreateSchema(StrictSchema):
     name = Line(NAME, required=True)
     email = EmailAddress(required=True)
     course = Line(NAME, required=True)
+    language = Language(
+        metadata={
+            "description": "The language of the student's mail: en or pt_BR (a tag that means one, such as "
+            "pt-BR, is stored as that one); null: none of their own, so the default language (DEFAULT_LANGUAGE).",
+            "example": "pt_BR",
+        }
+    )
 
     @pre_load
     def strip(self, data: Any, **_: Any) -> Any:
@@ -87,7 +94,7 @@ class StudentUpdateSchema(StudentCreateSchema):
     @validates_schema
     def not_empty(self, data: dict, **_: Any) -> None:
         if not data:
-            raise ValidationError("Provide at least one of: name, email, course.", "_schema")
+            raise ValidationError("Provide at least one of: name, email, course, language.", "_schema")
 
 
 class StudentSchema(Schema):
@@ -95,6 +102,11 @@ class StudentSchema(Schema):
     name = fields.String()
     email = fields.Email()
     course = fields.String()
+    language = fields.String(
+        allow_none=True,
+        validate=validate.OneOf(i18n.LANGUAGES),  # what it dumps; published as the field's enum
+        metadata={"description": "The language of the student's mail; null: the default language."},
+    )
     status = fields.String(metadata={"enum": list(lifecycle.STATUSES)})
     version = fields.Integer()
     created_at = fields.AwareDateTime()
@@ -415,6 +427,8 @@ class CertificateIssuedSchema(Schema):
     pdf_url = fields.String(load_default=None, allow_none=True)
     credential_url = fields.String(load_default=None, allow_none=True)
     correlation_id = CorrelationId(load_default=None, allow_none=True)
+    # the certificate's language, for the mail (absent, null or unknown: the default language)
+    language = fields.String(load_default=None, allow_none=True, metadata={"example": "pt_BR"})
 
 
 class StudentCertificateSchema(CertificateSchema):

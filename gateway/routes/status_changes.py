@@ -91,8 +91,9 @@ class StatusChangeRoutes:
 
     @http("POST", "/api/v1/certificate/", scope="status:write", errors=SUBMIT_ERRORS)
     def legacy_certificate(self, request: Request) -> Response:
-        """The original system's endpoint: finds the student by e-mail or creates it,
-        then runs the completion flow (activating an ``enrolled`` student first).
+        """The original system's endpoint: finds the student by e-mail or creates it (with the
+        ``language`` given, if any), then runs the completion flow (activating an ``enrolled``
+        student first).
         Answers 202 with the completion request to poll, not a premature 201.
         ---
         post:

@@ -18,7 +18,7 @@ class StudentRoutes:
 
     @http("POST", "/students", scope="students:write", errors=(*BODY_ERRORS, EmailAlreadyExists, *BACKEND_ERRORS))
     def create_student(self, request: Request) -> Response:
-        """Create a student (starts ``enrolled``).
+        """Create a student (starts ``enrolled``), optionally with the ``language`` of their mail.
         ---
         post:
           tags: [students]
@@ -80,7 +80,7 @@ class StudentRoutes:
         errors=(*BODY_ERRORS, StudentNotFound, EmailAlreadyExists, VersionMismatch, *BACKEND_ERRORS),
     )
     def update_student(self, request: Request, student_id: int) -> Response:
-        """Change name, e-mail or course; ``If-Match: <version>`` guards against lost updates.
+        """Change name, e-mail, course or language; ``If-Match: <version>`` guards against lost updates.
         ---
         patch:
           tags: [students]

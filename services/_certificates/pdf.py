@@ -1,8 +1,9 @@
 """Certificate PDFs, rendered with reportlab.
 
 Text is set in Bitstream Vera (shipped with reportlab), so names such as
-"João Conceição" render as written; the verification URL is printed and drawn
-as a QR code.
+"João Conceição" (and the Portuguese texts) render as written; the verification
+URL is printed and drawn as a QR code. The texts are in the language asked for
+(:mod:`services.i18n`), the issue date as that language writes it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
+
+from services import i18n
 
 _FONTS = Path(reportlab.__file__).parent / "fonts"
 REGULAR, BOLD = "Vera", "VeraBd"
@@ -40,39 +43,48 @@ def _qr(url: str, size: float) -> Drawing:
 
 
 def render_certificate(
-    *, name: str, course: str, issued_at: datetime, code: str, verification_url: str, revoked: bool = False
+    *,
+    name: str,
+    course: str,
+    issued_at: datetime,
+    code: str,
+    verification_url: str,
+    revoked: bool = False,
+    language: str = i18n.DEFAULT,
 ) -> bytes:
     _register_fonts()
+    t = i18n.translations(language)
     buffer = io.BytesIO()
     width, height = landscape(A4)
     pdf = canvas.Canvas(buffer, pagesize=(width, height), pageCompression=1)
-    pdf.setTitle(f"Certificate of completion — {name}")
+    pdf.setTitle(t.gettext("Certificate of completion — %(name)s") % {"name": name})
     pdf.setAuthor("mensageria")
     pdf.setSubject(course)
 
     pdf.setLineWidth(2)
     pdf.rect(12 * mm, 12 * mm, width - 24 * mm, height - 24 * mm)
     pdf.setFont(BOLD, 30)
-    pdf.drawCentredString(width / 2, height - 45 * mm, "Certificate of Completion")
+    pdf.drawCentredString(width / 2, height - 45 * mm, t.gettext("Certificate of Completion"))
     pdf.setFont(REGULAR, 14)
-    pdf.drawCentredString(width / 2, height - 65 * mm, "This certifies that")
+    pdf.drawCentredString(width / 2, height - 65 * mm, t.gettext("This certifies that"))
     pdf.setFont(BOLD, 26)
     pdf.drawCentredString(width / 2, height - 82 * mm, name)
     pdf.setFont(REGULAR, 14)
-    pdf.drawCentredString(width / 2, height - 97 * mm, "has completed the course")
+    pdf.drawCentredString(width / 2, height - 97 * mm, t.gettext("has completed the course"))
     pdf.setFont(BOLD, 20)
     pdf.drawCentredString(width / 2, height - 112 * mm, course)
     pdf.setFont(REGULAR, 12)
-    pdf.drawCentredString(width / 2, height - 127 * mm, f"Issued on {issued_at:%d %B %Y}")
+    issued_on = t.gettext("Issued on %(date)s") % {"date": i18n.format_date(issued_at, language)}
+    pdf.drawCentredString(width / 2, height - 127 * mm, issued_on)
 
     pdf.setFont(REGULAR, 9)
-    pdf.drawString(22 * mm, 30 * mm, f"Verification code: {code}")
-    pdf.drawString(22 * mm, 24 * mm, f"Verify at: {verification_url}")
+    pdf.drawString(22 * mm, 30 * mm, t.gettext("Verification code: %(code)s") % {"code": code})
+    pdf.drawString(22 * mm, 24 * mm, t.gettext("Verify at: %(url)s") % {"url": verification_url})
     renderPDF.draw(_qr(verification_url, 32 * mm), pdf, width - 56 * mm, 18 * mm)
     if revoked:
         pdf.setFont(BOLD, 40)
         pdf.setFillColorRGB(0.8, 0, 0)
-        pdf.drawCentredString(width / 2, height / 2 - 70 * mm, "REVOKED")
+        pdf.drawCentredString(width / 2, height / 2 - 70 * mm, t.gettext("REVOKED"))
     pdf.showPage()
     pdf.save()
     return buffer.getvalue()

@@ -2,11 +2,14 @@
 ``templates/``, and the records a mail travels as.
 
 A handler builds a :class:`Mail` from an event (:func:`status_changed_mail`,
-:func:`certificate_issued_mail`) and records it; the sender later reads it back
-as an :class:`Outgoing`::
+:func:`certificate_issued_mail`) in the language it chose, and records it; the sender
+later reads it back as an :class:`Outgoing`::
 
-    mail = status_changed_mail(change, student, settings.mail_from)
+    mail = status_changed_mail(change, student, settings.mail_from, "pt_BR")
     repo.record_many(Session, [mail])
+
+The templates are written in English (``{% trans %}``, ``_()``) and translated through
+:mod:`services.i18n`; status names and dates are the language's too.
 """
 
 from __future__ import annotations
@@ -20,20 +23,22 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, select_autoescape
+
+from services import i18n
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 STATUS_CHANGED = "student_status_changed"
 CERTIFICATE_ISSUED = "certificate_issued"
 
-_templates = Environment(
-    loader=FileSystemLoader(TEMPLATES),
-    autoescape=select_autoescape(["html"]),
-    undefined=StrictUndefined,  # a misspelt variable is a bug, not an empty line in a mail
-    trim_blocks=True,
-    lstrip_blocks=True,
-    keep_trailing_newline=True,
-)
+_LOADER = FileSystemLoader(TEMPLATES)
+_OPTIONS = {  # the same objects every time: one environment per language
+    "autoescape": select_autoescape(["html"]),
+    "undefined": StrictUndefined,  # a misspelt variable is a bug, not an empty line in a mail
+    "trim_blocks": True,
+    "lstrip_blocks": True,
+    "keep_trailing_newline": True,
+}
 
 
 @dataclass(frozen=True)
@@ -80,11 +85,14 @@ class Outgoing:
     traceparent: str | None = None  # sending it is a span of this one's trace (traces on)
 
 
-def render(kind: str, **context: Any) -> tuple[str, str, str]:
-    """``(subject, text, html)`` from ``templates/<kind>.subject.txt``, ``.txt`` and ``.html``."""
-    subject = _templates.get_template(f"{kind}.subject.txt").render(context)
-    text = _templates.get_template(f"{kind}.txt").render(context)
-    html = _templates.get_template(f"{kind}.html").render(context)
+def render(kind: str, language: str, **context: Any) -> tuple[str, str, str]:
+    """``(subject, text, html)`` in ``language`` from ``templates/<kind>.subject.txt``, ``.txt``
+    and ``.html``."""
+    templates = i18n.environment(_LOADER, language, **_OPTIONS)
+    context["lang"] = language.replace("_", "-")  # the HTML's lang attribute (BCP 47)
+    subject = templates.get_template(f"{kind}.subject.txt").render(context)
+    text = templates.get_template(f"{kind}.txt").render(context)
+    html = templates.get_template(f"{kind}.html").render(context)
     return " ".join(subject.split()), text, html  # a header is one line
 
 
@@ -93,10 +101,6 @@ def message_id(dedup_key: str, mail_from: str) -> str:
     domain = parseaddr(mail_from)[1].rpartition("@")[2] or "mensageria.local"
     digest = hashlib.sha256(dedup_key.encode()).hexdigest()[:32]
     return f"<notification.{digest}@{domain}>"
-
-
-def _when(value: datetime | None) -> str | None:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else None
 
 
 def status_changed_key(change: dict, recipient: str) -> str:
@@ -128,18 +132,21 @@ def credential_attachment(credential: dict) -> Attachment | None:
         return None
 
 
-def status_changed_mail(change: dict, student: dict, mail_from: str) -> Mail:
-    """The mail for one ``student_status_changed`` event, to the student."""
+def status_changed_mail(change: dict, student: dict, mail_from: str, language: str) -> Mail:
+    """The mail for one ``student_status_changed`` event, to the student, in ``language``."""
     recipient = student["email"]
     dedup_key = status_changed_key(change, recipient)
+    from_status, occurred_at = change.get("from_status"), change.get("occurred_at")
     subject, text, html = render(
         STATUS_CHANGED,
+        language,
         name=student["name"],
         course=change.get("course") or student["course"],
-        from_status=change.get("from_status"),
-        to_status=change["to_status"],
+        status=change["to_status"],
+        from_status=i18n.status_name(from_status, language) if from_status else None,
+        to_status=i18n.status_name(change["to_status"], language),
         reason=change.get("reason"),
-        occurred_at=_when(change.get("occurred_at")),
+        occurred_at=i18n.format_datetime(occurred_at, language) if occurred_at else None,
     )
     return Mail(
         kind=STATUS_CHANGED,
@@ -155,16 +162,18 @@ def status_changed_mail(change: dict, student: dict, mail_from: str) -> Mail:
     )
 
 
-def certificate_issued_mail(issued: dict, attachments: list[Attachment], mail_from: str) -> Mail:
-    """The mail for one ``certificate_issued`` event; ``attachments``: the PDF and the signed
-    credential, those that could be had."""
+def certificate_issued_mail(issued: dict, attachments: list[Attachment], mail_from: str, language: str) -> Mail:
+    """The mail for one ``certificate_issued`` event, in ``language``; ``attachments``: the PDF and
+    the signed credential, those that could be had."""
     dedup_key = certificate_issued_key(issued)
+    issued_at = issued.get("issued_at")
     subject, text, html = render(
         CERTIFICATE_ISSUED,
+        language,
         name=issued["student_name"],
         course=issued["course"],
         code=issued["code"],
-        issued_at=_when(issued.get("issued_at")),
+        issued_at=i18n.format_date(issued_at, language) if issued_at else None,  # the day, as on the PDF
         verification_url=issued["verification_url"],
         pdf_url=issued.get("pdf_url"),
         has_attachment=any(a.content_type == "application/pdf" for a in attachments),

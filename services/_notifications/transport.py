@@ -18,6 +18,7 @@ import os
 import smtplib
 import socket
 import ssl
+from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, parsedate_to_datetime
@@ -35,7 +36,7 @@ def build_message(mail: Outgoing, mail_from: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = mail_from
     message["To"] = Address(addr_spec=mail.recipient)
-    message["Subject"] = mail.subject
+    _set_subject(message, mail.subject)
     message["Date"] = format_datetime(mail.created_at)
     message["Message-ID"] = mail.message_id
     message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to this
@@ -48,6 +49,16 @@ def build_message(mail: Outgoing, mail_from: str) -> EmailMessage:
         maintype, _, subtype = attachment.content_type.partition("/")
         message.add_attachment(attachment.data, maintype=maintype, subtype=subtype, filename=attachment.filename)
     return message
+
+
+def _set_subject(message: EmailMessage, subject: str) -> None:
+    """Before Python 3.13, the default policy folds a long non-ASCII header between two encoded
+    words and loses the space there ("do curso Física" reads "do cursoFísica"); the legacy
+    ``Header`` class keeps it inside an encoded word, and a header set raw is not folded again."""
+    if subject.isascii():
+        message["Subject"] = subject
+    else:
+        message.set_raw("Subject", Header(subject, "utf-8", header_name="Subject").encode())
 
 
 def describe_error(exc: BaseException) -> str:

@@ -23,6 +23,8 @@ class Student(StudentsBase):
     name: Mapped[str] = mapped_column(String(200))
     email: Mapped[str] = mapped_column(String(320), unique=True)
     course: Mapped[str] = mapped_column(String(200), index=True)
+    # the language of the student's mail (services.i18n.LANGUAGES); None: the default language
+    language: Mapped[str | None] = mapped_column(String(10))
     # read copy of the status service's authority, fed by its events
     status: Mapped[str] = mapped_column(String(20), index=True)
     status_version: Mapped[int] = mapped_column(Integer, default=0)

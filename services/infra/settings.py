@@ -94,6 +94,9 @@ class Settings:
     certificate_issuer_id: str | None = None
     certificate_issuer_name: str = "mensageria"
     certificate_issuer_url: str | None = None
+    # the language of certificates and mails for a student without one of their own
+    # (the choices are services.i18n.LANGUAGES)
+    default_language: str = _setting("en", choices=("en", "pt_BR"))
     # mail: with no smtp_host, mails are written as .eml files to mail_dir
     smtp_host: str | None = None
     smtp_port: int = _setting(587, minimum=1)

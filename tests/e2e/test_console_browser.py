@@ -186,3 +186,26 @@ def test_a_read_only_key_sees_no_action_and_is_refused_one(
     assert "lacks the scope ops:write" in page_text(driver)
     shot(driver, "6-refused")
     assert poll(lambda: system.get(f"/certificates/{certificate['code']}").json()["status"], bool) == "valid"
+
+
+def test_the_page_a_scanned_qr_code_opens_in_a_browser(browser, system: System, unique: str) -> None:
+    student, certificate = completed_student(system, unique)
+    browser.delete_all_cookies()  # anyone: no key, no session
+    browser.get(certificate["verification_url"] + "?lang=pt_BR")
+    until(browser, lambda d: d.find_element(By.ID, "verdict").text, "the verdict")
+    shot(browser, "certificate-pt")
+    assert browser.find_element(By.TAG_NAME, "html").get_attribute("lang") == "pt-BR"
+    assert browser.find_element(By.ID, "verdict").text == "Válido"
+    assert browser.find_element(By.ID, "name").text == student["name"]
+    assert browser.find_element(By.ID, "course").text == certificate["course"]
+    assert student["email"] not in browser.page_source
+    assert browser.find_element(By.ID, "pdf").get_attribute("href") == certificate["pdf_url"]
+    assert browser.find_element(By.ID, "credential").get_attribute("href") == certificate["credential_url"]
+
+    browser.find_element(By.LINK_TEXT, "English").click()  # the language switch
+    until(browser, lambda d: d.find_element(By.ID, "verdict").text == "Valid", "the English page")
+    assert "tools.verify_certificate" in page_text(browser)
+    shot(browser, "certificate-en")
+
+    browser.get(system.base_url + "/certificates/" + "C" * 32 + "?lang=en")
+    until(browser, lambda d: "Certificate not found" in d.title, "the not-found page")

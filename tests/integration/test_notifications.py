@@ -276,7 +276,7 @@ def test_status_change_is_mailed_once_however_often_the_event_arrives(runner_fac
     assert message["Message-ID"].strip() == sent["message_id"]
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
-    assert "Hello João Conceição" in text and "from enrolled to active on 2026-03-01 09:30 UTC" in text
+    assert "Hello João Conceição" in text and "from enrolled to active on March 1, 2026, 9:30\u202fAM UTC" in text
     assert "Reason: term starts" in text
     assert "<strong>Física Nuclear</strong>" in html and "<strong>active</strong>" in html
 
@@ -407,3 +407,97 @@ def test_without_an_smtp_host_mail_is_written_to_mail_dir(runner_factory, mail_c
     second = proxy.notifications.list_notifications(limit=1, cursor=first["next_cursor"])
     assert first["items"][0]["id"] < second["items"][0]["id"] and second["next_cursor"] is None
     assert len(list(mail_dir.glob("*.eml"))) == 2
+
+
+def decoded(received: dict) -> tuple[str, str, str, str]:
+    """What a mail client shows of a message the SMTP server accepted: recipient, subject, text, HTML."""
+    message = received["message"]
+    text, html = (message.get_body((kind,)).get_content() for kind in ("plain", "html"))
+    return message["To"], message["Subject"], text, html
+
+
+@pytest.mark.parametrize(("default", "other"), [("en", "pt_BR"), ("pt_BR", "en")])
+def test_a_status_mail_is_in_the_student_s_language_else_in_the_default(
+    runner_factory, mail_config, smtp, proxy, unique, default, other
+):
+    smtp.start()
+    config = {**mail_config, "DEFAULT_LANGUAGE": default}
+    runner_factory(config, NotificationsService, StudentsService).start()
+    chosen = proxy.students.create_student(
+        {"name": "João Conceição", "email": f"joao.{unique}@escola.example", "course": "Física", "language": other}
+    )
+    unset = proxy.students.create_student(
+        {"name": "Zoë Ærøskøbing", "email": f"zoe.{unique}@escola.example", "course": "Música"}
+    )
+    dispatch = event_dispatcher(config)
+    dispatch("status", "student_status_changed", status_changed(chosen))
+    dispatch("status", "student_status_changed", status_changed(unset, "withdrawn"))
+
+    received = wait_for(lambda: len(smtp.messages()) == 2 and smtp.messages())
+    mails = {to: (subject, text, html) for to, subject, text, html in map(decoded, received)}
+    languages = {chosen["email"]: other, unset["email"]: default}
+    expected = {
+        "en": {
+            chosen["email"]: (
+                "João Conceição, your status in Física is now active",
+                "Your status in Física changed from enrolled to active on March 1, 2026, 9:30\u202fAM UTC.",
+                "Reason: term starts",
+            ),
+            unset["email"]: (
+                "Zoë Ærøskøbing, your status in Música is now withdrawn",
+                "Your status in Música changed from enrolled to withdrawn on March 1, 2026, 9:30\u202fAM UTC.",
+                "If you did not expect this, please contact your school.",
+            ),
+        },
+        "pt_BR": {
+            chosen["email"]: (
+                "João Conceição, seu status no curso Física agora é ativo",
+                "Seu status no curso Física mudou de matriculado para ativo em 1 de março de 2026 09:30 UTC.",
+                "Motivo: term starts",
+            ),
+            unset["email"]: (
+                "Zoë Ærøskøbing, seu status no curso Música agora é desligado",
+                "Seu status no curso Música mudou de matriculado para desligado em 1 de março de 2026 09:30 UTC.",
+                "Se você não esperava por isso, entre em contato com a sua escola.",
+            ),
+        },
+    }
+    for address, language in languages.items():
+        subject, sentence, last = expected[language][address]
+        text_subject, text, html = mails[address]
+        assert text_subject == subject
+        assert sentence in text and last in text
+        assert f'<html lang="{language.replace("_", "-")}">' in html and last in html
+        greeting = "Olá" if language == "pt_BR" else "Hello"
+        assert text.startswith(greeting) and f"<p>{greeting}" in html
+
+
+@pytest.mark.parametrize(
+    ("language", "subject", "sentence"),
+    [
+        (
+            "pt_BR",
+            "João Conceição, seu certificado do curso Física Nuclear está pronto",
+            "Parabéns por concluir o curso Física Nuclear! Seu certificado foi emitido em 1 de março de 2026.",
+        ),
+        (
+            None,
+            "João Conceição, your certificate for Física Nuclear is ready",
+            "Congratulations on completing Física Nuclear! Your certificate was issued on March 1, 2026.",
+        ),
+    ],
+)
+def test_a_certificate_mail_is_in_the_certificate_s_language_else_in_the_default(
+    runner_factory, mail_config, smtp, proxy, unique, language, subject, sentence
+):
+    smtp.start()
+    runner_factory(mail_config, NotificationsService, FakeCertificates).start()
+    payload = {**certificate_issued(unique), **({"language": language} if language else {})}
+    event_dispatcher(mail_config)("certificates", "certificate_issued", payload)
+
+    wait_for(lambda: in_state(proxy, "sent"))
+    [received] = smtp.messages()
+    _, received_subject, text, html = decoded(received)
+    assert received_subject == subject and sentence in text
+    assert f'<html lang="{"pt-BR" if language else "en"}">' in html
+    assert [a.get_filename() for a in received["message"].iter_attachments()] == [f"certificate-{payload['code']}.pdf"]

@@ -1,10 +1,15 @@
-"""Every students RPC against a real broker and database."""
+"""Every students RPC against a real broker and database, and a student's language over HTTP."""
 
 from __future__ import annotations
 
 import pytest
+import requests
 
+from gateway.service import GatewayService
 from services.exceptions import EmailAlreadyExists, StudentNotFound, ValidationFailed, VersionMismatch
+from services.status import StatusService
+from services.students import StudentsService
+from tests.e2e.support import bearer, create_api_key, free_port
 from tests.integration.conftest import wait_for
 
 
@@ -100,3 +105,71 @@ def test_students_are_found_by_the_start_of_their_name_any_case_wildcards_litera
     assert found("an%") == {f"An%a {unique}"}  # "%" likewise
     assert found(f"bruna {unique}") == {f"Bruna {unique}"}
     assert created[f"Bruna {unique}"]["name"] == f"Bruna {unique}"
+
+
+def test_a_student_s_language_through_create_update_get_and_list(rpc, unique):
+    student = rpc.students.create_student(
+        {"name": "João", "email": f"joao.{unique}@escola.example", "course": f"course-{unique}", "language": "pt-BR"}
+    )
+    assert student["language"] == "pt_BR", "stored as one of the languages"
+    assert rpc.students.get_student(student["id"])["language"] == "pt_BR"
+    assert rpc.students.get_students([student["id"]])[0]["language"] == "pt_BR"
+    assert rpc.students.list_students(course=f"course-{unique}")["items"][0]["language"] == "pt_BR"
+
+    assert rpc.students.update_student(student["id"], {"language": "en-US"})["language"] == "en"
+    renamed = rpc.students.update_student(student["id"], {"name": "João Conceição"})
+    assert renamed["language"] == "en", "a change of another field leaves it"
+    assert rpc.students.update_student(student["id"], {"language": None})["language"] is None
+    assert new_student(rpc, unique, 1)["language"] is None, "none given: the default language"
+
+    for language in ("fr", "pt-BR ", "", 5):
+        with pytest.raises(ValidationFailed) as invalid:
+            rpc.students.update_student(student["id"], {"language": language})
+        assert list(invalid.value.details) == ["language"]
+    assert rpc.students.get_student(student["id"])["version"] == 4, "refused changes change nothing"
+
+
+@pytest.fixture
+def gateway(runner_factory, config, db_uris):
+    port = free_port()
+    runner = runner_factory(
+        {**config, "WEB_SERVER_ADDRESS": f"127.0.0.1:{port}"}, GatewayService, StudentsService, StatusService
+    )
+    runner.start()
+    _, key = create_api_key(db_uris, "language-test", ["students:read", "students:write", "status:write"])
+    return f"http://127.0.0.1:{port}", bearer(key)
+
+
+def test_a_student_s_language_over_http(gateway, unique):
+    base, auth = gateway
+    body = {"name": "Ana", "email": f"ana.{unique}@escola.example", "course": "Física", "language": "pt"}
+    created = requests.post(f"{base}/students", json=body, headers=auth, timeout=10)
+    assert created.status_code == 201, created.text
+    assert created.json()["language"] == "pt_BR"
+    url = f"{base}{created.headers['Location']}"
+    assert requests.get(url, headers=auth, timeout=10).json()["language"] == "pt_BR"
+
+    changed = requests.patch(url, json={"language": "en"}, headers={**auth, "If-Match": '"1"'}, timeout=10)
+    assert changed.status_code == 200 and changed.json()["language"] == "en"
+    listed = requests.get(f"{base}/students", params={"course": "Física"}, headers=auth, timeout=10).json()
+    assert [s["language"] for s in listed["items"] if s["email"] == body["email"]] == ["en"]
+
+    for method, target, payload in [
+        ("POST", f"{base}/students", {**body, "email": f"other.{unique}@escola.example", "language": "klingon"}),
+        ("PATCH", url, {"language": "fr-FR"}),
+        ("POST", f"{base}/api/v1/certificate/", {**body, "email": f"legacy.{unique}@escola.example", "language": 1}),
+    ]:
+        refused = requests.request(method, target, json=payload, headers=auth, timeout=10)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"] == "VALIDATION_ERROR" and list(refused.json()["details"]) == ["language"]
+    assert requests.get(url, headers=auth, timeout=10).json()["language"] == "en"
+
+
+def test_the_original_endpoint_creates_the_student_with_their_language(gateway, unique):
+    base, auth = gateway
+    body = {"name": "Bia", "email": f"bia.{unique}@escola.example", "course": "Química", "language": "pt-BR"}
+    accepted = requests.post(f"{base}/api/v1/certificate/", json=body, headers=auth, timeout=10)
+    assert accepted.status_code == 202, accepted.text
+    student = accepted.json()["student"]
+    assert student["language"] == "pt_BR"
+    assert requests.get(f"{base}/students/{student['id']}", headers=auth, timeout=10).json()["language"] == "pt_BR"

@@ -140,14 +140,14 @@ def test_a_certificate_records_the_id_of_the_change_that_caused_it(database):
 
 class TestMail:
     def test_a_mail_takes_its_event_s_id(self):
-        changed = mails.status_changed_mail({**CHANGE, "correlation_id": "c-1"}, STUDENT, MAIL_FROM)
-        issued = mails.certificate_issued_mail({**ISSUED, "correlation_id": "c-2"}, None, MAIL_FROM)
+        changed = mails.status_changed_mail({**CHANGE, "correlation_id": "c-1"}, STUDENT, MAIL_FROM, "en")
+        issued = mails.certificate_issued_mail({**ISSUED, "correlation_id": "c-2"}, None, MAIL_FROM, "en")
 
         assert (changed.correlation_id, issued.correlation_id) == ("c-1", "c-2")
-        assert mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM).correlation_id is None
+        assert mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en").correlation_id is None
 
     def test_the_message_carries_it_as_x_correlation_id(self):
-        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
         sent = outgoing(mail)
         with_id = SimpleNamespace(**{**sent.__dict__, "correlation_id": "corr-mail"})
 
@@ -156,8 +156,8 @@ class TestMail:
 
     def test_the_log_records_the_mail_s_id_or_the_one_in_hand_and_the_sender_reads_it(self, database):
         db = database(NotificationsBase)
-        own = mails.status_changed_mail({**CHANGE, "correlation_id": "corr-own"}, STUDENT, MAIL_FROM)
-        other = mails.status_changed_mail({**CHANGE, "request_id": "r-2"}, STUDENT, MAIL_FROM)
+        own = mails.status_changed_mail({**CHANGE, "correlation_id": "corr-own"}, STUDENT, MAIL_FROM, "en")
+        other = mails.status_changed_mail({**CHANGE, "request_id": "r-2"}, STUDENT, MAIL_FROM, "en")
         with correlation.working_on("corr-handler"):
             assert notifications_repo.record_many(db, [own, other]) == 2
 

@@ -5,6 +5,7 @@ the notification log on a real SQLite file, and the handlers through
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email
 import email.policy
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from sqlalchemy.orm import sessionmaker
 from services._notifications import mail as mails
 from services._notifications import repo, sender, transport
 from services._notifications.models import Notification, NotificationsBase
-from services.exceptions import NotificationNotFound, ValidationFailed
+from services.exceptions import CertificateNotFound, NotificationNotFound, ValidationFailed
 from services.infra.db import build_engine
 from services.infra.settings import Settings
 from services.notifications import NotificationsService
@@ -72,12 +73,14 @@ def parse(raw: bytes) -> email.message.EmailMessage:
 
 class TestRendering:
     def test_status_change_in_text_and_html(self):
-        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
         assert mail.subject == "João Conceição, your status in Física Nuclear is now completed"
         assert mail.recipient == "joao@escola.example" and mail.student_id == 7
         assert mail.dedup_key == f"student_status_changed:{CHANGE['request_id']}:joao@escola.example"
         for body in (mail.body_text, mail.body_html):
-            assert "João Conceição" in body and "Física Nuclear" in body and "2026-01-02 10:00 UTC" in body
+            assert (
+                "João Conceição" in body and "Física Nuclear" in body and "January 2, 2026, 10:00\u202fAM UTC" in body
+            )
             assert "Congratulations" in body
         assert "from active to completed" in mail.body_text
         assert "Reason: passed <all> exams & more" in mail.body_text, "plain text is not escaped"
@@ -86,13 +89,13 @@ class TestRendering:
 
     def test_the_event_course_wins_and_missing_fields_are_fine(self):
         change = {"student_id": 7, "to_status": "active", "version": 1, "course": "Química"}
-        mail = mails.status_changed_mail(change, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(change, STUDENT, MAIL_FROM, "en")
         assert mail.subject.endswith("your status in Química is now active")
         assert "is now active" in mail.body_text and "Reason" not in mail.body_text
         assert mail.dedup_key == "student_status_changed:7:v1:joao@escola.example"
 
     def test_certificate_with_links_and_attachment(self):
-        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM)
+        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM, "en")
         assert mail.subject == "João Conceição, your certificate for Física Nuclear is ready"
         assert mail.dedup_key == f"certificate_issued:{'c' * 32}:joao@escola.example"
         assert ISSUED["verification_url"] in mail.body_text
@@ -101,12 +104,12 @@ class TestRendering:
         assert (mail.attachment_name, mail.attachment) == ("certificate.pdf", PDF)
 
     def test_certificate_without_pdf_links_to_it(self):
-        mail = mails.certificate_issued_mail(ISSUED, None, MAIL_FROM)
+        mail = mails.certificate_issued_mail(ISSUED, None, MAIL_FROM, "en")
         assert "attached" not in mail.body_text and ISSUED["pdf_url"] in mail.body_text
         assert mail.attachment is None and mail.attachment_name is None
 
     def test_a_subject_is_one_line(self):
-        mail = mails.status_changed_mail(CHANGE, {**STUDENT, "name": "Ana\r\nBcc: x@evil.example"}, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, {**STUDENT, "name": "Ana\r\nBcc: x@evil.example"}, MAIL_FROM, "en")
         assert "\n" not in mail.subject and "\r" not in mail.subject
 
     def test_attachment_decodes_get_certificate_pdf(self):
@@ -116,9 +119,102 @@ class TestRendering:
         assert mails.attachment({}) is None
 
 
+def decoded(mail: mails.Mail) -> tuple[str, str, str]:
+    """The subject, text and HTML of ``mail`` as a mail client reads them from the message sent."""
+    message = parse(transport.build_message(outgoing(mail), MAIL_FROM).as_bytes())
+    return message["Subject"], message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content()
+
+
+class TestLanguages:
+    def test_a_status_change_in_brazilian_portuguese(self):
+        subject, text, html = decoded(mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "pt_BR"))
+        assert subject == "João Conceição, seu status no curso Física Nuclear agora é concluído"
+        assert text.startswith("Olá, João Conceição,\n\n")
+        assert (
+            "Seu status no curso Física Nuclear mudou de ativo para concluído em 2 de janeiro de 2026 10:00 UTC."
+            in text
+        )
+        assert "Motivo: passed <all> exams & more" in text
+        assert "Parabéns por concluir o curso! Seu certificado será enviado em outro e-mail." in text
+        assert text.endswith("Esta é uma mensagem automática; as respostas não são lidas.\n")
+        assert '<html lang="pt-BR">' in html and "<title>Seu status agora é concluído</title>" in html
+        assert (
+            "Seu status no curso <strong>Física Nuclear</strong> mudou de <strong>ativo</strong> para "
+            "<strong>concluído</strong> em 2 de janeiro de 2026 10:00 UTC." in html
+        )
+        assert "Motivo: passed &lt;all&gt; exams &amp; more" in html
+        assert "Esta é uma mensagem automática do mensageria; as respostas não são lidas." in html
+        assert "Hello" not in text + html and "completed" not in text + html
+
+    def test_a_status_change_in_english(self):
+        subject, text, html = decoded(mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en"))
+        assert subject == "João Conceição, your status in Física Nuclear is now completed"
+        assert (
+            "Your status in Física Nuclear changed from active to completed on January 2, 2026, 10:00\u202fAM UTC."
+            in text
+        )
+        assert '<html lang="en">' in html and "<strong>completed</strong>" in html
+        assert "This message was sent automatically by mensageria; replies are not read." in html
+
+    @pytest.mark.parametrize(
+        ("status", "english", "portuguese"),
+        [
+            ("enrolled", "enrolled", "matriculado"),
+            ("active", "active", "ativo"),
+            ("suspended", "suspended", "suspenso"),
+            ("withdrawn", "withdrawn", "desligado"),
+        ],
+    )
+    def test_every_status_name_and_a_first_status_without_a_time(self, status, english, portuguese):
+        change = {"student_id": 7, "to_status": status, "version": 1}
+        subject, text, html = decoded(mails.status_changed_mail(change, STUDENT, MAIL_FROM, "pt_BR"))
+        assert subject.endswith(f"agora é {portuguese}")
+        assert f"Seu status no curso Física Nuclear agora é {portuguese}." in text
+        assert f"agora é <strong>{portuguese}</strong>." in html
+        assert "Motivo" not in text
+        assert ("Se você não esperava por isso, entre em contato com a sua escola." in text) == (status == "withdrawn")
+        subject, text, _ = decoded(mails.status_changed_mail(change, STUDENT, MAIL_FROM, "en"))
+        assert subject.endswith(f"is now {english}") and f"is now {english}." in text
+
+    def test_a_status_change_since_a_time(self):
+        change = {"student_id": 7, "to_status": "active", "version": 1, "occurred_at": NOW}
+        _, text, _ = decoded(mails.status_changed_mail(change, STUDENT, MAIL_FROM, "pt_BR"))
+        assert "Seu status no curso Física Nuclear agora é ativo (desde 2 de janeiro de 2026 10:00 UTC)." in text
+
+    def test_a_certificate_in_brazilian_portuguese(self):
+        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM, "pt_BR")
+        subject, text, html = decoded(mail)
+        assert subject == "João Conceição, seu certificado do curso Física Nuclear está pronto"
+        assert (
+            "Parabéns por concluir o curso Física Nuclear! Seu certificado foi emitido em 2 de janeiro de 2026." in text
+        )
+        assert "Ele está anexado a este e-mail em PDF." in text
+        assert f"Qualquer pessoa pode confirmar a autenticidade dele em:\n{ISSUED['verification_url']}\n" in text
+        assert f"Código do certificado: {'c' * 32}" in text
+        assert '<html lang="pt-BR">' in html and "<title>Seu certificado do curso Física Nuclear</title>" in html
+        assert "Parabéns por concluir o curso <strong>Física Nuclear</strong>!" in html
+        assert f"Código do certificado: <code>{'c' * 32}</code>" in html
+        assert mail.attachment == PDF
+
+    def test_a_certificate_without_its_pdf_in_both_languages(self):
+        issued = {**ISSUED, "issued_at": None}
+        _, text, html = decoded(mails.certificate_issued_mail(issued, None, MAIL_FROM, "pt_BR"))
+        assert "Seu certificado foi emitido." in text and f"Baixe-o em PDF: {ISSUED['pdf_url']}" in text
+        assert f'<a href="{ISSUED["pdf_url"]}">Baixe-o em PDF</a>' in html
+        subject, text, html = decoded(mails.certificate_issued_mail(issued, None, MAIL_FROM, "en"))
+        assert subject == "João Conceição, your certificate for Física Nuclear is ready"
+        assert "Your certificate was issued." in text and f"Download it as a PDF: {ISSUED['pdf_url']}" in text
+        assert '<html lang="en">' in html and "Certificate code: <code>" in html
+
+    def test_an_unknown_language_is_the_default(self):
+        assert mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "xx").subject == (
+            mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en").subject
+        )
+
+
 class TestMessage:
     def test_non_ascii_headers_and_bodies_survive_a_7bit_round_trip(self):
-        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM)
+        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM, "en")
         raw = transport.build_message(outgoing(mail), MAIL_FROM).as_bytes()
         raw.decode("ascii")  # 7-bit clean: any SMTP server takes it
         assert b"Subject: =?utf-8?" in raw, "non-ASCII subject is RFC 2047 encoded"
@@ -135,8 +231,26 @@ class TestMessage:
         assert pdf.get_content_type() == "application/pdf" and pdf.get_filename() == "certificate.pdf"
         assert pdf.get_content() == PDF
 
+    @pytest.mark.parametrize(
+        "subject",
+        [
+            "João Conceição, seu certificado do curso Física Nuclear está pronto",
+            "Zoë Ærøskøbing, seu status no curso Música agora é desligado",
+            "Ana Lima, your status in Physics is now active",
+            "Ana " * 40 + "é " + "b " * 60,
+        ],
+    )
+    def test_a_long_subject_keeps_every_space_however_it_is_folded(self, subject):
+        mail = dataclasses.replace(
+            outgoing(mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")), subject=subject
+        )
+        message = transport.build_message(mail, MAIL_FROM)
+        for raw in (message.as_bytes(), message.as_bytes(policy=message.policy.clone(linesep="\r\n"))):
+            assert all(len(line) <= 78 for line in raw.splitlines()), "folded"
+            assert parse(raw)["Subject"] == subject
+
     def test_without_attachment_it_is_an_alternative(self):
-        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
         message = parse(transport.build_message(outgoing(mail), MAIL_FROM).as_bytes())
         assert message.get_content_type() == "multipart/alternative"
         assert "João Conceição" in message.get_body(("plain",)).get_content()
@@ -179,7 +293,7 @@ class TestSettingsAndBackoff:
 
 
 def test_directory_transport_writes_one_eml_per_mail(tmp_path):
-    mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+    mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
     directory = transport.DirectoryTransport(tmp_path / "mail")
     directory.send(transport.build_message(outgoing(mail), MAIL_FROM))
     directory.send(transport.build_message(outgoing(mail), MAIL_FROM))  # a resend after a crash
@@ -209,12 +323,12 @@ class TestLog:
     lease = timedelta(seconds=60)
 
     def record_one(self, db) -> int:
-        assert repo.record(db, mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM))
+        assert repo.record(db, mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en"))
         with db() as session:
             return session.scalar(select(Notification.id))
 
     def test_a_mail_is_recorded_once_per_dedup_key(self, db):
-        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
         assert repo.record(db, mail) is True
         assert repo.record(db, mail) is False
         with db() as session:
@@ -222,7 +336,7 @@ class TestLog:
         assert (row.state, row.attempts, row.kind) == ("pending", 0, "student_status_changed")
 
     def test_a_twin_recorded_concurrently_is_recognised(self, db, monkeypatch):
-        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM)
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
         assert repo.record(db, mail)
         answers = iter([False, True])  # not there at the check, there after the unique key refused us
         monkeypatch.setattr(repo, "exists", lambda session, key: next(answers))
@@ -275,10 +389,10 @@ class TestLog:
     def test_pages_filters_and_sizes(self, db):
         for n in range(3):
             mail = mails.certificate_issued_mail(
-                {**ISSUED, "code": f"{n}" * 32}, {"filename": "c.pdf", "data": PDF}, ""
+                {**ISSUED, "code": f"{n}" * 32}, {"filename": "c.pdf", "data": PDF}, "", "en"
             )
             repo.record(db, mail)
-        repo.record(db, mails.status_changed_mail(CHANGE, {**STUDENT, "id": 8}, MAIL_FROM))
+        repo.record(db, mails.status_changed_mail(CHANGE, {**STUDENT, "id": 8}, MAIL_FROM, "en"))
         with db() as session:
             first, cursor = repo.list_page(session, 7, None, 2, None)
             rest, end = repo.list_page(session, 7, None, 2, cursor)
@@ -350,6 +464,40 @@ class TestService:
         service.certificates.get_certificate_pdf.assert_called_once_with("c" * 32)
         [item] = service.list_notifications(student_id=7)["items"]
         assert (item["attachment_name"], item["attachment_size"]) == ("c.pdf", len(PDF))
+
+    def test_a_status_mail_is_in_the_student_s_language_or_the_default(self, db):
+        service = worker_factory(
+            NotificationsService, db=db, settings=Settings(mail_from=MAIL_FROM, default_language="pt_BR")
+        )
+        service.students.get_students.return_value = [
+            {**STUDENT, "language": "en"},
+            {**STUDENT, "id": 8, "email": "bia@escola.example", "language": None},
+        ]
+        service.handle_student_status_changed({"changes": [event(), event(student_id=8, request_id="r-8")]})
+        subjects = {i["recipient"]: i["subject"] for i in service.list_notifications()["items"]}
+        assert subjects == {
+            "joao@escola.example": "João Conceição, your status in Física Nuclear is now completed",
+            "bia@escola.example": "João Conceição, seu status no curso Física Nuclear agora é concluído",
+        }
+
+    @pytest.mark.parametrize(
+        ("language", "default", "subject"),
+        [
+            ("pt_BR", "en", "João Conceição, seu certificado do curso Física Nuclear está pronto"),
+            ("pt-BR", "en", "João Conceição, seu certificado do curso Física Nuclear está pronto"),
+            (None, "pt_BR", "João Conceição, seu certificado do curso Física Nuclear está pronto"),
+            ("fr", "en", "João Conceição, your certificate for Física Nuclear is ready"),
+            ("en", "pt_BR", "João Conceição, your certificate for Física Nuclear is ready"),
+        ],
+    )
+    def test_a_certificate_mail_is_in_the_certificate_s_language_or_the_default(self, db, language, default, subject):
+        service = worker_factory(
+            NotificationsService, db=db, settings=Settings(mail_from=MAIL_FROM, default_language=default)
+        )
+        service.certificates.get_certificate_pdf.side_effect = CertificateNotFound("gone")
+        service.handle_certificate_issued({**ISSUED, "issued_at": NOW.isoformat(), "language": language})
+        [item] = service.list_notifications()["items"]
+        assert item["subject"] == subject
 
     def test_resend_wakes_the_sender_and_bad_ids_are_typed_errors(self, service, db):
         service.students.get_students.return_value = [STUDENT]

@@ -12,10 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.exceptions import ValidationFailed
-from services.fields import CURSOR, EMAIL, LINE
+from services.fields import CURSOR, EMAIL, LANGUAGE, LINE
 from services.infra.pagination import DEFAULT_LIMIT, MAX_ID, decode_cursor, encode_cursor, page
 from services.schemas import (
     ACTOR,
+    CertificateIssuedSchema,
     CompletionBodySchema,
     HistoryEntrySchema,
     HistoryQuerySchema,
@@ -28,6 +29,7 @@ from services.schemas import (
     StatusChangeSchema,
     StatusRequestSchema,
     StudentCreateSchema,
+    StudentSchema,
     StudentUpdateSchema,
     load,
     positive_id,
@@ -116,6 +118,61 @@ def test_create_reports_every_bad_field_at_once():
 @pytest.mark.parametrize("data", [None, [], "text", 42])
 def test_load_rejects_non_objects(data):
     assert failed_fields(StudentCreateSchema(), data) == {"_schema": ["Expected an object."]}
+
+
+# --- a student's language ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("language", "loaded"),
+    [
+        ("pt_BR", "pt_BR"),
+        ("pt-BR", "pt_BR"),
+        ("pt_br", "pt_BR"),
+        ("pt", "pt_BR"),
+        ("PT", "pt_BR"),
+        ("en", "en"),
+        ("en-US", "en"),
+        (None, None),
+    ],
+)
+def test_a_language_is_stored_as_one_of_the_languages(language, loaded):
+    assert load(StudentCreateSchema(), {**VALID, "language": language}) == {**VALID, "language": loaded}
+    assert load(StudentUpdateSchema(), {"language": language}) == {"language": loaded}
+    assert re.fullmatch(LANGUAGE, language or "en"), "the published pattern admits it"
+
+
+def test_without_a_language_none_is_loaded():
+    assert "language" not in load(StudentCreateSchema(), VALID)
+
+
+@pytest.mark.parametrize("language", ["fr", "pt-BR ", "português", "pt_BR_x", "", "en-", 5, True, ["pt"], {}])
+def test_any_other_language_is_refused_naming_the_field(language):
+    details = failed_fields(StudentCreateSchema(), {**VALID, "language": language})
+    assert list(details) == ["language"]
+    assert failed_fields(StudentUpdateSchema(), {"language": language}) == details
+    if isinstance(language, str):
+        assert details["language"] == [
+            "Must be en or pt_BR, a tag that means one (such as pt-BR, pt or en-US), or null."
+        ]
+        assert re.fullmatch(LANGUAGE, language) is None, "the published pattern refuses it"
+
+
+def test_a_student_is_shown_with_their_language():
+    student = SimpleNamespace(**VALID, id=1, language="pt_BR", status="enrolled", version=1)
+    assert StudentSchema(only=("id", "language")).dump(student) == {"id": 1, "language": "pt_BR"}
+
+
+def test_a_certificate_issued_event_may_carry_a_language():
+    issued = {
+        "code": "c" * 32,
+        "student_name": "Ana",
+        "student_email": "ana@example.com",
+        "course": "Physics",
+        "verification_url": "https://example.org/certificates/c",
+    }
+    assert load(CertificateIssuedSchema(), issued)["language"] is None
+    assert load(CertificateIssuedSchema(), {**issued, "language": "pt_BR"})["language"] == "pt_BR"
 
 
 # --- StudentUpdateSchema ---------------------------------------------------

@@ -1,0 +1,74 @@
+"""The certificate PDF in each language, read back with pypdf."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime
+
+import pytest
+from pypdf import PdfReader
+
+from services._certificates.pdf import render_certificate
+
+ISSUED_AT = datetime(2026, 12, 2, 15, 30, tzinfo=UTC)
+URL = "https://escola.example/certificates/abc123"
+
+
+def read(language: str | None = None, revoked: bool = False) -> tuple[str, str]:
+    """The page's text, one line per drawn string, and the document's title."""
+    options = {"language": language} if language else {}
+    document = render_certificate(
+        name="João Conceição",
+        course="Física Nuclear",
+        issued_at=ISSUED_AT,
+        code="abc123",
+        verification_url=URL,
+        revoked=revoked,
+        **options,
+    )
+    reader = PdfReader(io.BytesIO(document))
+    lines = [line.strip() for line in reader.pages[0].extract_text().splitlines()]
+    return lines, reader.metadata.title
+
+
+ENGLISH = [
+    "Certificate of Completion",
+    "This certifies that",
+    "João Conceição",
+    "has completed the course",
+    "Física Nuclear",
+    "Issued on December 2, 2026",
+    "Verification code: abc123",
+    f"Verify at: {URL}",
+]
+PORTUGUESE = [
+    "Certificado de Conclusão",
+    "Certificamos que",
+    "João Conceição",
+    "concluiu o curso",
+    "Física Nuclear",
+    "Emitido em 2 de dezembro de 2026",
+    "Código de verificação: abc123",
+    f"Verifique em: {URL}",
+]
+
+
+@pytest.mark.parametrize(
+    ("language", "lines", "title"),
+    [
+        ("en", ENGLISH, "Certificate of completion — João Conceição"),
+        ("pt_BR", PORTUGUESE, "Certificado de conclusão — João Conceição"),
+    ],
+)
+def test_every_text_in_the_language(language, lines, title):
+    assert read(language) == (lines, title)
+
+
+def test_english_unless_told():
+    assert read() == read("en")
+
+
+@pytest.mark.parametrize(("language", "stamp"), [("en", "REVOKED"), ("pt_BR", "REVOGADO")])
+def test_a_revoked_certificate_is_stamped_in_the_language(language, stamp):
+    lines, _ = read(language, revoked=True)
+    assert lines[-1] == stamp and stamp not in read(language)[0]

@@ -51,7 +51,7 @@ class Signer:
     def sign_certificate(self, certificate: Certificate) -> str:
         """The certificate's OpenBadgeCredential, signed; its status bit must be allocated."""
         language = self.language(certificate)
-        translate = i18n.translations(language).gettext
+        _ = i18n.translations(language).gettext
         course, issuer = certificate.course, self.issuer.name
         credential = credentials.build_credential(
             issuer=self.issuer,
@@ -64,11 +64,11 @@ class Signer:
             status_list_url=self.status_list_url(certificate.status_list),
             status_index=certificate.status_index,
             texts={
-                "name": translate("Certificate of completion: %(course)s") % {"course": course},
-                "description": translate("%(name)s completed the course %(course)s at %(issuer)s.")
+                "name": _("Certificate of completion: %(course)s") % {"course": course},
+                "description": _("%(name)s completed the course %(course)s at %(issuer)s.")
                 % {"name": certificate.student_name, "course": course, "issuer": issuer},
-                "achievement_description": translate("Completion of the course %(course)s.") % {"course": course},
-                "criteria": translate("Complete every requirement of the course %(course)s at %(issuer)s.")
+                "achievement_description": _("Completion of the course %(course)s.") % {"course": course},
+                "criteria": _("Complete every requirement of the course %(course)s at %(issuer)s.")
                 % {"course": course, "issuer": issuer},
             },
         )

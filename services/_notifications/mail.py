@@ -126,10 +126,11 @@ def attachment(document: dict) -> Attachment | None:
 
 def credential_attachment(credential: dict) -> Attachment | None:
     """``get_certificate_credential``'s answer as an :class:`Attachment` (the JWT); None if unreadable."""
-    try:
-        return Attachment(str(credential["filename"]), str(credential["media_type"]), credential["jwt"].encode())
-    except (KeyError, TypeError, AttributeError):
+    fields = [credential.get(k) if isinstance(credential, dict) else None for k in ("filename", "media_type", "jwt")]
+    if not all(isinstance(value, str) and value for value in fields):
         return None
+    filename, media_type, token = fields
+    return Attachment(filename, media_type, token.encode())
 
 
 def status_changed_mail(change: dict, student: dict, mail_from: str, language: str) -> Mail:

@@ -25,7 +25,7 @@ from services.schemas import status_changes
 from tests.integration.conftest import settled, wait_for
 from tools.migrate import HISTORIES
 
-OB3_SCHEMA = Path(__file__).parents[1] / "vendor/openbadges-3.0/achievementcredential.schema.json"
+OB3_SCHEMA = Path(__file__).parents[1] / "vendor/openbadges-3.0-c73e966/achievementcredential.schema.json"
 
 
 def complete(rpc, student_id: int, course: str | None = None) -> dict:

@@ -40,6 +40,7 @@ from services.infra.settings import Settings
 from services.notifications import NotificationsService
 from services.status import StatusService
 from services.students import StudentsService
+from tests.conftest import signing_key_path
 from tools import broker
 
 CONFIG = {
@@ -48,6 +49,7 @@ CONFIG = {
     "EVENT_RETRY_BASE_DELAY": 1,
     "REQUEST_ID_SECRET": "unit-test-secret",  # the gateway refuses to bind without its secrets
     "API_KEY_SECRET": "unit-test-secret",
+    "CERTIFICATE_SIGNING_KEY": signing_key_path(),  # and certificates without its key
 }
 SERVICE_CLASSES = {
     "students": StudentsService,

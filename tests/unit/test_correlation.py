@@ -141,7 +141,7 @@ def test_a_certificate_records_the_id_of_the_change_that_caused_it(database):
 class TestMail:
     def test_a_mail_takes_its_event_s_id(self):
         changed = mails.status_changed_mail({**CHANGE, "correlation_id": "c-1"}, STUDENT, MAIL_FROM, "en")
-        issued = mails.certificate_issued_mail({**ISSUED, "correlation_id": "c-2"}, None, MAIL_FROM, "en")
+        issued = mails.certificate_issued_mail({**ISSUED, "correlation_id": "c-2"}, [], MAIL_FROM, "en")
 
         assert (changed.correlation_id, issued.correlation_id) == ("c-1", "c-2")
         assert mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en").correlation_id is None

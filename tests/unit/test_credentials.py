@@ -16,7 +16,7 @@ import pytest
 from services import credentials
 from services.credentials import CredentialError, Issuer
 
-SCHEMA = Path(__file__).parents[1] / "vendor/openbadges-3.0/achievementcredential.schema.json"
+SCHEMA = Path(__file__).parents[1] / "vendor/openbadges-3.0-c73e966/achievementcredential.schema.json"
 BASE = "https://school.example"
 JWKS_URL = f"{BASE}/.well-known/jwks.json"
 LIST_URL = f"{BASE}/credentials/status/1"

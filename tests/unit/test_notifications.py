@@ -52,6 +52,13 @@ ISSUED = {
 }
 
 
+JWT = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJl"
+FILES = [
+    mails.Attachment("certificate.pdf", "application/pdf", PDF),
+    mails.Attachment("certificate.jwt", "application/vc+jwt", JWT.encode()),
+]
+
+
 def outgoing(mail: mails.Mail, notification_id: int = 1) -> mails.Outgoing:
     return mails.Outgoing(
         id=notification_id,
@@ -59,8 +66,7 @@ def outgoing(mail: mails.Mail, notification_id: int = 1) -> mails.Outgoing:
         subject=mail.subject,
         body_text=mail.body_text,
         body_html=mail.body_html,
-        attachment_name=mail.attachment_name,
-        attachment=mail.attachment,
+        attachments=mail.attachments,
         message_id=mail.message_id,
         created_at=NOW,
         attempts=0,
@@ -85,7 +91,7 @@ class TestRendering:
         assert "from active to completed" in mail.body_text
         assert "Reason: passed <all> exams & more" in mail.body_text, "plain text is not escaped"
         assert "passed &lt;all&gt; exams &amp; more" in mail.body_html, "HTML is escaped"
-        assert mail.attachment is None
+        assert mail.attachments == ()
 
     def test_the_event_course_wins_and_missing_fields_are_fine(self):
         change = {"student_id": 7, "to_status": "active", "version": 1, "course": "Química"}
@@ -95,18 +101,19 @@ class TestRendering:
         assert mail.dedup_key == "student_status_changed:7:v1:joao@escola.example"
 
     def test_certificate_with_links_and_attachment(self):
-        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM, "en")
+        mail = mails.certificate_issued_mail(ISSUED, FILES, MAIL_FROM, "en")
         assert mail.subject == "João Conceição, your certificate for Física Nuclear is ready"
         assert mail.dedup_key == f"certificate_issued:{'c' * 32}:joao@escola.example"
         assert ISSUED["verification_url"] in mail.body_text
         assert f'href="{ISSUED["verification_url"]}"' in mail.body_html
         assert "attached" in mail.body_text and "attached" in mail.body_html
-        assert (mail.attachment_name, mail.attachment) == ("certificate.pdf", PDF)
+        assert "credential" in mail.body_text and "Open Badges 3.0" in mail.body_html
+        assert mail.attachments == tuple(FILES)
 
     def test_certificate_without_pdf_links_to_it(self):
-        mail = mails.certificate_issued_mail(ISSUED, None, MAIL_FROM, "en")
+        mail = mails.certificate_issued_mail(ISSUED, [], MAIL_FROM, "en")
         assert "attached" not in mail.body_text and ISSUED["pdf_url"] in mail.body_text
-        assert mail.attachment is None and mail.attachment_name is None
+        assert mail.attachments == () and "credential" not in mail.body_text
 
     def test_a_subject_is_one_line(self):
         mail = mails.status_changed_mail(CHANGE, {**STUDENT, "name": "Ana\r\nBcc: x@evil.example"}, MAIL_FROM, "en")
@@ -114,9 +121,12 @@ class TestRendering:
 
     def test_attachment_decodes_get_certificate_pdf(self):
         document = {"filename": "c.pdf", "content_type": "application/pdf", "data": base64.b64encode(PDF).decode()}
-        assert mails.attachment(document) == {"filename": "c.pdf", "data": PDF}
+        assert mails.attachment(document) == mails.Attachment("c.pdf", "application/pdf", PDF)
         assert mails.attachment({"filename": "c.pdf", "data": "not base64!"}) is None
         assert mails.attachment({}) is None
+        credential = {"jwt": JWT, "filename": "c.jwt", "media_type": "application/vc+jwt", "credential": {}}
+        assert mails.credential_attachment(credential) == mails.Attachment("c.jwt", "application/vc+jwt", JWT.encode())
+        assert mails.credential_attachment({"jwt": None, "filename": "c.jwt"}) is None
 
 
 def decoded(mail: mails.Mail) -> tuple[str, str, str]:
@@ -182,7 +192,7 @@ class TestLanguages:
         assert "Seu status no curso Física Nuclear agora é ativo (desde 2 de janeiro de 2026 10:00 UTC)." in text
 
     def test_a_certificate_in_brazilian_portuguese(self):
-        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM, "pt_BR")
+        mail = mails.certificate_issued_mail(ISSUED, FILES, MAIL_FROM, "pt_BR")
         subject, text, html = decoded(mail)
         assert subject == "João Conceição, seu certificado do curso Física Nuclear está pronto"
         assert (
@@ -194,14 +204,15 @@ class TestLanguages:
         assert '<html lang="pt-BR">' in html and "<title>Seu certificado do curso Física Nuclear</title>" in html
         assert "Parabéns por concluir o curso <strong>Física Nuclear</strong>!" in html
         assert f"Código do certificado: <code>{'c' * 32}</code>" in html
-        assert mail.attachment == PDF
+        assert mail.attachments == tuple(FILES)
+        assert "credencial digital assinada (Open Badges 3.0)" in text
 
     def test_a_certificate_without_its_pdf_in_both_languages(self):
         issued = {**ISSUED, "issued_at": None}
-        _, text, html = decoded(mails.certificate_issued_mail(issued, None, MAIL_FROM, "pt_BR"))
+        _, text, html = decoded(mails.certificate_issued_mail(issued, [], MAIL_FROM, "pt_BR"))
         assert "Seu certificado foi emitido." in text and f"Baixe-o em PDF: {ISSUED['pdf_url']}" in text
         assert f'<a href="{ISSUED["pdf_url"]}">Baixe-o em PDF</a>' in html
-        subject, text, html = decoded(mails.certificate_issued_mail(issued, None, MAIL_FROM, "en"))
+        subject, text, html = decoded(mails.certificate_issued_mail(issued, [], MAIL_FROM, "en"))
         assert subject == "João Conceição, your certificate for Física Nuclear is ready"
         assert "Your certificate was issued." in text and f"Download it as a PDF: {ISSUED['pdf_url']}" in text
         assert '<html lang="en">' in html and "Certificate code: <code>" in html
@@ -214,7 +225,7 @@ class TestLanguages:
 
 class TestMessage:
     def test_non_ascii_headers_and_bodies_survive_a_7bit_round_trip(self):
-        mail = mails.certificate_issued_mail(ISSUED, {"filename": "certificate.pdf", "data": PDF}, MAIL_FROM, "en")
+        mail = mails.certificate_issued_mail(ISSUED, FILES, MAIL_FROM, "en")
         raw = transport.build_message(outgoing(mail), MAIL_FROM).as_bytes()
         raw.decode("ascii")  # 7-bit clean: any SMTP server takes it
         assert b"Subject: =?utf-8?" in raw, "non-ASCII subject is RFC 2047 encoded"
@@ -227,7 +238,8 @@ class TestMessage:
         assert message.get_content_type() == "multipart/mixed"
         assert message.get_body(("plain",)).get_content() == mail.body_text
         assert message.get_body(("html",)).get_content() == mail.body_html
-        [pdf] = message.iter_attachments()
+        [pdf, credential] = message.iter_attachments()
+        assert (credential.get_filename(), credential.get_content_type()) == ("certificate.jwt", "application/vc+jwt")
         assert pdf.get_content_type() == "application/pdf" and pdf.get_filename() == "certificate.pdf"
         assert pdf.get_content() == PDF
 
@@ -388,18 +400,19 @@ class TestLog:
 
     def test_pages_filters_and_sizes(self, db):
         for n in range(3):
-            mail = mails.certificate_issued_mail(
-                {**ISSUED, "code": f"{n}" * 32}, {"filename": "c.pdf", "data": PDF}, "", "en"
-            )
+            mail = mails.certificate_issued_mail({**ISSUED, "code": f"{n}" * 32}, FILES, "", "en")
             repo.record(db, mail)
         repo.record(db, mails.status_changed_mail(CHANGE, {**STUDENT, "id": 8}, MAIL_FROM, "en"))
         with db() as session:
             first, cursor = repo.list_page(session, 7, None, 2, None)
             rest, end = repo.list_page(session, 7, None, 2, cursor)
             assert [n.id for n in first + rest] == [1, 2, 3, 4] and end is None
-            assert first[0].attachment_size == len(PDF)
+            assert [(a["filename"], a["size"]) for a in first[0].attachment_summaries] == [
+                ("certificate.pdf", len(PDF)),
+                ("certificate.jwt", len(JWT)),
+            ]
             assert [n.id for n in repo.list_page(session, None, "sent", 10, None)[0]] == []
-            assert repo.get(session, 4).attachment_size is None
+            assert repo.get(session, 4).attachment_summaries == []
 
 
 # --- handlers and RPC through worker_factory ------------------------------
@@ -458,12 +471,22 @@ class TestService:
     def test_a_redelivered_certificate_event_fetches_the_pdf_once(self, service):
         document = {"filename": "c.pdf", "content_type": "application/pdf", "data": base64.b64encode(PDF).decode()}
         service.certificates.get_certificate_pdf.return_value = document
+        service.certificates.get_certificate_credential.return_value = {
+            "jwt": JWT,
+            "credential": {},
+            "filename": "c.jwt",
+            "media_type": "application/vc+jwt",
+        }
         payload = {**ISSUED, "issued_at": NOW.isoformat(), "status": "valid", "revoked_at": None}
         for _ in range(2):
             service.handle_certificate_issued(payload)
         service.certificates.get_certificate_pdf.assert_called_once_with("c" * 32)
+        service.certificates.get_certificate_credential.assert_called_once_with("c" * 32)
         [item] = service.list_notifications(student_id=7)["items"]
-        assert (item["attachment_name"], item["attachment_size"]) == ("c.pdf", len(PDF))
+        assert item["attachments"] == [
+            {"filename": "c.pdf", "content_type": "application/pdf", "size": len(PDF)},
+            {"filename": "c.jwt", "content_type": "application/vc+jwt", "size": len(JWT)},
+        ]
 
     def test_a_status_mail_is_in_the_student_s_language_or_the_default(self, db):
         service = worker_factory(

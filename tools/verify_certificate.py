@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -42,6 +43,7 @@ class Uncheckable(Exception):
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.getLogger("pypdf").setLevel(logging.CRITICAL)  # a broken PDF is reported once, below
     parser = argparse.ArgumentParser(prog="python -m tools.verify_certificate", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", help="a PDF, a credential (JWT) file, a verification URL or a code")
     parser.add_argument("--jwks", help="the issuer's public keys (JWK Set JSON file): no key is fetched")

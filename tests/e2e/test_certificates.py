@@ -59,8 +59,10 @@ def test_original_endpoint_creates_completes_and_certifies(system: System, uniqu
     [certificate_mail] = [m for m in received if m.get_content_type() == "multipart/mixed"]
     text = certificate_mail.get_body(preferencelist=("plain",)).get_content()
     assert f"/certificates/{code}" in text and "João Conceição" in text
-    [attachment] = list(certificate_mail.iter_attachments())
+    [attachment, credential] = list(certificate_mail.iter_attachments())
     assert attachment.get_content_type() == "application/pdf" and attachment.get_content().startswith(b"%PDF-")
+    assert credential.get_content_type() == "application/vc+jwt"
+    assert credential.get_payload(decode=True).decode() == system.get(f"/certificates/{code}/credential").text
 
     # the same call again: the same student, no second certificate
     again = system.post("/api/v1/certificate/", json=body)

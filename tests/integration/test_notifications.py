@@ -500,4 +500,7 @@ def test_a_certificate_mail_is_in_the_certificate_s_language_else_in_the_default
     _, received_subject, text, html = decoded(received)
     assert received_subject == subject and sentence in text
     assert f'<html lang="{"pt-BR" if language else "en"}">' in html
-    assert [a.get_filename() for a in received["message"].iter_attachments()] == [f"certificate-{payload['code']}.pdf"]
+    assert [a.get_filename() for a in received["message"].iter_attachments()] == [
+        f"certificate-{payload['code']}.pdf",
+        f"certificate-{payload['code']}.jwt",
+    ]

@@ -17,6 +17,7 @@ Then::
     >>> job = submit_job("term-end.csv")                   # a bulk job from a CSV file (or a list of dicts)
     >>> job_progress(job["job_id"]); wait_job(job["job_id"])
     >>> certificates(1); revoke("<code>", "issued in error")
+    >>> verify("<code>")                                   # its signed credential checked: valid/revoked/invalid
     >>> notifications(state="failed"); resend(12)
     >>> dead_letters("status"); replay("status")          # parked events; send them back
     >>> keys(); key = create_key("web app", ["students:read"]); revoke_key(key["id"])
@@ -58,6 +59,7 @@ __all__ = [
     "students",
     "submit_job",
     "use",
+    "verify",
     "wait_job",
 ]
 
@@ -181,6 +183,21 @@ def certificates(student_id: int) -> Table:
 def revoke(code: str, reason: str) -> dict:
     """Revoke a certificate; it stays verifiable, shown as revoked with the reason."""
     return _rpc().certificates.revoke_certificate(code, reason)
+
+
+def verify(code: str) -> dict:
+    """Check a certificate's signed credential as an outside verifier would (signature against the
+    published keys, claims and dates, its bit in the signed status list): ``{state, reasons}``."""
+    from services import credentials  # here: as PYTHONSTARTUP this file runs before the project is on sys.path
+
+    certificates_rpc = _rpc().certificates
+    token = certificates_rpc.get_certificate_credential(code)["jwt"]
+    verdict = credentials.verify(
+        token,
+        certificates_rpc.get_jwks(),
+        lambda url: certificates_rpc.get_status_list(int(url.rstrip("/").rsplit("/", 1)[1]))["jwt"],
+    )
+    return {"state": verdict.state, "reasons": verdict.reasons}
 
 
 def notifications(student_id: int | None = None, state: str | None = None, limit: int = 50) -> Table:

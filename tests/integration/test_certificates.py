@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from datetime import datetime
 from pathlib import Path
 
 import jsonschema_rs
@@ -16,7 +17,7 @@ from nameko.testing.utils import get_container
 from pypdf import PdfReader
 from sqlalchemy import create_engine, update
 
-from services import credentials
+from services import credentials, i18n
 from services._certificates.models import StatusList
 from services.certificates import CertificatesService
 from services.credentials import generate_signing_key
@@ -232,3 +233,18 @@ def test_a_new_key_signs_from_then_on_and_the_old_key_stays_published(
     assert credentials.verify(old_jwt, jwks, _status(rpc)).state == "revoked"
     assert credentials.verify(new_jwt, jwks, _status(rpc)).state == "valid"
     assert credentials.verify(old_jwt, {"keys": [jwks["keys"][0]]}).state == "invalid"  # only the old key verifies it
+
+
+def test_a_certificate_is_in_its_student_s_language_pdf_and_credential_alike(services, rpc, unique):
+    student = rpc.students.create_student(
+        {"name": "Luíza", "email": f"luiza.{unique}@school.example", "course": "Música", "language": "pt-BR"}
+    )
+    complete(rpc, student["id"])
+    [certificate] = wait_for(lambda: rpc.certificates.list_certificates(student["id"]))
+    pdf = PdfReader(io.BytesIO(base64.b64decode(rpc.certificates.get_certificate_pdf(certificate["code"])["data"])))
+    text = pdf.pages[0].extract_text()
+    assert "Certificado de Conclusão" in text and "Luíza" in text and "Música" in text
+    assert i18n.format_date(datetime.fromisoformat(certificate["issued_at"]), "pt_BR") in text
+    credential = rpc.certificates.get_certificate_credential(certificate["code"])["credential"]
+    assert credential["name"] == "Certificado de conclusão: Música"
+    assert credential["credentialSubject"]["achievement"]["description"] == "Conclusão do curso Música."

@@ -136,7 +136,9 @@ def test_operator_revokes_resends_and_replays(config, rpc, unique):
     lines = nameko_shell(
         config["AMQP_URI"],
         f"""certificates({student["id"]})
+print("CHECKED", verify("{certificate["code"]}")["state"])
 print("REVOKED", revoke("{certificate["code"]}", "issued in error")["status"])
+print("CHECKED", verify("{certificate["code"]}")["state"])
 notifications(student_id={student["id"]})
 first = notifications(student_id={student["id"]})[0]
 print("RESENT", resend(first["id"])["state"])
@@ -147,6 +149,10 @@ print("REPLAYED", len(replay("status")["replayed"]))
     header = line_with(lines, "code", "course", "status", "issued_at")
     assert certificate["code"] in lines[lines.index(header) + 2] and "valid" in lines[lines.index(header) + 2]
     assert line_with(lines, "REVOKED").split() == ["REVOKED", "revoked"]
+    assert [line.split() for line in lines if line.startswith("CHECKED")] == [
+        ["CHECKED", "valid"],
+        ["CHECKED", "revoked"],
+    ]
     header = line_with(lines, "id", "kind", "recipient", "subject", "state")
     assert f"hedy.{unique}@school.example" in lines[lines.index(header) + 2]
     assert line_with(lines, "RESENT").split() == ["RESENT", "pending"]

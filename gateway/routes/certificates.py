@@ -39,8 +39,8 @@ class CertificateRoutes:
           tags: [certificates]
           parameters:
             - {in: path, name: code, required: true, schema: {type: string}}
-            - {in: query, name: lang, required: false, schema: {type: string, enum: [en, pt_BR]},
-               description: "The page's language (HTML only)."}
+            - {in: query, name: lang, required: false, schema: {type: string},
+               description: "The page's language, en or pt_BR (HTML only; any other value: Accept-Language decides)."}
           responses:
             200:
               description: The certificate (``status`` is ``valid`` or ``revoked``).

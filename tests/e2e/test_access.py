@@ -116,6 +116,12 @@ def successful_calls(r: dict) -> dict[tuple[str, str], tuple[str, dict, int]]:
         ("GET", "/jobs/{job_id}"): (f"/jobs/{r['job_id']}", {}, 200),
         ("GET", "/certificates/{code}"): (f"/certificates/{r['code']}", {}, 200),
         ("GET", "/certificates/{code}.pdf"): (f"/certificates/{r['code']}.pdf", {}, 200),
+        ("GET", "/certificates/{code}/credential"): (f"/certificates/{r['code']}/credential", {}, 200),
+        ("GET", "/certificates/{code}/credential.json"): (f"/certificates/{r['code']}/credential.json", {}, 200),
+        ("GET", "/.well-known/jwks.json"): ("/.well-known/jwks.json", {}, 200),
+        ("GET", "/credentials/status/{list_id}"): ("/credentials/status/1", {}, 200),
+        ("GET", "/credentials/status/{list_id}.json"): ("/credentials/status/1.json", {}, 200),
+        ("GET", "/issuer"): ("/issuer", {}, 200),
         ("POST", "/certificates/{code}/revocation"): (
             f"/certificates/{r['code']}/revocation",
             {"json": {"reason": "issued in error"}},

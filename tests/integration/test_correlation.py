@@ -96,7 +96,9 @@ def test_one_id_from_the_rpc_caller_to_the_mail(config, system, unique):
             complete,
         ]
         # each change in the payload keeps its own id; the message's header is its first change's
-        changes = wait_for(lambda: [c for _, p in seen("student_status_changed") for c in p["changes"]][:2])
+        changes = wait_for(
+            lambda: len(both := [c for _, p in seen("student_status_changed") for c in p["changes"]]) >= 2 and both
+        )
         assert [c["correlation_id"] for c in changes] == [activate, complete]
         for header, payload in seen("student_status_changed"):
             assert header == payload["changes"][0]["correlation_id"]

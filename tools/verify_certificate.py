@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-url", default="http://localhost:8000", help="the issuer's address, for a code")
     parser.add_argument("--offline", action="store_true", help="fetch nothing (needs --jwks and --status-list)")
     parser.add_argument("--json", action="store_true", help="print the verdict as JSON")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_source_last(sys.argv[1:] if argv is None else argv))
     if args.offline and not (args.jwks and args.status_list):
         parser.error("--offline needs --jwks and --status-list")
     try:
@@ -61,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         return UNCHECKABLE
     report(verdict, args.json)
     return {"valid": VALID, "revoked": REVOKED}.get(verdict.state, INVALID)
+
+
+def _source_last(argv: list[str]) -> list[str]:
+    """A certificate code may start with "-" (URL-safe base64): put it after "--" so that it is not
+    read as an option."""
+    codes = [arg for arg in argv if arg.startswith("-") and CODE.match(arg)]
+    if not codes or "--" in argv:
+        return argv
+    return [arg for arg in argv if arg not in codes] + ["--", *codes]
 
 
 def check(args: argparse.Namespace) -> credentials.Verdict:

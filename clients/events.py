@@ -47,7 +47,15 @@ import pika
 from pika.exceptions import AMQPConnectionError, AMQPError, UnroutableError
 
 from clients import codec, tracing
-from clients.connection import DEFAULT_URL, Link, PerThread, broker_error, close_quietly, connection_parameters
+from clients.connection import (
+    DEFAULT_URL,
+    Link,
+    PerThread,
+    broker_error,
+    close_quietly,
+    connection_parameters,
+    node_urls,
+)
 from clients.errors import UnroutableEvent
 from clients.rpc import CORRELATION_ID, HEADER_PREFIX, context_headers, correlation_id_for
 
@@ -184,7 +192,8 @@ class EventSubscriber:
       the callback and return;
     - a body that is not JSON is rejected without requeue (logged);
     - if the connection is lost, :meth:`run` reconnects every
-      ``reconnect_delay`` seconds; unacked messages are redelivered.
+      ``reconnect_delay`` seconds (to the first node of ``url`` that answers,
+      when it lists several); unacked messages are redelivered.
 
     :meth:`run` blocks until :meth:`stop` is called (from any thread); the
     message being handled is finished first. :attr:`ready` is set once the
@@ -202,6 +211,7 @@ class EventSubscriber:
         retry_delay: float = 1.0,
         reconnect_delay: float = 1.0,
     ):
+        node_urls(url)  # a URL naming no node fails here, not in run()
         self.url = url
         self.source_service = source_service
         self.event_type = event_type

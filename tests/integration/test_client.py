@@ -292,6 +292,19 @@ def test_client_and_subscriber_reconnect_after_the_broker_drops_them(config, ser
     assert seen["event_after_reconnect"] is True
 
 
+def test_client_publisher_and_subscriber_take_the_next_node_when_the_first_is_down(config, services, unique):
+    from tests.integration.test_several_nodes import dead_node_first
+
+    url = dead_node_first(config["AMQP_URI"])
+    seen = run_client("several_nodes", url=url, unique=unique, queue=f"evt-status-student_status_changed--{unique}")
+
+    assert seen["ping"] == {"service": "students", "ok": True}
+    assert seen["changed"] == [["enrolled", "active"]]  # a nameko event, through the subscriber
+    assert seen["own_event"] == {"hello": unique}  # published and received by the client itself
+    # two subscribers, the RPC client and the publisher: each on the node that is up
+    assert seen["connected_to"] == [urllib.parse.urlsplit(config["AMQP_URI"]).port] * 4
+
+
 # No broker needed: the error table and the body codec.
 
 
@@ -606,6 +619,53 @@ def subscribe(url: str, unique: str, queue: str) -> dict:
             "attempts_for_second": attempts.count(second),
             "left_at_end": queue_depth(url, queue),
         }
+
+
+@scenario
+def several_nodes(url: str, unique: str, queue: str) -> dict:
+    """``url`` lists a node that is down, then one that is up."""
+    import pika
+
+    from clients import EventPublisher, EventSubscriber, RpcClient
+
+    connected_to: list[int] = []
+    real_connection = pika.BlockingConnection
+
+    def recording_connection(parameters: Any) -> Any:  # the port of the node each connection took
+        connection = real_connection(parameters)
+        connected_to.append(connection._impl.params.port)
+        return connection
+
+    pika.BlockingConnection = recording_connection
+    changes: list[dict] = []
+    own: list[dict] = []
+    subscribers = [
+        EventSubscriber(url, "status", "student_status_changed", queue, lambda p: changes.extend(p["changes"])),
+        EventSubscriber(url, f"pika_test_{unique}", "hello", f"{queue}-own", own.append),
+    ]
+    threads = [threading.Thread(target=subscriber.run) for subscriber in subscribers]
+    for thread in threads:
+        thread.start()
+    try:
+        with RpcClient(url) as client, EventPublisher(url) as publisher:
+            ping = client.students.ping()
+            assert all(subscriber.ready.wait(10) for subscriber in subscribers)
+            student = new_student(client, unique)
+            client.status.request_status_change(student["id"], "active")
+            poll(lambda: changes)
+            publisher.publish(f"pika_test_{unique}", "hello", {"hello": unique})
+            poll(lambda: own)
+    finally:
+        for subscriber in subscribers:
+            subscriber.stop()
+        for thread in threads:
+            thread.join(10)
+    return {
+        "ping": ping,
+        "changed": [(c["from_status"], c["to_status"]) for c in changes],
+        "own_event": own[0],
+        "connected_to": connected_to,
+    }
 
 
 @scenario

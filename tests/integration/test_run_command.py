@@ -29,11 +29,13 @@ def run_env(**extra: str) -> dict:
     return env
 
 
-def test_missing_broker_is_one_line_and_non_zero(tmp_path):
-    port = free_port()  # nothing listens there
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_missing_broker_is_one_line_and_non_zero(tmp_path, nodes):
+    ports = [free_port() for _ in range(nodes)]  # nothing listens there
+    uri = ";".join(f"amqp://guest:guest@127.0.0.1:{port}/" for port in ports)
     result = subprocess.run(
         [str(ROOT / "bin/run")],
-        env=run_env(AMQP_URI=f"amqp://guest:guest@127.0.0.1:{port}/", STUDENTS_DB_URI=f"sqlite:///{tmp_path}/s.db"),
+        env=run_env(AMQP_URI=uri, STUDENTS_DB_URI=f"sqlite:///{tmp_path}/s.db"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -42,6 +44,7 @@ def test_missing_broker_is_one_line_and_non_zero(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "RabbitMQ is not reachable" in lines[0] and "rabbitmq-server" in lines[0]
+    assert all(f"127.0.0.1:{port}/" in lines[0] for port in ports), lines[0]  # every node named
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "s.db").exists(), "nothing runs (not even migrations) without a broker"
 

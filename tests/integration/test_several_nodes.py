@@ -8,11 +8,15 @@ Losing a node that was in use is the fault tests' business (``tests/faults/test_
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from tests.conftest import service_config
-from tests.e2e.support import free_port
+from tests.e2e.support import ROOT, free_port
 from tests.integration.conftest import settled, wait_for
 from tests.integration.test_students import new_student
 
@@ -39,3 +43,15 @@ def test_services_work_with_the_first_node_down(config, services, unique, receiv
         wait_for(lambda: rpc.students.get_student(student["id"])["status"] == "active")
         assert rpc.status.count_dead_letters() == 0  # the dead-letter queue's own connection
         assert rpc.status.list_dead_letters() == []
+
+
+def test_the_run_command_s_broker_check_passes_when_any_node_answers(rabbit_config):
+    result = subprocess.run(
+        [sys.executable, "-m", "tools.preflight", "broker"],
+        cwd=ROOT,
+        env={**os.environ, "AMQP_URI": dead_node_first(rabbit_config["AMQP_URI"])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (result.returncode, result.stderr) == (0, "")

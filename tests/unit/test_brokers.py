@@ -101,3 +101,29 @@ def test_the_console_asks_the_next_management_api_when_one_is_away(monkeypatch):
     api = "http://m:pw@rabbit-1:15672;http://m:pw@rabbit-2:15672;http://m:pw@rabbit-3:15672"
     assert queues.read(api, "mensageria", 1.0) == [{"name": "rpc-status"}]
     assert asked == ["http://m:pw@rabbit-1:15672", "http://m:pw@rabbit-2:15672"]
+
+
+def test_replies_come_through_transient_queues_named_as_nameko_names_them():
+    """A durable reply queue stays behind on a lost node (``NOT_FOUND - home node ... is down``);
+    a transient one is declared again on the node the caller moves to."""
+    from unittest.mock import patch
+
+    from nameko.containers import ServiceContainer
+    from nameko.messaging import QueueConsumer
+    from nameko.rpc import RPC_REPLY_QUEUE_TTL, ReplyListener
+    from nameko.standalone.rpc import PollingQueueConsumer
+
+    from gateway.service import GatewayService
+    from services.infra.rpc import standalone_proxy
+
+    config = {"AMQP_URI": THREE, "REQUEST_ID_SECRET": "s", "API_KEY_SECRET": "s"}
+    container = ServiceContainer(GatewayService, config)
+    [listener] = {type(e): e for e in container.extensions if isinstance(e, ReplyListener)}.values()
+    proxy = standalone_proxy(config)
+    with patch.object(QueueConsumer, "register_provider"), patch.object(PollingQueueConsumer, "register_provider"):
+        listener.setup()
+        proxy.start()
+    for queue, caller in ((listener.queue, "gateway"), (proxy._reply_listener.queue, "standalone_rpc_proxy")):
+        assert queue.name == f"rpc.reply-{caller}-{queue.routing_key}"
+        assert (queue.durable, queue.exchange.name) == (False, "nameko-rpc")
+        assert queue.queue_arguments == {"x-expires": RPC_REPLY_QUEUE_TTL}

@@ -28,6 +28,7 @@ from prometheus_client.core import Metric
 from services.exceptions import ValidationFailed
 from services.infra import correlation, metrics, parking
 from services.infra.inbound import rpc
+from services.infra.settings import Settings
 from services.schemas import StrictSchema, load
 
 MAX_LIST = 1000
@@ -57,9 +58,9 @@ def describe(message: Any) -> dict:
 
 
 class DeadLetterQueue:
-    def __init__(self, amqp_uri: str, service_name: str):
+    def __init__(self, amqp_uri: str, service_name: str, settings: Settings):
         self.amqp_uri = amqp_uri
-        self.queue = parking.dead_letter_queue(service_name)
+        self.queue = parking.dead_letter_queue(service_name, settings)
         self.publisher = Publisher(amqp_uri)
 
     def _take(self, connection: Connection, channel: Any, limit: int) -> list[Any]:
@@ -152,7 +153,8 @@ class DeadLetterQueue:
 
 class DeadLetters(DependencyProvider):
     def setup(self) -> None:
-        self.dlq = DeadLetterQueue(self.container.config[AMQP_URI_CONFIG_KEY], self.container.service_name)
+        config = self.container.config
+        self.dlq = DeadLetterQueue(config[AMQP_URI_CONFIG_KEY], self.container.service_name, Settings.from_config(config))
 
     def get_dependency(self, worker_ctx: Any) -> DeadLetterQueue:
         return self.dlq

@@ -242,9 +242,12 @@ class Unavailable(SetupError):
 
 
 class ManagementApi:
-    """The RabbitMQ management HTTP API at ``http://ADMIN:PASSWORD@HOST:15672``."""
+    """The RabbitMQ management HTTP API at ``http://ADMIN:PASSWORD@HOST:15672``; given a cluster's
+    (several, ``;``-separated, as ``RABBIT_API_URI`` may list them), the first node's: any node's
+    API manages the whole cluster."""
 
     def __init__(self, uri: str, timeout: float = 10.0):
+        uri = uri.split(";")[0].strip()
         parts = urlsplit(uri)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"--api-uri must be http(s)://ADMIN:PASSWORD@HOST:15672, not {redacted(uri)!r}")

@@ -127,3 +127,14 @@ def test_replies_come_through_transient_queues_named_as_nameko_names_them():
         assert queue.name == f"rpc.reply-{caller}-{queue.routing_key}"
         assert (queue.durable, queue.exchange.name) == (False, "nameko-rpc")
         assert queue.queue_arguments == {"x-expires": RPC_REPLY_QUEUE_TTL}
+
+
+def test_the_broker_tools_take_the_first_of_several_management_apis():
+    from tools.broker import ManagementApi
+
+    api = ManagementApi("http://admin:pw@rabbit-1:15672;http://admin:pw@rabbit-2:15672")
+    assert (api.base, api.username, api.shown) == (
+        "http://rabbit-1:15672/api",
+        "admin",
+        "http://admin:***@rabbit-1:15672",
+    )

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.integration.conftest import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -74,7 +76,8 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         assert set(secrets) == {"REQUEST_ID_SECRET", "API_KEY_SECRET"} and all(len(v) >= 40 for v in secrets.values())
         assert stat.S_IMODE((data / "certificate-signing-key.pem").stat().st_mode) == 0o600
         assert b"PRIVATE KEY" in (data / "certificate-signing-key.pem").read_bytes()
-        jwks = requests.get(f"{base}/.well-known/jwks.json", timeout=5).json()
+        # the certificates service is not among /ready's checks: on a busy machine it may still be starting
+        jwks = wait_for(lambda: (r := requests.get(f"{base}/.well-known/jwks.json", timeout=5)).ok and r.json())
         assert [key["kty"] for key in jwks["keys"]] == ["RSA"] and "d" not in jwks["keys"][0]
         key = (data / "admin.key").read_text().strip()
         assert requests.get(f"{base}/ready", timeout=5).status_code == 200

@@ -16,6 +16,7 @@ costs (the target: ≤ 2 % of a core).
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import threading
@@ -30,6 +31,8 @@ from sqlalchemy import column, insert, table, text
 from benchmarks.core import Context, Row, percentile
 from benchmarks.cpu import CpuMeter
 from benchmarks.system import System
+from services.infra.queues import dead_letter_arguments
+from services.infra.settings import Settings
 
 CHUNK = 20_000
 REQUEST_COLUMNS = (
@@ -224,7 +227,9 @@ def seed_dead_letters(system: System, count: int) -> None:
     connection = pika.BlockingConnection(pika.URLParameters(system.amqp_uri))
     channel = connection.channel()
     queue = "status.dead-letters"
-    channel.queue_declare(queue, durable=True)
+    # as the services declare it: QUEUE_TYPE comes from the environment, as config.yaml reads it
+    settings = Settings.from_config({"QUEUE_TYPE": os.environ.get("QUEUE_TYPE")})
+    channel.queue_declare(queue, durable=True, arguments=dead_letter_arguments(settings))
     for n in range(count):
         headers = {
             "x-mensageria-original-exchange": "gateway.events",

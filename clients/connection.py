@@ -3,6 +3,13 @@
 A pika ``BlockingConnection`` belongs to the thread that uses it, so a client
 shared by many threads (a web server's request threads) keeps one
 :class:`Link` — a connection and its publisher-confirm channel — per thread.
+
+A URL may list the nodes of a cluster, ``;``-separated (as ``AMQP_URI`` does)::
+
+    amqp://app:pw@rabbit-1:5672/vhost;amqp://app:pw@rabbit-2:5672/vhost
+
+Every connection, and every reconnection after a node is lost, tries them in
+order and keeps the first that answers.
 """
 
 from __future__ import annotations
@@ -23,9 +30,22 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "amqp://guest:guest@localhost:5672/"
 
 
-def connection_parameters(url: str, name: str, timeout: float) -> pika.URLParameters:
-    """Parameters for ``url``, named for the management UI, with connect and
-    blocked-broker waits bounded by ``timeout`` unless the URL sets them."""
+def node_urls(url: str) -> list[str]:
+    """The URLs of the nodes ``url`` lists (one, or several ``;``-separated), in order."""
+    urls = [part.strip() for part in url.split(";") if part.strip()]
+    if not urls:
+        raise ValueError("the broker URL names no node")
+    return urls
+
+
+def connection_parameters(url: str, name: str, timeout: float) -> list[pika.URLParameters]:
+    """Parameters for each node ``url`` lists (pika tries them in order), named for the
+    management UI, with connect and blocked-broker waits bounded by ``timeout`` unless
+    the node's URL sets them."""
+    return [_node_parameters(node, name, timeout) for node in node_urls(url)]
+
+
+def _node_parameters(url: str, name: str, timeout: float) -> pika.URLParameters:
     parameters = pika.URLParameters(url)
     parameters.client_properties = {"connection_name": name, "product": "mensageria pika client"}
     given = parse_qs(urlsplit(url).query)
@@ -79,6 +99,7 @@ class PerThread:
     (declares exchanges and queues) before it is used."""
 
     def __init__(self, url: str, role: str, timeout: float, on_open: Callable[[Link], None]):
+        node_urls(url)  # a URL naming no node fails here, not at the first call
         self.url = url
         self.role = role
         self.timeout = timeout

@@ -47,7 +47,15 @@ import pika
 from pika.exceptions import AMQPConnectionError, AMQPError, UnroutableError
 
 from clients import codec, tracing
-from clients.connection import DEFAULT_URL, Link, PerThread, broker_error, close_quietly, connection_parameters
+from clients.connection import (
+    DEFAULT_URL,
+    Link,
+    PerThread,
+    broker_error,
+    close_quietly,
+    connection_parameters,
+    node_urls,
+)
 from clients.errors import UnroutableEvent
 from clients.rpc import CORRELATION_ID, HEADER_PREFIX, context_headers, correlation_id_for
 
@@ -168,7 +176,10 @@ class EventSubscriber:
     ``queue_name`` is this subscriber's queue: durable, shared by every instance
     of the subscriber (competing consumers, like a Nameko ``SERVICE_POOL``
     handler), and kept while the subscriber is stopped, so events published
-    meanwhile wait for it. ``callback(payload)`` runs in the thread that called
+    meanwhile wait for it. ``queue_arguments`` are declared with it: on a cluster,
+    ``{"x-queue-type": "quorum"}`` makes it a replicated queue that outlives the
+    node it was declared on (a classic queue lives on one node: while that node is
+    down, it can neither be consumed nor declared again). ``callback(payload)`` runs in the thread that called
     :meth:`run`, for one message at a time; up to ``prefetch`` more wait in
     memory. A callback with a parameter named ``correlation_id``
     (``def on_change(payload, correlation_id)``) is also given the event's
@@ -184,7 +195,8 @@ class EventSubscriber:
       the callback and return;
     - a body that is not JSON is rejected without requeue (logged);
     - if the connection is lost, :meth:`run` reconnects every
-      ``reconnect_delay`` seconds; unacked messages are redelivered.
+      ``reconnect_delay`` seconds (to the first node of ``url`` that answers,
+      when it lists several); unacked messages are redelivered.
 
     :meth:`run` blocks until :meth:`stop` is called (from any thread); the
     message being handled is finished first. :attr:`ready` is set once the
@@ -201,11 +213,14 @@ class EventSubscriber:
         prefetch: int = 10,
         retry_delay: float = 1.0,
         reconnect_delay: float = 1.0,
+        queue_arguments: Mapping[str, Any] | None = None,
     ):
+        node_urls(url)  # a URL naming no node fails here, not in run()
         self.url = url
         self.source_service = source_service
         self.event_type = event_type
         self.queue_name = queue_name
+        self.queue_arguments = dict(queue_arguments or {})
         self.callback = callback
         self._with_correlation_id = _has_parameter(callback, CORRELATION_ID)
         self.prefetch = prefetch
@@ -253,7 +268,7 @@ class EventSubscriber:
         try:
             channel = self._channel = connection.channel()
             exchange = _declare_exchange(channel, self.source_service)
-            channel.queue_declare(self.queue_name, durable=True)
+            channel.queue_declare(self.queue_name, durable=True, arguments=self.queue_arguments or None)
             channel.queue_bind(self.queue_name, exchange, routing_key=self.event_type)
             channel.basic_qos(prefetch_count=self.prefetch)
             channel.basic_consume(self.queue_name, self._on_message)

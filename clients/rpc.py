@@ -82,7 +82,8 @@ def context_headers(context_data: Mapping[str, Any], correlation_id: str | None 
 class RpcClient:
     """A thread-safe Nameko RPC client: one connection and reply queue per thread.
 
-    ``url`` is an AMQP URL (``amqp://user:password@host:5672/vhost``);
+    ``url`` is an AMQP URL (``amqp://user:password@host:5672/vhost``), or the
+    nodes of a cluster, ``;``-separated (each connection takes the first that answers);
     ``timeout`` bounds every call (seconds; override per call with
     ``timeout=``, which is therefore not passed on to the remote method);
     ``context_data`` is sent as nameko context headers (``user_id``,
@@ -93,8 +94,9 @@ class RpcClient:
 
     Each thread that calls gets its own connection, opened on its first call
     and reopened transparently if the broker dropped it in between (a broker
-    restart). Close with :meth:`close` (or use ``with RpcClient(url) as client``)
-    from each thread that used it.
+    restart, or its node lost: the next node listed takes over). Close with
+    :meth:`close` (or use ``with RpcClient(url) as client``) from each thread
+    that used it.
 
     The timeout covers publishing and waiting for the reply; connecting is
     bounded by it too (unless the URL sets ``socket_timeout``/``stack_timeout``).

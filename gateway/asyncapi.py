@@ -44,7 +44,7 @@ from services import schemas
 from services.certificates import CertificatesService
 from services.fields import TraceParent
 from services.infra import correlation, tracing
-from services.infra.topology import SUBSCRIPTIONS, Subscription, subscriber_queues
+from services.infra.topology import SUBSCRIPTIONS, Subscription, rpc_queue, subscriber_queues
 from services.notifications import NotificationsService
 from services.status import StatusService
 from services.students import StudentsService
@@ -418,10 +418,8 @@ def _add_rpc(document: dict, service: type) -> None:
             },
             doc,
         )
-    # as nameko's RpcConsumer declares it
-    rpc_queue = Queue(queue, exchange=RPC_EXCHANGE, routing_key=f"{service.name}.*", durable=True)
     channels[f"queue.{queue}"] = _queue_channel(
-        rpc_queue,
+        rpc_queue(service.name, {}),  # as the services declare it
         {m.name: {"$ref": f"#/components/messages/{m.key}.request"} for m in methods},
         f"The {service.name} service's RPC requests; its instances consume it as competing consumers.",
     )

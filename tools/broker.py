@@ -45,7 +45,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import requests
 
-from services.infra.parking import dead_letter_queue
+from services.infra.parking import dead_letter_name
 from services.infra.topology import SUBSCRIPTIONS, Subscription, declarations
 from tools.preflight import redacted
 
@@ -130,7 +130,7 @@ def rpc_caller(grants: Grants, reply_queue: str) -> None:
 
 def dead_letters(grants: Grants, service: str) -> None:
     """``<service>.dead-letters``: parked through the default exchange; listed, replayed, purged."""
-    grants.allow(literal(dead_letter_queue(service).name), "configure", "read")
+    grants.allow(literal(dead_letter_name(service)), "configure", "read")
     grants.allow(DEFAULT_EXCHANGE, "write")  # parking, retries and replays are published to it
 
 
@@ -148,11 +148,18 @@ def event_handler(grants: Grants, subscription: Subscription) -> None:
 
 def event_publisher(grants: Grants, source: str) -> None:
     """``<source>.events``, and (declared before the first publish, so no event is dropped)
-    the subscriber queues bound to it: declared and bound here, consumed only by their service."""
+    the subscriber queues bound to it: declared and bound here, consumed only by their service.
+    As quorum queues (the default ``QUEUE_TYPE``) they are declared with a dead-letter exchange
+    (poison messages go to the subscriber's dead letters), and RabbitMQ lets only a user with
+    *read* on such a queue, and *write* on that exchange, create it."""
     exchange, *queues = declarations(source, {})
     grants.allow(literal(exchange.name), "configure", "write", "read")  # declare, publish, bind
     for queue in queues:
         grants.allow(literal(queue.name), "configure", "write")
+        arguments = queue.queue_arguments or {}
+        if "x-dead-letter-exchange" in arguments:
+            grants.allow(literal(queue.name), "read")
+            grants.allow(literal(arguments["x-dead-letter-exchange"] or "amq.default"), "write")
 
 
 @dataclass(frozen=True)
@@ -235,9 +242,12 @@ class Unavailable(SetupError):
 
 
 class ManagementApi:
-    """The RabbitMQ management HTTP API at ``http://ADMIN:PASSWORD@HOST:15672``."""
+    """The RabbitMQ management HTTP API at ``http://ADMIN:PASSWORD@HOST:15672``; given a cluster's
+    (several, ``;``-separated, as ``RABBIT_API_URI`` may list them), the first node's: any node's
+    API manages the whole cluster."""
 
     def __init__(self, uri: str, timeout: float = 10.0):
+        uri = uri.split(";")[0].strip()
         parts = urlsplit(uri)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(f"--api-uri must be http(s)://ADMIN:PASSWORD@HOST:15672, not {redacted(uri)!r}")

@@ -4,7 +4,7 @@
 
 - ``nameko run`` fails at once when RabbitMQ is not up yet (its extensions
   declare queues while starting): this waits with exponential backoff, one log
-  line per attempt.
+  line per attempt, until any node ``AMQP_URI`` lists answers.
 - A nameko 2.x container dies when its broker connection breaks under it (an
   ack on a dead socket kills the container), so a broker restart would end the
   service: this restarts ``nameko run`` (after waiting for the broker again),
@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-from services.infra import logs
+from services.infra import brokers, logs
 from services.infra.config import load_config
 from services.infra.settings import ConfigError, Settings
 from tools.preflight import broker_reachable, redacted
@@ -138,7 +138,8 @@ def main() -> None:
     config = load_config(args.config)
     try:  # a bad value stops here in one line naming its key, not in a loop of restarts
         Settings.from_config(config)
-    except ConfigError as error:
+        brokers.nodes(config["AMQP_URI"])
+    except (ConfigError, ValueError) as error:
         sys.exit(f"mensageria: {error}")
     logging.config.dictConfig(config["LOGGING"])  # the lines nameko run writes, in the same format
     logs.serving("launch")

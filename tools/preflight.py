@@ -1,4 +1,4 @@
-"""Start-up checks for ``make run``: is the broker there, is the gateway up.
+"""Start-up checks for ``make run``: is the broker there (any node of ``AMQP_URI``), is the gateway up.
 
 python -m tools.preflight broker [--config config.yaml]
 python -m tools.preflight gateway [--config config.yaml] [--timeout 60]
@@ -12,25 +12,29 @@ import time
 import urllib.error
 import urllib.request
 
-from kombu import Connection
-
+from services.infra import brokers
 from services.infra.config import load_config
 from services.infra.settings import Settings
 
 
 def broker_reachable(amqp_uri: str, timeout: float = 3.0) -> bool:
-    try:
-        with Connection(amqp_uri, connect_timeout=timeout) as connection:
-            connection.ensure_connection(max_retries=1)
-        return True
-    except Exception:
-        return False
+    """Whether any node ``amqp_uri`` lists accepts a connection (one or several, ``;``-separated)."""
+    return brokers.first_reachable(amqp_uri, timeout) is not None
 
 
 def redacted(uri: str) -> str:
-    scheme, _, rest = uri.partition("://")
-    credentials, at, host = rest.rpartition("@")
-    return f"{scheme}://{credentials.split(':')[0]}:***@{host}" if at else uri
+    """``uri`` (or each of several, ``;``-separated) with its password masked."""
+    return brokers.redacted(uri)
+
+
+def broker_unreachable(amqp_uri: str) -> str:
+    """The one line that says no node answered, naming them."""
+    listed = brokers.redacted(amqp_uri).split(brokers.SEPARATOR)
+    where = f"at {listed[0]}" if len(listed) == 1 else f"at any of its nodes ({', '.join(listed)})"
+    return (
+        f"RabbitMQ is not reachable {where}: start one (`rabbitmq-server -detached`, "
+        "or `docker compose up -d rabbitmq`) or point AMQP_URI at yours."
+    )
 
 
 def gateway_url(config: dict) -> str:
@@ -61,13 +65,14 @@ def main() -> int:
     config = load_config(args.config)
     if args.check == "broker":
         uri = config["AMQP_URI"]
+        try:
+            brokers.nodes(uri)
+        except ValueError as error:
+            print(f"mensageria: {error}", file=sys.stderr)
+            return 1
         if broker_reachable(uri):
             return 0
-        print(
-            f"RabbitMQ is not reachable at {redacted(uri)}: start one (`rabbitmq-server -detached`, "
-            "or `docker compose up -d rabbitmq`) or point AMQP_URI at yours.",
-            file=sys.stderr,
-        )
+        print(broker_unreachable(uri), file=sys.stderr)
         return 1
     url = gateway_url(config)
     if wait_for_gateway(url, args.timeout):

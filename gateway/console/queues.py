@@ -1,5 +1,6 @@
 """The broker's view of mensageria's queues, for the console: depth and consumers per queue, from
-the RabbitMQ management API (``RABBIT_API_URI``), grouped by the service that consumes them."""
+the RabbitMQ management API (``RABBIT_API_URI``: one node's, or several ``;``-separated, asked in
+turn until one answers), grouped by the service that consumes them."""
 
 from __future__ import annotations
 
@@ -8,14 +9,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import requests
 
+from services.infra import brokers
+
 SERVICES = ("students", "status", "certificates", "notifications")
 COLUMNS = "name,messages_ready,messages_unacknowledged,consumers"
 
 
 def vhost_of(amqp_uri: str) -> str:
     """The vhost an AMQP URI names (``/`` when it names none)."""
-    path = urlsplit(amqp_uri.split(";")[0]).path
-    return requests.utils.unquote(path[1:]) if len(path) > 1 else "/"
+    return brokers.vhost(amqp_uri)
 
 
 def owner(queue: str) -> str | None:
@@ -27,8 +29,21 @@ def owner(queue: str) -> str | None:
 
 
 def read(api_uri: str, vhost: str, timeout: float) -> list[dict[str, Any]]:
-    """Every queue of ``vhost``: ``{name, service, ready, unacked, consumers}``, by name.
-    Raises ``requests.RequestException`` (or ``ValueError``) when the API cannot say."""
+    """Every queue of ``vhost``: ``{name, service, ready, unacked, consumers}``, by name, from the
+    first node of ``api_uri`` that answers. Raises ``requests.RequestException`` (or ``ValueError``)
+    when none can say."""
+    uris = [uri.strip() for uri in api_uri.split(brokers.SEPARATOR) if uri.strip()]
+    if not uris:
+        raise ValueError("RABBIT_API_URI names no management API")
+    for uri in uris[:-1]:
+        try:
+            return _read(uri, vhost, timeout)
+        except requests.RequestException:  # that node is away: ask the next
+            continue
+    return _read(uris[-1], vhost, timeout)
+
+
+def _read(api_uri: str, vhost: str, timeout: float) -> list[dict[str, Any]]:
     parts = urlsplit(api_uri)
     auth = (requests.utils.unquote(parts.username or ""), requests.utils.unquote(parts.password or ""))
     base = urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port else ""), parts.path, "", ""))

@@ -391,7 +391,7 @@ class ConsoleRoutes:
         if answer["replayed"]:
             return _done(request, service, f"Replayed {message_id} to its handler.")
         if answer["not_replayable"]:
-            return _done(request, service, f"{message_id} was refused before decoding: it cannot be replayed.", 409)
+            return _done(request, service, f"{message_id} cannot be replayed (malformed, or an RPC request).", 409)
         return _done(request, service, f"{message_id} is no longer parked (replayed or purged already).", 404)
 
     @page("POST", f"/ops/dead-letters/<any({', '.join(SERVICES)}):service>/replay-matching", scope="ops:write")
@@ -411,7 +411,9 @@ class ConsoleRoutes:
             return _done(request, service, _invalid(exc), 422)
         message = f"Replayed {len(answer['replayed'])} message(s)."
         if answer["not_replayable"]:
-            message += f" {len(answer['not_replayable'])} malformed one(s) left parked (they cannot be replayed)."
+            message += (
+                f" {len(answer['not_replayable'])} left parked: malformed messages and RPC requests cannot be replayed."
+            )
         return _done(request, service, message)
 
     @page("POST", f"/ops/dead-letters/<any({', '.join(SERVICES)}):service>/purge", scope="ops:write")

@@ -28,6 +28,7 @@ from prometheus_client.core import Metric
 from services.exceptions import ValidationFailed
 from services.infra import correlation, metrics, parking
 from services.infra.inbound import rpc
+from services.infra.settings import Settings
 from services.schemas import StrictSchema, load
 
 MAX_LIST = 1000
@@ -37,9 +38,19 @@ TAKE_TIMEOUT = 10.0
 DEPTH_TIMEOUT = 2.0  # seconds a scrape waits for the broker
 
 
+# what RabbitMQ adds to a message it dead-letters or redelivers: not the message's own, not replayed
+BROKER_HEADERS = (
+    "x-death",
+    "x-first-death-exchange",
+    "x-first-death-queue",
+    "x-first-death-reason",
+    "x-delivery-count",
+)
+
+
 def describe(message: Any) -> dict:
     headers = message.headers or {}
-    return {
+    entry = {
         "message_id": message.properties.get("message_id"),
         "handler": headers.get(parking.HANDLER),
         "queue": headers.get(parking.QUEUE),
@@ -52,14 +63,39 @@ def describe(message: Any) -> dict:
         "correlation_id": headers.get(correlation.HEADER),  # of the request that caused the event
         # a message refused before decoding: the payload holds its raw body (base64)
         "malformed": bool(headers.get(parking.MALFORMED)),
+        "replayable": not headers.get(parking.MALFORMED),
         "payload": message.payload,
+    }
+    if entry["handler"] is None and headers.get("x-death"):
+        entry.update(_dead_lettered_by_the_broker(headers))
+    return entry
+
+
+def _dead_lettered_by_the_broker(headers: dict) -> dict:
+    """A message the broker moved here (its quorum queue's delivery limit): where from, from ``x-death``."""
+    death = headers["x-death"][0]  # the latest
+    queue = str(death.get("queue") or "")
+    service, _, handler = queue.partition("--")[2].partition(".")
+    is_rpc = queue.startswith("rpc-")
+    moment = death.get("time")
+    return {
+        "handler": f"{queue[len('rpc-') :]}.rpc" if is_rpc else f"{service}.{handler}",
+        "queue": queue,
+        "exchange": headers.get(parking.ORIGINAL_EXCHANGE, death.get("exchange")),
+        "routing_key": headers.get(parking.ORIGINAL_ROUTING_KEY, (death.get("routing-keys") or [None])[0]),
+        "error": f"Dead-lettered by RabbitMQ ({death.get('reason')}): its consumers took it and never acked it "
+        f"(crashed or requeued) more times than the queue's delivery limit allows.",
+        "failed_at": moment.isoformat() if isinstance(moment, datetime) else None,
+        # an RPC request's caller has long given up (and may have retried): sent again, it would
+        # run without anyone to answer
+        "replayable": not is_rpc,
     }
 
 
 class DeadLetterQueue:
-    def __init__(self, amqp_uri: str, service_name: str):
+    def __init__(self, amqp_uri: str, service_name: str, settings: Settings):
         self.amqp_uri = amqp_uri
-        self.queue = parking.dead_letter_queue(service_name)
+        self.queue = parking.dead_letter_queue(service_name, settings)
         self.publisher = Publisher(amqp_uri)
 
     def _take(self, connection: Connection, channel: Any, limit: int) -> list[Any]:
@@ -94,7 +130,8 @@ class DeadLetterQueue:
     def replay(self, message_ids: list[str] | None = None) -> tuple[list[str], list[str]]:
         """Send parked events back to their handler; ``None`` replays all. Returns the
         ids replayed and those left parked because they cannot be replayed (malformed:
-        the same bytes would be refused again; purge them once read)."""
+        the same bytes would be refused again; RPC requests the broker parked: their
+        callers have given up; purge them once read)."""
         wanted = None if message_ids is None else set(message_ids)
         return self._replay(lambda entry: wanted is None or entry["message_id"] in wanted, MAX_LIST, MAX_LIST)
 
@@ -119,10 +156,14 @@ class DeadLetterQueue:
                 entry = describe(message)
                 if len(replayed) >= cap or not accept(entry):
                     continue
-                if entry["malformed"]:
+                if not entry["replayable"]:
                     kept.append(entry["message_id"])
                     continue
-                headers = {k: v for k, v in (message.headers or {}).items() if not k.startswith(parking.HEADER)}
+                headers = {
+                    k: v
+                    for k, v in (message.headers or {}).items()
+                    if not k.startswith(parking.HEADER) and k not in BROKER_HEADERS
+                }
                 headers[parking.ORIGINAL_EXCHANGE] = entry["exchange"]
                 headers[parking.ORIGINAL_ROUTING_KEY] = entry["routing_key"]
                 self.publisher.publish(
@@ -152,7 +193,10 @@ class DeadLetterQueue:
 
 class DeadLetters(DependencyProvider):
     def setup(self) -> None:
-        self.dlq = DeadLetterQueue(self.container.config[AMQP_URI_CONFIG_KEY], self.container.service_name)
+        config = self.container.config
+        self.dlq = DeadLetterQueue(
+            config[AMQP_URI_CONFIG_KEY], self.container.service_name, Settings.from_config(config)
+        )
 
     def get_dependency(self, worker_ctx: Any) -> DeadLetterQueue:
         return self.dlq

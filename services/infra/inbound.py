@@ -41,6 +41,7 @@ from nameko.rpc import Rpc, RpcConsumer, get_rpc_exchange
 from services.exceptions import MalformedRequest
 from services.infra import metrics, parking
 from services.infra.settings import Settings
+from services.infra.topology import rpc_queue
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class GuardedQueueConsumer(QueueConsumer):
         settings = Settings.from_config(config)
         self.max_bytes = settings.max_message_bytes
         self.parked_bytes = settings.dead_letter_body_bytes
-        self.parking = parking.dead_letter_queue(self.container.service_name)
+        self.parking = parking.dead_letter_queue(self.container.service_name, settings)
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], declare=[self.parking])
         self.replies = Publisher(config[AMQP_URI_CONFIG_KEY])
         self.rpc_exchange = get_rpc_exchange(config)
@@ -170,6 +171,11 @@ def _owns(consumer: Any, message: Any) -> bool:
 
 class GuardedRpcConsumer(RpcConsumer):
     queue_consumer = GuardedQueueConsumer()
+
+    def setup(self) -> None:
+        super().setup()  # names, binds and registers ``rpc-<service>`` as nameko does ...
+        # ... declared (when the queue consumer starts) with QUEUE_TYPE's arguments
+        self.queue = rpc_queue(self.container.service_name, self.container.config)
 
 
 class GuardedRpc(Rpc):

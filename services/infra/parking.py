@@ -1,10 +1,15 @@
 """A service's dead-letter queue, ``<service>.dead-letters``, and the headers that say
 why and from where a message was parked (written by the retrying event handlers and the
-inbound guard, read by :mod:`services.infra.dead_letters`)."""
+inbound guard, read by :mod:`services.infra.dead_letters`). The broker parks there too: a
+message that exceeded its quorum queue's delivery limit arrives with RabbitMQ's own
+``x-death`` header instead (see :mod:`services.infra.queues`)."""
 
 from __future__ import annotations
 
 from kombu import Exchange, Queue
+
+from services.infra.queues import dead_letter_arguments
+from services.infra.settings import Settings
 
 HEADER = "x-mensageria-"
 ATTEMPT = HEADER + "attempt"
@@ -20,6 +25,16 @@ MALFORMED = HEADER + "malformed"  # refused before decoding: the body describes 
 DEFAULT_EXCHANGE = Exchange("")
 
 
-def dead_letter_queue(service_name: str) -> Queue:
-    name = f"{service_name}.dead-letters"
-    return Queue(name, exchange=DEFAULT_EXCHANGE, routing_key=name, durable=True)
+def dead_letter_name(service_name: str) -> str:
+    return f"{service_name}.dead-letters"
+
+
+def dead_letter_queue(service_name: str, settings: Settings) -> Queue:
+    name = dead_letter_name(service_name)
+    return Queue(
+        name,
+        exchange=DEFAULT_EXCHANGE,
+        routing_key=name,
+        durable=True,
+        queue_arguments=dead_letter_arguments(settings),
+    )

@@ -49,7 +49,9 @@ from services.infra.parking import (
     TRACEBACK,
     dead_letter_queue,
 )
+from services.infra.queues import delay_arguments
 from services.infra.settings import Settings
+from services.infra.topology import handler_queue
 
 log = logging.getLogger(__name__)
 
@@ -68,18 +70,14 @@ def retry_delays(settings: Settings) -> list[float]:
     return [base * BACKOFF_FACTOR**n for n in range(settings.event_retry_attempts - 1)]
 
 
-def delay_queue(queue_name: str, seconds: float) -> Queue:
+def delay_queue(queue_name: str, seconds: float, settings: Settings) -> Queue:
     milliseconds = max(int(seconds * 1000), 1)
     return Queue(
         f"{queue_name}.retry.{milliseconds}ms",  # the TTL is in the name: a new delay is a new queue
         exchange=DEFAULT_EXCHANGE,
         routing_key=f"{queue_name}.retry.{milliseconds}ms",
         durable=True,
-        queue_arguments={
-            "x-message-ttl": milliseconds,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": queue_name,
-        },
+        queue_arguments=delay_arguments(settings, milliseconds, queue_name),
     )
 
 
@@ -91,18 +89,21 @@ class ReliableEventHandler(EventHandler):
     queue_consumer = GuardedQueueConsumer()  # malformed deliveries are parked, not dropped
 
     def setup(self) -> None:
-        super().setup()
+        super().setup()  # names, binds and registers the handler's queue as nameko does ...
         config = self.container.config
-        self.delays = retry_delays(Settings.from_config(config))
-        self.delay_queues = [delay_queue(self.queue.name, delay) for delay in self.delays]
-        self.parking = dead_letter_queue(self.container.service_name)
+        service = self.container.service_name
+        # ... declared (when the queue consumer starts) with QUEUE_TYPE's arguments
+        self.queue = handler_queue(self.queue, service, config)
+        settings = Settings.from_config(config)
+        self.delays = retry_delays(settings)
+        self.delay_queues = [delay_queue(self.queue.name, delay, settings) for delay in self.delays]
+        self.parking = dead_letter_queue(service, settings)
         self.publisher = Publisher(config[AMQP_URI_CONFIG_KEY], declare=[*self.delay_queues, self.parking])
         with get_connection(config[AMQP_URI_CONFIG_KEY]) as connection:
             channel = connection.channel()
             for queue in (*self.delay_queues, self.parking):
                 queue.maybe_bind(channel)
                 queue.declare()
-        service = self.container.service_name
         self.consumed = {outcome: metrics.CONSUMED.labels(service, self.method_name, outcome) for outcome in OUTCOMES}
 
     def handle_message_processed(self, message: Any, result: Any = None, exc_info: Any = None) -> None:

@@ -16,6 +16,9 @@ A background loop of the same service (no worker of its own) calls through
 command-line tools) :func:`standalone_proxy` is nameko's ``ClusterRpcProxy`` with
 the same ``RPC_TIMEOUT``.
 
+Replies come back through a transient queue (:class:`TransientReplies`), so that a caller whose
+broker node is lost finds its reply queue again on the node it moves to.
+
 A call carries the correlation id in hand (:func:`services.infra.correlation.current`):
 the worker's, or the one a loop or a handler set with ``working_on`` for the row or the
 item of a batch it is working on; while traces are on (:mod:`services.infra.tracing`) each
@@ -25,17 +28,26 @@ call is a CLIENT span, whose ``traceparent`` the call carries.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import eventlet
 from amqp.exceptions import ChannelError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
+from kombu import Queue
 from kombu.exceptions import OperationalError
 from nameko.containers import WorkerContext
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.extensions import Entrypoint
-from nameko.rpc import RpcProxy, ServiceProxy
-from nameko.standalone.rpc import ClusterRpcProxy
+from nameko.rpc import (
+    RPC_REPLY_QUEUE_TEMPLATE,
+    RPC_REPLY_QUEUE_TTL,
+    ReplyListener,
+    RpcProxy,
+    ServiceProxy,
+    get_rpc_exchange,
+)
+from nameko.standalone.rpc import ClusterRpcProxy, SingleThreadedReplyListener
 
 from services.exceptions import BackendTimeout, ServiceUnavailable
 from services.infra import correlation, metrics, tracing
@@ -138,9 +150,45 @@ class _BackgroundCall(Entrypoint):
     method_name = "background"
 
 
+class TransientReplies:
+    """A reply listener whose queue is transient (nameko's own name, binding and expiry otherwise).
+
+    nameko 2.x declares ``rpc.reply-<caller>-<uuid>`` durable. On a cluster a durable classic queue
+    lives on the node that declared it: once that node is lost, the queue can be neither consumed
+    nor declared again on another node (``NOT_FOUND - home node ... is down``) until the node is
+    back, and the caller, reconnected elsewhere, never gets a reply again. RabbitMQ deletes a lost
+    node's transient queues, so this one is simply declared again where the caller reconnects (a
+    reply on its way when the node died is lost, and that call times out, as it would have anyway).
+    """
+
+    def setup(self) -> None:
+        # ReplyListener.setup, with durable=False; the queue exists before the consumer sees it
+        reply_queue_uuid = uuid.uuid4()
+        self.routing_key = str(reply_queue_uuid)
+        self.queue = Queue(
+            RPC_REPLY_QUEUE_TEMPLATE.format(self.container.service_name, reply_queue_uuid),
+            exchange=get_rpc_exchange(self.container.config),
+            routing_key=self.routing_key,
+            durable=False,
+            queue_arguments={"x-expires": RPC_REPLY_QUEUE_TTL},
+        )
+        self.queue_consumer.register_provider(self)
+
+
+class TransientReplyListener(TransientReplies, ReplyListener):
+    """A service's reply listener (shared by its :class:`TimedRpcProxy` dependencies)."""
+
+
+class TransientSingleThreadedReplyListener(TransientReplies, SingleThreadedReplyListener):
+    """The standalone proxy's reply listener."""
+
+
 class TimedRpcProxy(RpcProxy):
     """nameko's ``RpcProxy`` with the configured ``RPC_TIMEOUT`` on every call
-    (nameko 2.x service proxies have no timeout of their own)."""
+    (nameko 2.x service proxies have no timeout of their own), and replies through
+    a transient queue (:class:`TransientReplies`)."""
+
+    rpc_reply_listener = TransientReplyListener()
 
     def setup(self) -> None:
         super().setup()
@@ -157,4 +205,8 @@ class TimedRpcProxy(RpcProxy):
 def standalone_proxy(config: dict) -> ClusterRpcProxy:
     """nameko's standalone proxy (``with standalone_proxy(config) as rpc: ...``), giving up
     after ``RPC_TIMEOUT`` with nameko's ``RpcTimeout``."""
-    return ClusterRpcProxy(config, timeout=Settings.from_config(config).rpc_timeout)
+    return ClusterRpcProxy(
+        config,
+        timeout=Settings.from_config(config).rpc_timeout,
+        reply_listener_cls=TransientSingleThreadedReplyListener,
+    )

@@ -115,6 +115,11 @@ class Settings:
     # event handlers: attempts before an event is parked, and the first retry's delay (seconds)
     event_retry_attempts: int = _setting(5, minimum=1)
     event_retry_base_delay: float = _setting(1.0, minimum=0)
+    # durable queues: quorum (replicated, the default) or classic (today's single-node queues); a
+    # message delivered this many times more without an ack (its consumer crashed, or requeued it) is
+    # dead-lettered to its service's dead letters (quorum only; see services/infra/queues.py)
+    queue_type: str = _setting("quorum", choices=("quorum", "classic"))
+    queue_delivery_limit: int = _setting(20, minimum=1)
     # Prometheus /metrics: each process's own port (0: no endpoint)
     metrics_port_gateway: int = _setting(9180, minimum=0)
     metrics_port_students: int = _setting(9181, minimum=0)

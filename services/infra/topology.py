@@ -1,4 +1,4 @@
-"""One shared description of who subscribes to which event.
+"""One shared description of who subscribes to which event, and of the queues consumed.
 
 RabbitMQ drops events published to an exchange with no bound queue, so every
 publisher (the services' outbox relays, the gateway) declares the durable
@@ -12,7 +12,12 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from kombu import Queue
+from nameko.rpc import RPC_QUEUE_TEMPLATE, get_rpc_exchange
 from nameko.standalone.events import get_event_exchange
+
+from services.infra.parking import dead_letter_name
+from services.infra.queues import consumed_arguments
+from services.infra.settings import Settings
 
 
 class Subscription(NamedTuple):
@@ -38,21 +43,41 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
 )
 
 
+def handler_queue(queue: Queue, service: str, config: dict) -> Queue:
+    """An event handler's queue as nameko names and binds it, declared with ``QUEUE_TYPE``'s
+    arguments (poison messages go to ``service``'s dead letters)."""
+    arguments = consumed_arguments(Settings.from_config(config), dead_letter_name(service))
+    return Queue(
+        queue.name,
+        exchange=queue.exchange,
+        routing_key=queue.routing_key,
+        durable=True,
+        auto_delete=False,
+        exclusive=False,
+        queue_arguments=arguments,
+    )
+
+
 def subscriber_queues(source: str, config: dict) -> list[Queue]:
-    """The durable queues bound to ``source``'s events, as nameko declares them."""
+    """The durable queues bound to ``source``'s events, as their handlers declare them."""
     exchange = get_event_exchange(source, config)
     return [
-        Queue(
-            sub.queue_name,
-            exchange=exchange,
-            routing_key=sub.event_type,
-            durable=True,
-            auto_delete=False,
-            exclusive=False,
-        )
+        handler_queue(Queue(sub.queue_name, exchange=exchange, routing_key=sub.event_type), sub.service, config)
         for sub in SUBSCRIPTIONS
         if sub.source == source
     ]
+
+
+def rpc_queue(service: str, config: dict) -> Queue:
+    """``rpc-<service>``, bound to nameko's RPC exchange as nameko's ``RpcConsumer`` binds it,
+    declared with ``QUEUE_TYPE``'s arguments (poison requests go to the service's dead letters)."""
+    return Queue(
+        RPC_QUEUE_TEMPLATE.format(service),
+        exchange=get_rpc_exchange(config),
+        routing_key=f"{service}.*",
+        durable=True,
+        queue_arguments=consumed_arguments(Settings.from_config(config), dead_letter_name(service)),
+    )
 
 
 def declarations(source: str, config: dict) -> list:

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import make_db_uris
 from tests.e2e.support import System, amqp_username, rabbit_vhost, start_system, stop_processes, vhost_uri
+from tests.faults.support import PrivateCluster
 
 
 def pytest_configure(config):
@@ -45,3 +46,11 @@ def make_system(request, rabbit_manager, tmp_path) -> Iterator[Callable[..., Sys
         stop_processes(system.processes)
     for context in vhosts:
         context.__exit__(None, None, None)
+
+
+@pytest.fixture
+def cluster() -> Iterator[PrivateCluster]:
+    """Three clustered RabbitMQ nodes of the test's own, with a vhost for the system; stopped and
+    removed at teardown. Ask for it before ``make_system``: the system stops while it is still there."""
+    with PrivateCluster() as cluster:
+        yield cluster

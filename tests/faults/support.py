@@ -4,8 +4,11 @@ accepted request — and checks the gateway's audit trail recorded each one."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -14,6 +17,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import eventlet
 import requests
@@ -23,7 +27,7 @@ from gateway.access import keys
 from gateway.access.models import AuditEntry
 from services import lifecycle
 from services.infra.db import build_engine
-from tests.e2e.support import System, bearer, poll
+from tests.e2e.support import System, bearer, free_ports, poll
 
 RABBITMQ_SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 SETTLED = ("applied", "rejected")  # what every accepted request must become
@@ -41,14 +45,23 @@ class PrivateBroker:
 
     It is stopped and started by the test; the machine's shared broker is never
     touched. Its data survives a restart (durable queues, persistent messages).
+    With a ``management_port`` it serves the management API there too.
     """
 
-    def __init__(self, port: int, dist_port: int):
+    def __init__(
+        self,
+        port: int,
+        dist_port: int,
+        management_port: int | None = None,
+        name: str | None = None,
+        settings: tuple[str, ...] = (),
+    ):
         # not under pytest's tmp dir: the broker runs as the rabbitmq user, who cannot enter it
         directory = Path(tempfile.mkdtemp(prefix="mensageria-rabbitmq-"))
         self.directory = directory
         self.port = port
-        self.node = f"mensageria-fault-{uuid.uuid4().hex[:8]}@localhost"
+        self.management_port = management_port
+        self.node = f"{name or 'mensageria-fault-' + uuid.uuid4().hex[:8]}@localhost"
         self.env = {
             **os.environ,
             "HOME": "/var/lib/rabbitmq",  # the Erlang cookie rabbitmqctl uses too
@@ -61,8 +74,12 @@ class PrivateBroker:
             "RABBITMQ_PID_FILE": str(directory / "pid"),
         }
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{port}\n")
-        (directory / "enabled_plugins").write_text("[].\n")
+        conf = [f"listeners.tcp.local = 127.0.0.1:{port}"]
+        if management_port is not None:
+            conf += ["management.tcp.ip = 127.0.0.1", f"management.tcp.port = {management_port}"]
+        (directory / "rabbitmq.conf").write_text("\n".join([*conf, *settings]) + "\n")
+        plugins = "rabbitmq_management" if management_port is not None else ""
+        (directory / "enabled_plugins").write_text(f"[{plugins}].\n")
         for path in (directory, *directory.iterdir()):
             shutil.chown(path, "rabbitmq", "rabbitmq")
 
@@ -71,6 +88,11 @@ class PrivateBroker:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
 
     def start(self, timeout: float = 60.0) -> None:
+        self.launch()
+        self.wait_started(timeout)
+
+    def launch(self) -> None:
+        """Start the node in the background (``rabbitmq-server -detached``), not waiting for it."""
         subprocess.run(
             [
                 "runuser",
@@ -86,7 +108,25 @@ class PrivateBroker:
             capture_output=True,
             timeout=30,
         )
+
+    def wait_started(self, timeout: float = 60.0) -> None:
         poll(lambda: port_open(self.port), bool, timeout=timeout, interval=0.2)
+        if self.management_port is not None:
+            poll(lambda: port_open(self.management_port), bool, timeout=timeout, interval=0.2)
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        """``rabbitmqctl -n <this node> args...``; its output, or AssertionError with it."""
+        result = subprocess.run(
+            ["rabbitmqctl", "-n", self.node, *args], capture_output=True, text=True, timeout=timeout, env=self.env
+        )
+        assert result.returncode == 0, f"rabbitmqctl {' '.join(args)}: {result.stdout}{result.stderr}"
+        return result.stdout
+
+    def kill(self) -> None:
+        """SIGKILL the node's Erlang VM: no goodbye to its clients or its cluster."""
+        pid = int((self.directory / "pid").read_text().strip())
+        os.kill(pid, signal.SIGKILL)
+        poll(lambda: not port_open(self.port), bool, timeout=30, interval=0.1)
 
     def stop(self) -> None:
         subprocess.run(["rabbitmqctl", "-n", self.node, "stop"], capture_output=True, timeout=60, env=self.env)
@@ -97,6 +137,109 @@ class PrivateBroker:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
+class PrivateCluster:
+    """Three RabbitMQ nodes of the test's own, clustered: the RabbitMQ docs' recipe for a
+    cluster on one machine (own node names ``…@localhost``, AMQP, distribution and management
+    ports, data directories; the same Erlang cookie, as they share ``HOME``; ``join_cluster``).
+
+    ``with PrivateCluster() as cluster:`` starts it and makes a vhost for the system
+    (``cluster.amqp_uri`` lists every node); leaving stops every node and removes its data,
+    whatever happened. A killed node can be started again: it rejoins the cluster.
+    """
+
+    PARTITION_HANDLING = "cluster_partition_handling = pause_minority"
+
+    def __init__(self, size: int = 3):
+        tag = uuid.uuid4().hex[:6]
+        ports = free_ports(3 * size)
+        self.nodes = [
+            PrivateBroker(
+                port=ports[3 * n],
+                dist_port=ports[3 * n + 1],
+                management_port=ports[3 * n + 2],
+                name=f"mensageria-cluster-{tag}-{n + 1}",
+                settings=(self.PARTITION_HANDLING,),
+            )
+            for n in range(size)
+        ]
+        self.vhost = f"mensageria_cluster_{tag}"
+
+    def __enter__(self) -> PrivateCluster:
+        try:
+            self.start()
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
+    @property
+    def amqp_uri(self) -> str:
+        """Every node, ``;``-separated, on the system's vhost."""
+        return ";".join(f"{node.amqp_uri}{self.vhost}" for node in self.nodes)
+
+    def node_uri(self, node: PrivateBroker) -> str:
+        return f"{node.amqp_uri}{self.vhost}"
+
+    def start(self, timeout: float = 120.0) -> None:
+        for node in self.nodes:  # all at once: each boot is mostly waiting
+            node.launch()
+        for node in self.nodes:
+            node.wait_started(timeout)
+        first, *others = self.nodes
+        for node in others:
+            node.ctl("stop_app")
+            node.ctl("join_cluster", first.node)
+            node.ctl("start_app")
+        poll(self.running, lambda running: running == {node.node for node in self.nodes}, timeout=timeout)
+        first.ctl("add_vhost", self.vhost)
+        first.ctl("set_permissions", "-p", self.vhost, "guest", ".*", ".*", ".*")
+
+    def running(self, via: PrivateBroker | None = None) -> set[str]:
+        """The nodes the cluster sees running (asked of ``via``, default the first alive)."""
+        via = via or self.alive()[0]
+        status = json.loads(via.ctl("cluster_status", "--formatter", "json"))
+        return set(status["running_nodes"])
+
+    def alive(self) -> list[PrivateBroker]:
+        return [node for node in self.nodes if port_open(node.port)]
+
+    def by_name(self, name: str) -> PrivateBroker:
+        return next(node for node in self.nodes if node.node == name)
+
+    def api(self, path: str, timeout: float = 10.0) -> requests.Response:
+        """``GET /api/<path>`` on the first node alive (the management API of any node sees the cluster)."""
+        for node in self.alive():
+            try:
+                return requests.get(
+                    f"http://127.0.0.1:{node.management_port}/api/{path}", auth=("guest", "guest"), timeout=timeout
+                )
+            except requests.RequestException:
+                continue
+        raise AssertionError("no node of the cluster answers its management API")
+
+    def queue(self, name: str) -> dict:
+        response = self.api(f"queues/{quote(self.vhost, safe='')}/{quote(name, safe='')}")
+        assert response.status_code == 200, response.text
+        return response.json()
+
+    def leader(self, queue: str) -> PrivateBroker:
+        """The node leading ``queue``: ``leader`` for a quorum queue, its ``node`` for a classic one."""
+        info = self.queue(queue)
+        return self.by_name(info.get("leader") or info["node"])
+
+    def remove(self) -> None:
+        for node in self.nodes:
+            try:
+                node.stop()
+            except (AssertionError, subprocess.SubprocessError):  # it would not stop: it goes anyway
+                with contextlib.suppress(OSError, ValueError):
+                    node.kill()
+            shutil.rmtree(node.directory, ignore_errors=True)
+
+
 @dataclass
 class Workload:
     """Status changes submitted over HTTP by concurrent clients."""
@@ -105,6 +248,7 @@ class Workload:
     students: list[int] = field(default_factory=list)
     accepted: dict[str, int] = field(default_factory=dict)  # request id -> student id
     refused: Counter = field(default_factory=Counter)  # HTTP status -> count (not accepted)
+    retried: Counter = field(default_factory=Counter)  # HTTP status -> attempts repeated after it
 
     def create_students(self, count: int, tag: str) -> None:
         def create(n: int) -> int:
@@ -119,9 +263,20 @@ class Workload:
 
         self.students = list(eventlet.GreenPool(16).imap(create, range(count)))
 
-    def submit(self, total: int, concurrency: int = 16, on_progress=None, rounds: list[str] | None = None) -> None:
+    def submit(
+        self,
+        total: int,
+        concurrency: int = 16,
+        on_progress=None,
+        rounds: list[str] | None = None,
+        retry_for: float = 0.0,
+    ) -> None:
         """``total`` requests, round-robin over the students, alternating targets
-        so that most are real transitions; ``on_progress(n)`` after each accept."""
+        so that most are real transitions; ``on_progress(n)`` after each accept.
+
+        With ``retry_for`` (seconds), each request is sent as a careful client sends it: with an
+        ``Idempotency-Key``, and again with the same key after a 503, a 504 or no answer, until it
+        is accepted or ``retry_for`` has passed (backing off from 0.2 s to 2 s)."""
         # each student's own sequence: real transitions, then "completed" (final),
         # after which every further change is rejected with INVALID_TRANSITION
         rounds = rounds or ["active", "suspended", "active", "completed", "active"]
@@ -129,16 +284,28 @@ class Workload:
         plan = [(self.students[n % count], rounds[(n // count) % len(rounds)]) for n in range(total)]
         session_pool = [self.system.session() for _ in range(concurrency)]
 
-        def send(item: tuple[int, tuple[int, str]]) -> None:
-            n, (student_id, target) = item
-            http = session_pool[n % concurrency]
+        def post(n: int, student_id: int, target: str) -> requests.Response | None:
+            headers = {"Idempotency-Key": f"workload-{n}"} if retry_for else {}
             try:
-                response = http.post(
+                return session_pool[n % concurrency].post(
                     f"{self.system.base_url}/students/{student_id}/status",
                     json={"status": target, "reason": f"fault workload {n}"},
+                    headers=headers,
                     timeout=15,
                 )
             except requests.RequestException:
+                return None
+
+        def send(item: tuple[int, tuple[int, str]]) -> None:
+            n, (student_id, target) = item
+            deadline, pause = time.monotonic() + retry_for, 0.2
+            response = post(n, student_id, target)
+            while _worth_retrying(response) and time.monotonic() < deadline:
+                self.retried["no answer" if response is None else response.status_code] += 1
+                eventlet.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                response = post(n, student_id, target)
+            if response is None:
                 self.refused["no answer"] += 1
                 return
             assert response.status_code != 500, response.text
@@ -173,6 +340,7 @@ class Workload:
             "submitted": len(self.accepted) + sum(self.refused.values()),
             "accepted": len(self.accepted),
             "refused": dict(self.refused),
+            "retried": dict(self.retried),
             "applied": counts["applied"],
             "rejected": counts["rejected"],
             "lost": len(self.accepted) - counts["applied"] - counts["rejected"],
@@ -283,6 +451,11 @@ class Workload:
             cursor = page["next_cursor"]
             if not cursor:
                 return rows
+
+
+def _worth_retrying(response: requests.Response | None) -> bool:
+    """What a client sends again with the same ``Idempotency-Key``: no answer, 503 or 504."""
+    return response is None or response.status_code in (503, 504)
 
 
 def assert_nothing_lost(report: dict) -> None:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import eventlet
 import pytest
-from kombu import Connection
+from kombu import Connection, Queue
 from nameko.rpc import rpc
 from nameko.standalone.rpc import ClusterRpcProxy
 from nameko.testing.services import entrypoint_hook
@@ -31,9 +31,9 @@ class Gateway:
         return n
 
 
-def drain(amqp_uri: str, queue: str) -> list[dict]:
-    """Every message in ``queue`` now: a confirmed message is already queued, so
-    ``basic_get`` until empty finds them all, with no quiet period to guess."""
+def drain(amqp_uri: str, queue: Queue) -> list[dict]:
+    """Every message in ``queue`` (declared as the gateway declares it) now: a confirmed message
+    is already queued, so ``basic_get`` until empty finds them all, with no quiet period to guess."""
     bodies = []
     with Connection(amqp_uri) as connection:
         simple = connection.SimpleQueue(queue, no_ack=True)
@@ -62,7 +62,7 @@ def send_concurrently(config: dict, count: int) -> list:
 def test_concurrent_dispatches_share_messages_and_none_is_lost(rabbit_config, container_factory):
     container = container_factory(Gateway, rabbit_config)
     container.start()
-    [queue] = [q.name for q in subscriber_queues("gateway", rabbit_config)]
+    [queue] = subscriber_queues("gateway", rabbit_config)
 
     assert send_concurrently(rabbit_config, CALLS) == list(range(CALLS))  # every caller returned after its confirm
 
@@ -78,9 +78,9 @@ def test_concurrent_dispatches_share_messages_and_none_is_lost(rabbit_config, co
 def test_a_deleted_queue_is_declared_again_before_the_next_publish(rabbit_config, container_factory):
     container = container_factory(Gateway, rabbit_config)
     container.start()
-    [queue] = [q.name for q in subscriber_queues("gateway", rabbit_config)]
+    [queue] = subscriber_queues("gateway", rabbit_config)
     with Connection(rabbit_config["AMQP_URI"]) as connection:
-        connection.default_channel.queue_delete(queue)
+        connection.default_channel.queue_delete(queue.name)
 
     assert send_concurrently(rabbit_config, 12) == list(range(12))
     assert sorted(i["n"] for m in drain(rabbit_config["AMQP_URI"], queue) for i in m["requests"]) == list(range(12))

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.integration.conftest import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -29,11 +31,13 @@ def run_env(**extra: str) -> dict:
     return env
 
 
-def test_missing_broker_is_one_line_and_non_zero(tmp_path):
-    port = free_port()  # nothing listens there
+@pytest.mark.parametrize("nodes", [1, 2])
+def test_missing_broker_is_one_line_and_non_zero(tmp_path, nodes):
+    ports = [free_port() for _ in range(nodes)]  # nothing listens there
+    uri = ";".join(f"amqp://guest:guest@127.0.0.1:{port}/" for port in ports)
     result = subprocess.run(
         [str(ROOT / "bin/run")],
-        env=run_env(AMQP_URI=f"amqp://guest:guest@127.0.0.1:{port}/", STUDENTS_DB_URI=f"sqlite:///{tmp_path}/s.db"),
+        env=run_env(AMQP_URI=uri, STUDENTS_DB_URI=f"sqlite:///{tmp_path}/s.db"),
         capture_output=True,
         text=True,
         timeout=60,
@@ -42,6 +46,7 @@ def test_missing_broker_is_one_line_and_non_zero(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "RabbitMQ is not reachable" in lines[0] and "rabbitmq-server" in lines[0]
+    assert all(f"127.0.0.1:{port}/" in lines[0] for port in ports), lines[0]  # every node named
     assert "Traceback" not in result.stdout + result.stderr
     assert not (tmp_path / "s.db").exists(), "nothing runs (not even migrations) without a broker"
 
@@ -71,7 +76,8 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         assert set(secrets) == {"REQUEST_ID_SECRET", "API_KEY_SECRET"} and all(len(v) >= 40 for v in secrets.values())
         assert stat.S_IMODE((data / "certificate-signing-key.pem").stat().st_mode) == 0o600
         assert b"PRIVATE KEY" in (data / "certificate-signing-key.pem").read_bytes()
-        jwks = requests.get(f"{base}/.well-known/jwks.json", timeout=5).json()
+        # the certificates service is not among /ready's checks: on a busy machine it may still be starting
+        jwks = wait_for(lambda: (r := requests.get(f"{base}/.well-known/jwks.json", timeout=5)).ok and r.json())
         assert [key["kty"] for key in jwks["keys"]] == ["RSA"] and "d" not in jwks["keys"][0]
         key = (data / "admin.key").read_text().strip()
         assert requests.get(f"{base}/ready", timeout=5).status_code == 200

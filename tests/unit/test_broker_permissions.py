@@ -34,9 +34,10 @@ from services._status.applier import StatusApplier
 from services.certificates import CertificatesService
 from services.infra.outbox import Outbox, OutboxRelay
 from services.infra.parking import dead_letter_queue
-from services.infra.retry import ReliableEventHandler, delay_queue, retry_delays
+from services.infra.retry import ReliableEventHandler, retry_delays
 from services.infra.rpc import standalone_proxy
 from services.infra.settings import Settings
+from services.infra.topology import subscriber_queues
 from services.notifications import NotificationsService
 from services.status import StatusService
 from services.students import StudentsService
@@ -104,7 +105,7 @@ def service_usage(service_cls: type) -> Usage:
     usage = Usage()
     container = ServiceContainer(service_cls, CONFIG)
     settings = Settings.from_config(CONFIG)
-    parking = dead_letter_queue(container.service_name)
+    parking = dead_letter_queue(container.service_name, settings)
     with unplugged():
         for extension in container.extensions:
             if isinstance(extension, RpcConsumer):
@@ -123,15 +124,16 @@ def service_usage(service_cls: type) -> Usage:
                 usage.publish(get_rpc_exchange(CONFIG).name)  # requests
             elif isinstance(extension, EventHandler):
                 assert isinstance(extension, ReliableEventHandler), extension
-                EventHandler.setup(extension)  # nameko's naming; the rest of setup() would connect
+                with patch("services.infra.retry.get_connection"):  # declares its retry and parking queues
+                    extension.setup()
                 usage.declare(extension.queue)
                 usage.consume(extension.queue)
                 usage.owned.add(extension.queue.name)
-                for delay in retry_delays(settings):
-                    retry_queue = delay_queue(extension.queue.name, delay)
+                assert len(extension.delay_queues) == len(retry_delays(settings))
+                for retry_queue in extension.delay_queues:
                     usage.declare(retry_queue)
                     usage.owned.add(retry_queue.name)
-                usage.declare(parking)
+                usage.declare(extension.parking)
                 usage.publish("")  # retries and parking go through the default exchange
             elif isinstance(extension, EventDispatcher):
                 extension.setup()
@@ -237,11 +239,14 @@ def test_each_process_may_do_what_its_code_does(process, operation):
 
 @pytest.mark.parametrize("process", list(USAGE))
 def test_nobody_else_reads_a_process_s_queues(process):
-    """Least privilege: what one process consumes, no other process may consume."""
+    """Least privilege: what one process consumes, no other process may consume, but for the
+    subscriber queues a publisher declares ahead of its first event: RabbitMQ lets only a user that
+    may read a queue create it with a dead-letter exchange (a quorum queue's poison messages)."""
     for other, grants in broker.PROCESSES.items():
         if other != process:
             read = grants.permissions().read
-            assert sorted(q for q in USAGE[process].consumed if allows(read, q)) == [], f"{other} reads them"
+            consumed = USAGE[process].consumed - USAGE[other].configure
+            assert sorted(q for q in consumed if allows(read, q)) == [], f"{other} reads them"
 
 
 @pytest.mark.parametrize("process", list(USAGE))
@@ -256,25 +261,34 @@ def test_nobody_else_declares_or_deletes_a_process_s_own_queues(process):
             assert sorted(q for q in owned if allows(configure, q)) == [], f"{other} may configure them"
 
 
-def test_a_publisher_declares_its_subscribers_queues_but_cannot_read_them():
+def test_a_publisher_declares_its_subscribers_queues_and_nothing_else_of_theirs():
     students = broker.PROCESSES["students"].permissions()
     queue = "evt-students-student_created--status.handle_student_created"
     assert allows(students.configure, queue) and allows(students.write, queue)
-    assert not allows(students.read, queue)
+    assert allows(students.read, queue)  # only so that it may create it with a dead-letter exchange
     assert not allows(students.read, "rpc-status") and not allows(students.read, "status.dead-letters")
+    assert not allows(students.read, "evt-status-student_status_changed--certificates.handle_student_status_changed")
+
+
+def test_quorum_declarations_need_the_reads_classic_ones_do_not():
+    """The read a publisher gets on its subscribers' queues is what their quorum arguments cost."""
+    for source in ("students", "status", "certificates", "gateway"):
+        for queue in subscriber_queues(source, {"QUEUE_TYPE": "classic"}):
+            assert not queue.queue_arguments
+        for queue in subscriber_queues(source, {}):
+            assert queue.queue_arguments["x-dead-letter-exchange"] == ""
 
 
 def test_gateway_publishes_and_calls_but_consumes_only_its_replies():
     gateway = broker.PROCESSES["gateway"].permissions()
     assert allows(gateway.write, "gateway.events") and allows(gateway.write, "nameko-rpc")
     assert allows(gateway.read, "rpc.reply-gateway-0b5e7f0e-1d2c-4c7e-9a8f-2f5d6c7b8a9e")
-    for queue in (
-        "rpc-students",
-        "rpc-status",
-        "evt-gateway-status_change_requested--status.handle_status_change_requested",
-    ):
+    for queue in ("rpc-students", "rpc-status", "status.dead-letters"):
         assert not allows(gateway.read, queue)
-    assert not allows(gateway.write, "amq.default")  # it publishes to no queue directly
+    # it creates the status handler's queue with a dead-letter exchange: RabbitMQ wants read on the
+    # queue and write on that exchange (the default one) from whoever creates it
+    queue = "evt-gateway-status_change_requested--status.handle_status_change_requested"
+    assert allows(gateway.read, queue) and allows(gateway.write, "amq.default")
 
 
 @pytest.mark.parametrize("process", list(broker.PROCESSES))

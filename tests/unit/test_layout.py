@@ -187,6 +187,7 @@ COMPOSE_SECRETS = (
     "RABBITMQ_APP_USER",
     "RABBITMQ_APP_PASSWORD",
     "RABBITMQ_VHOST",
+    "RABBITMQ_ERLANG_COOKIE",
     "POSTGRES_PASSWORD",
     "GRAFANA_ADMIN_PASSWORD",
     "REQUEST_ID_SECRET",
@@ -254,7 +255,8 @@ def test_env_example_lists_every_variable_compose_requires():
     for name, default in COMPOSE_OPTIONAL.items():
         assert example[name] == default and (name, ":-", default) in compose_variables()
     assert example["RABBITMQ_VHOST"] == "mensageria"
-    for name in ("RABBITMQ_ADMIN_PASSWORD", "RABBITMQ_APP_PASSWORD", "POSTGRES_PASSWORD", *COMPOSE_SECRETS[-3:]):
+    secrets = ("RABBITMQ_ADMIN_PASSWORD", "RABBITMQ_APP_PASSWORD", "RABBITMQ_ERLANG_COOKIE", "POSTGRES_PASSWORD")
+    for name in (*secrets, *COMPOSE_SECRETS[-3:]):
         assert example[name] == "", f"{name}: .env.example holds no secret"
     assert 'python -c "import secrets; print(secrets.token_urlsafe(32))"' in (ROOT / ".env.example").read_text()
     for ignore_file in (".gitignore", ".dockerignore"):
@@ -325,3 +327,52 @@ def test_postgres_creates_every_database_and_waits_for_the_last():
     compose = yaml.safe_load(interpolate(compose_text(), filled_env()))
     healthcheck = compose["services"]["postgres"]["healthcheck"]["test"]
     assert healthcheck[healthcheck.index("-d") + 1] == created[-1]
+
+
+# --- docker compose: the cluster profile -------------------------------------------------
+
+CLUSTER_NODES = ("rabbitmq", "rabbitmq-2", "rabbitmq-3")
+
+
+def test_the_cluster_profile_is_three_nodes_with_one_cookie_and_a_static_peer_list():
+    env = filled_env()
+    services = yaml.safe_load(interpolate(compose_text(), env))["services"]
+    conf = (ROOT / "docker" / "rabbitmq-cluster.conf").read_text()
+    settings = dict(line.split(" = ", 1) for line in conf.splitlines() if line.strip() and not line.startswith("#"))
+    assert settings.pop("cluster_formation.peer_discovery_backend") == "classic_config"
+    assert settings.pop("cluster_partition_handling") == "pause_minority"
+    assert settings == {
+        f"cluster_formation.classic_config.nodes.{n}": f"rabbit@{h}" for n, h in enumerate(CLUSTER_NODES, 1)
+    }
+
+    for name in CLUSTER_NODES:
+        node = services[name]
+        assert node["hostname"] == name  # its node name, rabbit@<hostname>, is the one listed
+        assert node["image"] == services["rabbitmq"]["image"]
+        assert node["environment"]["RABBITMQ_ERLANG_COOKIE"] == env["RABBITMQ_ERLANG_COOKIE"]
+        assert "./docker/rabbitmq-cluster.conf:/etc/rabbitmq/conf.d/20-cluster.conf:ro" in node["volumes"]
+        assert f"{name}-data:/var/lib/rabbitmq" in node["volumes"]  # a data volume of its own
+    assert "profiles" not in services["rabbitmq"]  # the single node of a plain `docker compose up`
+    for name in CLUSTER_NODES[1:]:
+        assert services[name]["profiles"] == ["cluster"]
+        # started once the first is up, so that they join it rather than racing to form clusters
+        assert services[name]["depends_on"] == {"rabbitmq": {"condition": "service_healthy"}}
+
+
+def test_the_cluster_override_gives_every_process_all_three_nodes():
+    from services.infra import brokers
+
+    env = filled_env()
+    text = (ROOT / "docker" / "cluster.yml").read_text()
+    for name, operator, message in COMPOSE_VARIABLE.findall(text):
+        assert name in COMPOSE_SECRETS and operator == ":?" and message == f"set {name} in .env (see .env.example)"
+    override = yaml.safe_load(interpolate(text, env))["services"]
+    services = yaml.safe_load(interpolate(compose_text(), env))["services"]
+    runs = {name for name, service in services.items() if "tools.launch" in service.get("command", [])}
+    assert set(override) == runs
+    for name in runs:
+        uri = {**services[name]["environment"], **override[name]["environment"]}["AMQP_URI"]  # compose's merge
+        nodes = brokers.nodes(uri)
+        app = f"amqp://{env['RABBITMQ_APP_USER']}:{env['RABBITMQ_APP_PASSWORD']}@"
+        assert nodes == [f"{app}{host}:5672/{env['RABBITMQ_VHOST']}" for host in CLUSTER_NODES], name
+        assert nodes[0] == services[name]["environment"]["AMQP_URI"]  # the single node's, first

@@ -32,6 +32,8 @@ def test_queues_match_nameko_declarations():
     queue = queues["evt-status-student_status_changed--students.handle_student_status_changed"]
     assert queue.durable and not queue.auto_delete and not queue.exclusive
     assert queue.exchange.name == "status.events" and queue.routing_key == "student_status_changed"
+    assert queue.queue_arguments["x-queue-type"] == "quorum"
+    assert queue.queue_arguments["x-dead-letter-routing-key"] == "students.dead-letters"
     assert {q.name for q in subscriber_queues("gateway", {})} == {
         "evt-gateway-status_change_requested--status.handle_status_change_requested"
     }

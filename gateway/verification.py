@@ -41,8 +41,8 @@ def wants_html(request: Request) -> bool:
 
 
 def language(request: Request, settings: Settings) -> str:
-    default = getattr(settings, "default_language", i18n.DEFAULT)
-    return i18n.normalize(request.args.get("lang")) or i18n.negotiate(request.headers.get("Accept-Language"), default)
+    language = i18n.normalize(request.args.get("lang"))
+    return language or i18n.negotiate(request.headers.get("Accept-Language"), settings.default_language)
 
 
 def page(request: Request, certificate: dict | None, settings: Settings, status: int = 200) -> Response:

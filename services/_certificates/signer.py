@@ -29,10 +29,9 @@ class Signer:
     """Builds and signs the credentials of one issuer with one key; knows their public URLs."""
 
     def __init__(self, key: credentials.SigningKey, settings: Settings):
-        base = settings.public_base_url.rstrip("/")
-        self.base_url = base
+        self.base_url = settings.public_base_url.rstrip("/")
         self.key = key
-        self.default_language = getattr(settings, "default_language", i18n.DEFAULT)
+        self.default_language = settings.default_language
         self.issuer = credentials.Issuer.configured(settings)
 
     def certificate_url(self, code: str, suffix: str = "") -> str:
@@ -43,7 +42,7 @@ class Signer:
 
     @property
     def jwks_url(self) -> str:
-        return f"{self.base_url}/.well-known/jwks.json"
+        return jwks_url(self.base_url)
 
     def language(self, certificate: Certificate) -> str:
         return i18n.normalize(certificate.language) or self.default_language
@@ -98,9 +97,13 @@ class CredentialSigner(DependencyProvider):
 def _load(config: dict) -> Signer:
     settings = Settings.from_config(config)
     path = settings.require("certificate_signing_key")
-    jwks_url = f"{settings.public_base_url.rstrip('/')}/.well-known/jwks.json"
     try:
-        key = credentials.load_signing_key(path, jwks_url)
+        key = credentials.load_signing_key(path, jwks_url(settings.public_base_url.rstrip("/")))
     except credentials.CredentialError as error:
         raise ConfigError(f"config: CERTIFICATE_SIGNING_KEY: {error}") from None
     return Signer(key, settings)
+
+
+def jwks_url(base_url: str) -> str:
+    """Where the issuer's public keys are published (the ``kid`` of each key points here)."""
+    return f"{base_url}/.well-known/jwks.json"

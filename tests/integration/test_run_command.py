@@ -142,14 +142,7 @@ def test_nameko_run_refuses_a_gateway_without_its_secrets_in_one_line(tmp_path, 
         PYTHONWARNINGS="ignore",
     )
     env[missing] = ""
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "nameko"), "run", "--config", "config.yaml", "gateway.service"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = nameko_run(env, "gateway.service")
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         f"mensageria: config: {missing} is not set; set the environment variable {missing} "
@@ -183,13 +176,18 @@ def test_nameko_run_refuses_certificates_without_a_usable_signing_key_in_one_lin
         AMQP_URI=f"amqp://guest:guest@127.0.0.1:{free_port()}/",  # never reached: it stops before
         PYTHONWARNINGS="ignore",
     )
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "nameko"), "run", "--config", "config.yaml", "services.certificates"],
+    result = nameko_run(env, "services.certificates")
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [f"mensageria: {message.format(tmp=tmp_path)}"]
+
+
+def nameko_run(env: dict, module: str) -> subprocess.CompletedProcess:
+    """``nameko run`` of ``module`` as an operator would start it, to its end."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "nameko"), "run", "--config", "config.yaml", module],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert result.returncode != 0
-    assert result.stderr.strip().splitlines() == [f"mensageria: {message.format(tmp=tmp_path)}"]

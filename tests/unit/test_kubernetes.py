@@ -10,6 +10,7 @@ validated as it is; the overlay's strategic-merge patches are applied to them by
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import re
 from pathlib import Path
@@ -20,6 +21,7 @@ import pathspec
 import pytest
 import requests
 import yaml
+from nameko.cli.run import import_service
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
 from yamllint import linter
@@ -280,6 +282,8 @@ def test_the_grace_period_outlasts_the_supervisors_own(name):
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_a_service_is_probed_on_its_own_metrics_port(service):
+    (service_cls,) = import_service(f"services.{service}")
+    assert [name for name, _ in inspect.getmembers(service_cls, lambda m: isinstance(m, metrics.Metrics))]
     (container,) = pod_specs(RESOURCES)[f"mensageria-{service}"]["containers"]
     assert container["command"][-1] == f"services.{service}"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}

@@ -4,7 +4,8 @@
     python -m tools.k8s_triggers --write    # write it
     python -m tools.k8s_triggers --check    # exit 1 (naming the file) if the committed one differs
 
-The queues are found as ``nameko run`` finds them: each module's service classes
+The processes are the base's Deployments that run ``python -m tools.launch ... <module>``; their
+queues are found as ``nameko run`` finds them: the module's service classes
 (``nameko.cli.run.import_service``), put in a ``ServiceContainer`` and asked for their
 entrypoints; an RPC entrypoint consumes ``rpc-<service>`` and an event handler
 ``evt-<source>-<event>--<service>.<method>``, named by nameko's own ``setup`` (which only
@@ -14,8 +15,9 @@ their TTL and go back to the handler's queue) and ``<service>.dead-letters`` (an
 KEDA scales on the consumed queues only: one ``rabbitmq`` trigger per queue, ``protocol: http``
 (the management API's ``messages`` counts the unacked ones too: a replica busy with a full
 prefetch still counts as load), ``mode: QueueLength`` with ``value`` = the pods' ``max_workers``
-(each replica holds that many messages at once). The pods' configuration is ``config.yaml`` read
-with the environment of the ConfigMap ``deploy/kubernetes/base/configmap.yaml``.
+(each replica holds that many messages at once). A process that consumes no queue (the gateway)
+gets no ScaledObject. The pods' configuration is ``config.yaml`` read with the environment of the
+ConfigMap ``deploy/kubernetes/base/configmap.yaml``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -53,7 +56,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "deploy" / "kubernetes" / "base"
 KEDA_FILE = BASE / "keda.yaml"
 CONFIGMAP_FILE = BASE / "configmap.yaml"
-SERVICE_MODULES = ("services.students", "services.status", "services.certificates", "services.notifications")
+LAUNCH = ["python", "-m", "tools.launch"]
 
 TRIGGER_AUTH = "mensageria-rabbitmq"  # the TriggerAuthentication every trigger uses
 MANAGEMENT_SECRET = "mensageria-keda-rabbitmq"  # key `host`: http://USER:PASSWORD@HOST:15672/VHOST
@@ -96,7 +99,7 @@ def consumed_queue(entrypoint: Any) -> str | None:
     return None
 
 
-def service_queues(service_cls: type, config: dict) -> ServiceQueues:
+def service_queues(service_cls: type, config: dict, deployment: str) -> ServiceQueues:
     container = ServiceContainer(service_cls, config)
     settings = Settings.from_config(config)
     consumed: set[str] = set()
@@ -111,20 +114,39 @@ def service_queues(service_cls: type, config: dict) -> ServiceQueues:
             unconsumed.update(delay_queue(queue, delay, settings).name for delay in retry_delays(settings))
     return ServiceQueues(
         service=container.service_name,
-        deployment=f"mensageria-{container.service_name}",
+        deployment=deployment,
         consumed=tuple(sorted(consumed)),
         unconsumed=tuple(sorted(unconsumed)),
         has_rpc=any(isinstance(e, Rpc) for e in container.entrypoints),
     )
 
 
+def launched_modules(base: Path = BASE) -> list[tuple[str, str]]:
+    """``(deployment, module)`` for each module a base Deployment runs under ``tools.launch``, in file order."""
+    found = []
+    for path in sorted(base.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if not document or document["kind"] != "Deployment":
+                continue
+            for container in document["spec"]["template"]["spec"]["containers"]:
+                command = container.get("command", [])
+                if command[: len(LAUNCH)] == LAUNCH:
+                    arguments = command[len(LAUNCH) :]
+                    while arguments[:1] == ["--config"]:
+                        arguments = arguments[2:]
+                    found += [(document["metadata"]["name"], module) for module in arguments]
+    return found
+
+
 @contextlib.contextmanager
 def pod_config(configmap: Path = CONFIGMAP_FILE) -> Iterator[dict]:
     """``config.yaml`` as the pods read it: with the ConfigMap's variables as their whole environment.
 
-    The certificates service loads its signing key while its container is built: a throwaway
-    EC P-256 key stands in for the Secret's (queue names do not depend on it)."""
+    Containers check their secrets (``config.yaml``'s variables without a default) while they are
+    built: stand-ins take the Secrets' place — a throwaway EC P-256 key for the certificates'
+    signing key — since no queue name depends on them."""
     data = {k: str(v) for k, v in yaml.safe_load(configmap.read_text())["data"].items()}
+    secrets = re.findall(r"\$\{(\w+)\}", DEFAULT_PATH.read_text())
     with tempfile.TemporaryDirectory(prefix="mensageria-k8s-") as directory:
         key = Path(directory) / "signing-key.pem"
         key.write_bytes(
@@ -132,13 +154,19 @@ def pod_config(configmap: Path = CONFIGMAP_FILE) -> Iterator[dict]:
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
         )
-        with mock.patch.dict(os.environ, {**data, "CERTIFICATE_SIGNING_KEY": str(key)}, clear=True):
+        stand_ins = {name: "stand-in-" + "x" * 32 for name in secrets} | {"CERTIFICATE_SIGNING_KEY": str(key)}
+        with mock.patch.dict(os.environ, {**stand_ins, **data}, clear=True):
             config = load_config(DEFAULT_PATH)
         yield config
 
 
-def all_service_queues(config: dict) -> list[ServiceQueues]:
-    return [service_queues(cls, config) for module in SERVICE_MODULES for cls in import_service(module)]
+def all_service_queues(config: dict, base: Path = BASE) -> list[ServiceQueues]:
+    """Every launched service's queues; those that consume none (the gateway) included."""
+    return [
+        service_queues(cls, config, deployment)
+        for deployment, module in launched_modules(base)
+        for cls in import_service(module)
+    ]
 
 
 def trigger_authentication() -> dict:
@@ -192,6 +220,8 @@ def trigger_gaps(queues: list[ServiceQueues], keda: list[dict]) -> list[str]:
     gaps: list[str] = []
     for service in queues:
         document = scaled.pop(service.deployment, None)
+        if document is None and not service.consumed:
+            continue
         if document is None:
             gaps.append(f"{service.service}: no ScaledObject {service.deployment}")
             continue
@@ -213,7 +243,8 @@ class _Dumper(yaml.SafeDumper):
 
 
 def render(config: dict, queues: list[ServiceQueues]) -> str:
-    documents = [trigger_authentication(), *(scaled_object(q, int(config["max_workers"])) for q in queues)]
+    scaled = [scaled_object(q, int(config["max_workers"])) for q in queues if q.consumed]
+    documents = [trigger_authentication(), *scaled]
     return HEADER + yaml.dump_all(documents, Dumper=_Dumper, sort_keys=False, explicit_start=True, width=120)
 
 

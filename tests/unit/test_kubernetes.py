@@ -27,7 +27,6 @@ from prometheus_client.core import GaugeMetricFamily
 from yamllint import linter
 from yamllint.config import YamlLintConfig
 
-from gateway.service import GatewayService
 from services.infra import metrics
 from services.infra.topology import SUBSCRIPTIONS
 from tests.e2e.support import free_port
@@ -351,7 +350,7 @@ def test_the_inspected_queues_are_the_topologys(declared):
     _, queues = declared
     consumed = {q for service in queues for q in service.consumed}
     assert consumed == {s.queue_name for s in SUBSCRIPTIONS} | {f"rpc-{s}" for s in SERVICES}
-    assert [q.service for q in queues] == list(SERVICES)
+    assert sorted(q.service for q in queues) == sorted(["gateway", *SERVICES])
     unconsumed = {q for service in queues for q in service.unconsumed}
     assert {f"{s}.dead-letters" for s in SERVICES} <= unconsumed
     assert all(re.fullmatch(r"evt-.+\.retry\.\d+ms", q) for q in unconsumed - {f"{s}.dead-letters" for s in SERVICES})
@@ -364,7 +363,8 @@ def test_every_consumed_queue_has_a_trigger_and_every_trigger_a_consumer(declare
     scaled = by_kind(keda, "ScaledObject")
     deployments = by_kind(RESOURCES, "Deployment")
     (auth,) = by_kind(keda, "TriggerAuthentication")
-    for service in queues:
+    assert sorted(scaled) == sorted(f"mensageria-{s}" for s in SERVICES)
+    for service in (q for q in queues if q.consumed):
         spec = scaled[service.deployment]["spec"]
         assert spec["scaleTargetRef"]["name"] in deployments
         assert "replicas" not in deployments[service.deployment]["spec"]  # the ScaledObject's HPA owns it
@@ -385,16 +385,20 @@ def test_a_missing_or_stray_trigger_is_reported(declared):
     keda = copy.deepcopy(documents(k8s_triggers.KEDA_FILE))
     status = next(d for d in keda if d["metadata"]["name"] == "mensageria-status")
     dropped = status["spec"]["triggers"].pop()["metadata"]["queueName"]
-    retry = next(q for q in queues[1].unconsumed if ".retry." in q)
-    status["spec"]["triggers"].append({"type": "rabbitmq", "metadata": {"queueName": retry}})
+    (status_queues,) = (q for q in queues if q.service == "status")
+    retry = next(q for q in status_queues.unconsumed if ".retry." in q)
+    for stray in (retry, "rpc-nobody"):  # declared but consumed by nobody; declared by nobody
+        status["spec"]["triggers"].append({"type": "rabbitmq", "metadata": {"queueName": stray}})
     assert k8s_triggers.trigger_gaps(queues, keda) == [
         f"status: {dropped} is consumed but has no trigger",
         f"status: a trigger names {retry}, which status does not consume",
+        "status: a trigger names rpc-nobody, which status does not consume",
     ]
 
 
 def test_the_gateway_consumes_no_queue_and_scales_by_cpu(declared):
-    config, _ = declared
-    secrets = {"REQUEST_ID_SECRET": "s" * 32, "API_KEY_SECRET": "k" * 32}  # the gateway checks them when built
-    assert k8s_triggers.service_queues(GatewayService, {**config, **secrets}).consumed == ()
+    _, queues = declared
+    (gateway,) = (q for q in queues if q.service == "gateway")
+    assert (gateway.deployment, gateway.consumed) == ("mensageria-gateway", ())
+    assert "mensageria-gateway" not in by_kind(documents(k8s_triggers.KEDA_FILE), "ScaledObject")
     assert "mensageria-gateway" in by_kind(RESOURCES, "HorizontalPodAutoscaler")

@@ -305,6 +305,8 @@ def test_the_gateway_is_probed_on_health_and_ready_and_served_by_its_service():
     hpa = by_kind(RESOURCES, "HorizontalPodAutoscaler")["mensageria-gateway"]
     assert hpa["spec"]["scaleTargetRef"]["name"] == "mensageria-gateway"
     assert [m["resource"]["name"] for m in hpa["spec"]["metrics"]] == ["cpu"]
+    budget = by_kind(RESOURCES, "PodDisruptionBudget")["mensageria-gateway"]
+    assert budget["spec"]["selector"] == deployment["spec"]["selector"]
 
 
 def test_the_probe_path_is_answered_without_a_scrape():

@@ -15,7 +15,7 @@ The CRD's ``openAPIV3Schema`` (the one served and stored version) becomes a JSON
 - ``apiVersion`` and ``kind`` are pinned to the CRD's group/version and kind;
 - dropped: ``x-kubernetes-validations`` (CEL rules; the test checks the one that matters,
   ``minReplicaCount`` ≤ ``maxReplicaCount``, itself), ``x-kubernetes-list-type`` / ``-map-keys``
-  (merge hints, no constraint on one document), ``description`` (kept short: it is documentation).
+  (merge hints, no constraint on one document), ``description`` (documentation only: the files stay small).
 """
 
 from __future__ import annotations

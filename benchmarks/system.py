@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -78,8 +79,8 @@ class System:
         cleanup = Cleanup()
         ctx.cleanup.push(f"mensageria on {backend}", cleanup.close)
         setup = ctx.broker_setup or BrokerSetup.shared(DEFAULT, ctx.broker)
-        log_dir = ctx.workdir / f"ours-{backend}-{setup.name}"  # each system's SQLite files are its own
-        log_dir.mkdir(parents=True)
+        # each system's SQLite files and logs are its own (a system that failed to start leaves its own behind)
+        log_dir = Path(tempfile.mkdtemp(prefix=f"ours-{backend}-{setup.name}-", dir=ctx.workdir))
         if backend == SQLITE:
             uris = {service: f"sqlite:///{log_dir}/{service}.db" for service in PG_DATABASES}
         else:

@@ -16,6 +16,7 @@ from services._status.applier import RecentResults, StatusApplier
 from services._status.models import StatusBase
 from services.exceptions import ValidationFailed
 from services.infra import dead_letters, tracing
+from services.infra.batching import Delivery, batched_event_handler
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.inbound import rpc
@@ -251,9 +252,10 @@ class StatusService(dead_letters.DeadLetterRpc):
 
     # --- events --------------------------------------------------------------
 
-    @reliable_event_handler("gateway", "status_change_requested")
-    def handle_status_change_requested(self, payload: dict) -> None:
-        commands = status_change_requests(payload)  # invalid: parked as a dead letter at once
+    @batched_event_handler("gateway", "status_change_requested")
+    def handle_status_change_requested(self, deliveries: list[Delivery]) -> None:
+        """Many messages in one transaction; one invalid fails the batch, then alone is parked."""
+        commands = [c for d in deliveries for c in d.stamped(status_change_requests(d.payload))]
         with tracing.adopted(commands, "record status change"):  # each request in its own trace
             repo.submit_many(self.db, commands)
         STATUS_RECORDED.labels("event").inc(len(commands))  # a redelivered message counts again

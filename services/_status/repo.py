@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import uuid
 
 from sqlalchemy import select
@@ -94,20 +95,24 @@ def submit(session_factory, command: dict) -> tuple[StatusRequest, bool]:
 
 
 def submit_many(session_factory, commands: list[dict]) -> None:
-    """Record many requests as pending.
+    """Record many requests as pending, in the order given (their ``seq``, the order they apply in).
 
-    Requests with an issued id and no idempotency key (the gateway's, accepted
-    together) are inserted in one executemany that skips ids already recorded
-    (a redelivered event); the others go through :func:`submit` one by one.
-    Each keeps its own correlation id (the message's, if it has none).
+    Each run of requests with an issued id and no idempotency key (the gateway's,
+    accepted together) is inserted in one executemany that skips ids already
+    recorded (a redelivered event); the others go through :func:`submit` one by
+    one, in their place. Each keeps its own correlation id (the message's, if it has none).
     """
-    plain = [c for c in commands if c.get("request_id") and not c.get("idempotency_key")]
-    if plain:
-        with session_factory.begin() as session:
-            insert_ignoring_duplicates(session, StatusRequest.__table__, [_new_row(c) for c in plain])
-    for command in commands:
-        if not (command.get("request_id") and not command.get("idempotency_key")):
-            submit(session_factory, command)
+    for plain, run in itertools.groupby(commands, _plain):
+        if plain:
+            with session_factory.begin() as session:
+                insert_ignoring_duplicates(session, StatusRequest.__table__, [_new_row(c) for c in run])
+        else:
+            for command in run:
+                submit(session_factory, command)
+
+
+def _plain(command: dict) -> bool:
+    return bool(command.get("request_id") and not command.get("idempotency_key"))
 
 
 def _new_row(command: dict) -> dict:

@@ -416,6 +416,21 @@ def requests_by_id(factory: sessionmaker) -> dict[str, StatusRequest]:
 
 
 class TestApplyPending:
+    def test_requests_recorded_together_apply_in_the_order_given_with_or_without_a_key(self, status_db):
+        track(status_db, 1)
+        targets = ["active", "suspended", "active", "suspended"]
+        commands = [
+            {"request_id": f"r-{n}", "student_id": 1, "status": target, "idempotency_key": "k-1" if n == 1 else None}
+            for n, target in enumerate(targets)
+        ]
+
+        status_repo.submit_many(status_db, commands)  # the keyed one is recorded alone, in its place
+        apply(status_db)
+
+        with status_db() as session:
+            rows = session.execute(select(StatusRequest.id, StatusRequest.state).order_by(StatusRequest.seq)).all()
+        assert [tuple(row) for row in rows] == [(f"r-{n}", "applied") for n in range(4)]
+
     def test_batch_applies_allowed_changes_in_order_and_rejects_the_rest(self, status_db):
         track(status_db, 1)
         to_active = submit(status_db, 1, "active", "started", "corr-1")

@@ -8,12 +8,12 @@ a traceback.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
 from typing import Any
 
+import orjson
 from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest, ContainerBeingKilled, IncorrectSignature
 from nameko.web.handlers import HttpRequestHandler
@@ -81,8 +81,16 @@ def status_of(exc_type: type[Exception]) -> int:
     return 500
 
 
+JSON = "application/json"
+
+
+def json_bytes(body: object) -> bytes:
+    """``body`` as JSON (UTF-8; dates as ISO 8601)."""
+    return orjson.dumps(body, option=orjson.OPT_NON_STR_KEYS)
+
+
 def json_response(status: int, body: object, headers: dict | None = None) -> Response:
-    return Response(json.dumps(body), status=status, headers=headers, mimetype="application/json")
+    return Response(json_bytes(body), status=status, headers=headers, mimetype=JSON)
 
 
 def error_response(exc: Exception) -> Response:
@@ -325,8 +333,8 @@ def _targets(request: Request, response: Response) -> dict:
     targets = dict(getattr(request, "path_values", None) or {})
     if 200 <= response.status_code < 300 and response.mimetype == "application/json" and not response.is_streamed:
         try:
-            body = json.loads(response.get_data())
-        except ValueError:
+            body = orjson.loads(response.get_data())
+        except orjson.JSONDecodeError:
             body = None
         if isinstance(body, dict):
             targets.update({name: body[name] for name in TARGET_FIELDS if isinstance(body.get(name), int | str)})

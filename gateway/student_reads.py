@@ -22,15 +22,14 @@ service, and on reconnection the copy starts empty::
         student_reads = StudentReads()
 
         def get_student(self, request, student_id):
-            return self.student_reads.get(student_id) or self.student_reads.fill(
-                self.students.get_student(student_id), self.student_reads.generation
-            )
+            entry = self.student_reads.read(student_id, self.students.get_student)
 """
 
 from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 from nameko.events import BROADCAST, EventHandler
@@ -47,6 +46,7 @@ __all__ = ["Entry", "StudentEvents", "StudentReads"]
 log = logging.getLogger(__name__)
 
 PROFILE, STATUS = "version", "status_version"
+CREATED, UPDATED, DELETED = StudentCreatedSchema(), StudentUpdatedSchema(), StudentDeletedSchema()
 
 
 class Entry:
@@ -103,6 +103,12 @@ class StudentReads(DependencyProvider):
             return None
         self.entries.move_to_end(student_id)
         return entry
+
+    def read(self, student_id: int, fetch: Callable[[int], dict]) -> Entry:
+        """The student from this copy, or else from ``fetch`` (the students service's
+        ``get_student``, which raises ``StudentNotFound``), kept for the next read."""
+        generation = self.generation
+        return self.get(student_id) or self.fill(fetch(student_id), generation)
 
     def fill(self, student: dict, generation: int) -> Entry:
         """What the students service answered (a read begun at ``generation``), merged with what
@@ -194,15 +200,15 @@ class StudentEvents:
 
     @follow("students", "student_created")
     def handle_student_created(self, payload: dict) -> None:
-        self.student_reads.put(_valid(StudentCreatedSchema(), payload)["student"])
+        self.student_reads.put(_valid(CREATED, payload)["student"])
 
     @follow("students", "student_updated")
     def handle_student_updated(self, payload: dict) -> None:
-        self.student_reads.put(_valid(StudentUpdatedSchema(), payload)["student"])
+        self.student_reads.put(_valid(UPDATED, payload)["student"])
 
     @follow("students", "student_deleted")
     def handle_student_deleted(self, payload: dict) -> None:
-        self.student_reads.deleted(_valid(StudentDeletedSchema(), payload)["student_id"])
+        self.student_reads.deleted(_valid(DELETED, payload)["student_id"])
 
     @follow("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:

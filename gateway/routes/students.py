@@ -84,8 +84,7 @@ class StudentRoutes:
               headers:
                 ETag: {schema: {type: string}}
         """
-        reads = self.student_reads
-        entry = reads.get(student_id) or reads.fill(self.students.get_student(student_id), reads.generation)
+        entry = self.student_reads.read(student_id, self.students.get_student)
         if request.if_none_match.contains_weak(entry.tag):
             return Response(status=304, headers={"ETag": entry.etag})
         return _student_response(200, entry)

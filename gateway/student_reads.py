@@ -27,7 +27,6 @@ service, and on reconnection the copy starts empty::
 
 from __future__ import annotations
 
-import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -42,8 +41,6 @@ from services.infra.settings import Settings
 from services.schemas import StudentCreatedSchema, StudentDeletedSchema, StudentUpdatedSchema, status_changes
 
 __all__ = ["Entry", "StudentEvents", "StudentReads"]
-
-log = logging.getLogger(__name__)
 
 PROFILE, STATUS = "version", "status_version"
 CREATED, UPDATED, DELETED = StudentCreatedSchema(), StudentUpdatedSchema(), StudentDeletedSchema()

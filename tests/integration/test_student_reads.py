@@ -34,9 +34,10 @@ def test_a_lost_connection_drops_the_copy_until_its_queues_are_back(container_fa
     assert wait_for(lambda: reads.get(7)).student == STUDENT
 
     generation = reads.generation
-    for connection in rabbit_manager.get_connections():
-        if connection["vhost"] == vhost:  # as a broker restart would
-            rabbit_manager.delete_connection(connection["name"])
+    # the management API lists a connection a few seconds after it opened
+    doomed = wait_for(lambda: [c["name"] for c in rabbit_manager.get_connections() if c["vhost"] == vhost])
+    for name in doomed:  # as a broker restart would
+        rabbit_manager.delete_connection(name)
     wait_for(lambda: reads.generation >= generation + 2 and reads.live)  # dropped when lost, again when back
     assert reads.get(7) is None
 

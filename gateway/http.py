@@ -62,8 +62,13 @@ VISIBLE = FullMatch(r"^(?:[!-~](?:[ -~]*[!-~])?)?$", error="Must be visible ASCI
 
 IF_MATCH = Header(
     "If-Match",
-    fields.String(validate=FullMatch(r'^(?:(?:W/)?"[0-9]{1,10}"|[0-9]{1,10})$', error="Must be a version number.")),
-    'The version last read, as its ETag (`"3"`) or bare (`3`); a stale version is answered 412.',
+    fields.String(
+        validate=FullMatch(
+            r'^(?:(?:W/)?"[0-9]{1,10}(?:\.[0-9]{1,10})?"|[0-9]{1,10})$', error="Must be a version number."
+        )
+    ),
+    'The version last read: its ETag (`"3.2"`: version 3, status version 2), or the version alone (`"3"`, `3`); '
+    "a stale version is answered 412 (a change of status alone does not make it stale).",
 )
 IDEMPOTENCY_KEY_HEADER = Header(
     "Idempotency-Key",
@@ -92,9 +97,9 @@ def _header(request: Request, header: Header) -> str | None:
 
 
 def if_match_version(request: Request) -> int | None:
-    """``If-Match: "3"``, ``W/"3"`` or ``3`` → 3."""
+    """``If-Match: "3.2"``, ``"3"``, ``W/"3"`` or ``3`` → 3."""
     tag = _header(request, IF_MATCH)
-    return None if tag is None else int(tag.removeprefix("W/").strip('"'))
+    return None if tag is None else int(tag.removeprefix("W/").strip('"').partition(".")[0])
 
 
 def idempotency_key(request: Request) -> str | None:

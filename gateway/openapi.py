@@ -23,7 +23,7 @@ from marshmallow import Schema, fields
 from gateway import bulk, http
 from gateway.access import keys
 from gateway.access import schemas as access_schemas
-from gateway.entrypoints import PUBLIC, route_template, status_of
+from gateway.entrypoints import PUBLIC, JsonHttpEntrypoint, route_template, status_of
 from gateway.routes.certificates import RevocationBodySchema
 from services import schemas
 from services.exceptions import ServiceError
@@ -96,8 +96,8 @@ def routes(service: type) -> list[Route]:
     for name in dir(service):
         handler = getattr(service, name)
         for entrypoint in getattr(handler, "nameko_entrypoints", ()):
-            if not getattr(entrypoint, "documented", True):
-                continue
+            if not isinstance(entrypoint, JsonHttpEntrypoint) or not entrypoint.documented:
+                continue  # the console's pages, the event handlers
             found.append(Route(entrypoint.method, entrypoint.url, handler, entrypoint.errors, entrypoint.scope))
     return sorted(found, key=lambda route: (route.rule, route.method))
 

@@ -14,6 +14,7 @@ from werkzeug.wrappers import Request, Response
 # the package, not its classes: `nameko run gateway.service` runs every class
 # with entrypoints found at the top level of this module as a service
 from gateway import routes
+from gateway import student_reads as reads
 from gateway.access.gate import Access
 from gateway.console import pulse as live
 from gateway.console import routes as console
@@ -40,6 +41,7 @@ class GatewayService(
     routes.AccessRoutes,
     routes.DocsRoutes,
     console.ConsoleRoutes,
+    reads.StudentEvents,
 ):
     name = "gateway"
 
@@ -54,6 +56,7 @@ class GatewayService(
     # concurrent status changes share one confirmed message: {"requests": [...]}
     dispatch = BatchingEventDispatcher(batch_key="requests")
     known_students = KnownStudents()
+    student_reads = reads.StudentReads()  # GET /students/{id}, fed by events (gateway.student_reads)
     settings = SettingsProvider()
     access = Access()
     pulse = live.ConsolePulse()  # the console's live view: one sampler, one stream per open page

@@ -108,7 +108,10 @@ class StudentSchema(Schema):
         metadata={"description": "The language of the student's mail; null: the default language."},
     )
     status = fields.String(metadata={"enum": list(lifecycle.STATUSES)})
-    version = fields.Integer()
+    status_version = fields.Integer(
+        metadata={"description": "Its status's version (the status service's): raised by every change of its status."}
+    )
+    version = fields.Integer(metadata={"description": "Its profile's version: raised by every update."})
     created_at = fields.AwareDateTime()
     updated_at = fields.AwareDateTime()
 

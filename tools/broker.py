@@ -57,6 +57,7 @@ with warnings.catch_warnings():  # nameko 2.x runs on eventlet, which announces 
 
 OPERATIONS = ("configure", "write", "read")
 UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"  # str(uuid.uuid4())
+HEX_UUID = "[0-9a-f]{32}"  # uuid.uuid4().hex: nameko's broadcast_identifier
 RETRY_SUFFIX = r"\.retry\.[0-9]+ms"  # services.infra.retry.delay_queue: the TTL is in the name
 NOTHING = "^$"  # RabbitMQ's "no access": no resource has an empty name (the default exchange is amq.default)
 
@@ -162,6 +163,16 @@ def event_publisher(grants: Grants, source: str) -> None:
             grants.allow(literal(arguments["x-dead-letter-exchange"] or "amq.default"), "write")
 
 
+def event_follower(grants: Grants, service: str, source: str) -> None:
+    """Broadcast handlers (the gateway's read copy of students, ``gateway.student_reads``): on
+    ``<source>.events``, a queue per process and handler, ``evt-<source>-<event>--<service>.<handler>-<uuid>``,
+    exclusive to the process that declares it."""
+    exchange = literal(get_event_exchange(source, {}).name)
+    queue = literal(f"evt-{source}-") + "[a-z_]+" + literal(f"--{service}.") + "[a-z_]+-" + HEX_UUID
+    grants.allow(exchange, "configure", "read")  # nameko declares the exchange with the queue; bind
+    grants.allow(queue, "configure", "write", "read")  # declare, bind, consume
+
+
 @dataclass(frozen=True)
 class Role:
     """What a Nameko process does on the broker (tests/unit/test_broker_permissions.py
@@ -170,6 +181,7 @@ class Role:
     serves_rpc: bool = False
     calls_rpc: bool = False
     publishes_events: bool = False
+    follows_events: tuple[str, ...] = ()  # sources whose events every process hears (broadcast handlers)
 
 
 SERVICES: dict[str, Role] = {
@@ -177,7 +189,7 @@ SERVICES: dict[str, Role] = {
     "status": Role(serves_rpc=True, calls_rpc=True, publishes_events=True),
     "certificates": Role(serves_rpc=True, calls_rpc=True, publishes_events=True),
     "notifications": Role(serves_rpc=True, calls_rpc=True),
-    "gateway": Role(calls_rpc=True, publishes_events=True),
+    "gateway": Role(calls_rpc=True, publishes_events=True, follows_events=("status", "students")),
 }
 # callers that are no Nameko service, by their reply queues: the pika client's (clients/rpc.py,
 # `RpcClient._prepare`; named here, not imported: the image does not ship clients/, and
@@ -203,6 +215,8 @@ def service_grants(service: str, role: Role) -> Grants:
             event_handler(grants, subscription)
     if role.publishes_events:
         event_publisher(grants, service)
+    for source in role.follows_events:
+        event_follower(grants, service, source)
     return grants
 
 

@@ -24,10 +24,13 @@ from services.exceptions import (
 from services.schemas import CompletionBodySchema, HistoryQuerySchema, StatusChangeBodySchema, StudentCreateSchema, load
 
 SUBMIT_ERRORS = (*BODY_ERRORS, IdempotencyKeyReused, *BACKEND_ERRORS)
+# made once: a schema's construction costs more than its load
+STATUS_CHANGE_BODY, COMPLETION_BODY = StatusChangeBodySchema(), CompletionBodySchema()
+STUDENT_CREATE, HISTORY_QUERY = StudentCreateSchema(), HistoryQuerySchema()
 
 
 class StatusChangeRoutes:
-    """Uses ``GatewayService``'s ``students``, ``status``, ``dispatch``,
+    """Uses ``GatewayService``'s ``students``, ``student_reads``, ``status``, ``dispatch``,
     ``known_students``, ``settings`` and ``correlation`` (the request's id)."""
 
     @http("POST", STUDENT + "/status", scope="status:write", errors=(*SUBMIT_ERRORS, StudentNotFound))
@@ -54,9 +57,9 @@ class StatusChangeRoutes:
                   schema: StatusRequestSchema
         """
         key, who = idempotency_key(request), actor(request)
-        body = load(StatusChangeBodySchema(), read_json(request, self.settings.max_body_bytes))
+        body = load(STATUS_CHANGE_BODY, read_json(request, self.settings.max_body_bytes))
         if student_id not in self.known_students:  # 404 now rather than a rejection later
-            self.students.get_student(student_id)
+            self.student_reads.read(student_id, self.students.get_student)
             self.known_students.add(student_id)
         return _accepted(self._submit(student_id, body["status"], body["reason"], key, who))
 
@@ -84,7 +87,7 @@ class StatusChangeRoutes:
                   schema: StatusRequestSchema
         """
         key, who = idempotency_key(request), actor(request)
-        body = load(CompletionBodySchema(), read_json(request, self.settings.max_body_bytes, required=False))
+        body = load(COMPLETION_BODY, read_json(request, self.settings.max_body_bytes, required=False))
         student = self.students.get_student(student_id)
         course = body["course"] or student["course"]
         return _accepted(self._submit(student_id, lifecycle.COMPLETED, "course completed", key, who, course))
@@ -114,7 +117,7 @@ class StatusChangeRoutes:
                   schema: CertificateRequestSchema
         """
         key, who = idempotency_key(request), actor(request)
-        fields = load(StudentCreateSchema(), read_json(request, self.settings.max_body_bytes))
+        fields = load(STUDENT_CREATE, read_json(request, self.settings.max_body_bytes))
         try:
             student = self.students.create_student(fields)
         except EmailAlreadyExists:
@@ -226,7 +229,7 @@ class StatusChangeRoutes:
                 application/json:
                   schema: HistoryPageSchema
         """
-        query = read_query(request, HistoryQuerySchema())
+        query = read_query(request, HISTORY_QUERY)
         self.students.get_student(student_id)
         return json_response(200, self.status.get_status_history(student_id, **query))
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from werkzeug.wrappers import Request, Response
 
-from gateway.entrypoints import http, json_response
+from gateway.entrypoints import JSON, http, json_response
 from gateway.exceptions import BACKEND_ERRORS
 from gateway.http import BODY_ERRORS, if_match_version, read_json, read_query
+from gateway.student_reads import Entry
 from services.exceptions import EmailAlreadyExists, StudentNotFound, ValidationFailed, VersionMismatch
 from services.schemas import ListStudentsSchema
 
@@ -14,7 +15,7 @@ STUDENT = "/students/<id:student_id>"
 
 
 class StudentRoutes:
-    """Uses ``GatewayService``'s ``students``, ``known_students`` and ``settings``."""
+    """Uses ``GatewayService``'s ``students``, ``student_reads``, ``known_students`` and ``settings``."""
 
     @http("POST", "/students", scope="students:write", errors=(*BODY_ERRORS, EmailAlreadyExists, *BACKEND_ERRORS))
     def create_student(self, request: Request) -> Response:
@@ -37,7 +38,8 @@ class StudentRoutes:
                   schema: StudentSchema
         """
         student = self.students.create_student(read_json(request, self.settings.max_body_bytes))
-        return _student_response(201, student, {"Location": f"/students/{student['id']}"})
+        self.student_reads.put(student)
+        return _student_response(201, Entry(student), {"Location": f"/students/{student['id']}"})
 
     @http("GET", "/students", scope="students:read", errors=(ValidationFailed, *BACKEND_ERRORS))
     def list_students(self, request: Request) -> Response:
@@ -59,19 +61,33 @@ class StudentRoutes:
 
     @http("GET", STUDENT, scope="students:read", errors=(StudentNotFound, *BACKEND_ERRORS))
     def get_student(self, request: Request, student_id: int) -> Response:
-        """One student; ``ETag`` carries its version.
+        """One student; ``ETag`` changes with it (its profile or its status): an ``If-None-Match``
+        that names it is answered 304, without a body. Read from this gateway's copy of the
+        students when it has one: a change made through this gateway shows at once; one made
+        elsewhere once its event has reached the gateway (usually within milliseconds).
         ---
         get:
           tags: [students]
-          parameters: [StudentId]
+          parameters:
+          - StudentId
+          - {in: header, name: If-None-Match, required: false, schema: {type: string}}
           responses:
             200:
               description: The student.
+              headers:
+                ETag: {schema: {type: string}, description: '``"<version>.<status_version>"``'}
               content:
                 application/json:
                   schema: StudentSchema
+            304:
+              description: "Not modified: the ETag named in If-None-Match is current."
+              headers:
+                ETag: {schema: {type: string}}
         """
-        return _student_response(200, self.students.get_student(student_id))
+        entry = self.student_reads.read(student_id, self.students.get_student)
+        if request.if_none_match.contains_weak(entry.tag):
+            return Response(status=304, headers={"ETag": entry.etag})
+        return _student_response(200, entry)
 
     @http(
         "PATCH",
@@ -99,7 +115,9 @@ class StudentRoutes:
         """
         expected = if_match_version(request)
         changes = read_json(request, self.settings.max_body_bytes)
-        return _student_response(200, self.students.update_student(student_id, changes, expected_version=expected))
+        student = self.students.update_student(student_id, changes, expected_version=expected)
+        self.student_reads.put(student)
+        return _student_response(200, Entry(student))
 
     @http("DELETE", STUDENT, scope="students:write", errors=(StudentNotFound, *BACKEND_ERRORS))
     def delete_student(self, request: Request, student_id: int) -> Response:
@@ -112,9 +130,10 @@ class StudentRoutes:
             204: {description: Deleted.}
         """
         self.students.delete_student(student_id)
+        self.student_reads.deleted(student_id)
         self.known_students.discard(student_id)
         return Response(status=204)
 
 
-def _student_response(status: int, student: dict, headers: dict | None = None) -> Response:
-    return json_response(status, student, {"ETag": f'"{student["version"]}"', **(headers or {})})
+def _student_response(status: int, entry: Entry, headers: dict | None = None) -> Response:
+    return Response(entry.body, status=status, headers={"ETag": entry.etag, **(headers or {})}, mimetype=JSON)

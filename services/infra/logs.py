@@ -27,6 +27,7 @@ worker, with its duration::
 from __future__ import annotations
 
 import email.message
+import functools
 import inspect
 import logging
 import os
@@ -111,8 +112,8 @@ def ids_in_call(worker_ctx: Any) -> dict[str, Any]:
     """``student_id``, ``request_id`` and ``job_id`` among a worker's arguments (by parameter
     name, HTTP path values included), or in a payload that names one item."""
     try:
-        method = getattr(worker_ctx.service, worker_ctx.entrypoint.method_name)
-        arguments = inspect.signature(method).bind_partial(*worker_ctx.args, **worker_ctx.kwargs).arguments
+        signature = _signature(type(worker_ctx.service), worker_ctx.entrypoint.method_name)
+        arguments = signature.bind_partial(worker_ctx.service, *worker_ctx.args, **worker_ctx.kwargs).arguments
     except (AttributeError, TypeError, ValueError):
         return {}
     found = {name: arguments[name] for name in IDS if _is_id(arguments.get(name))}
@@ -120,6 +121,12 @@ def ids_in_call(worker_ctx: Any) -> dict[str, Any]:
         for name, item in _ids_in_payload(value).items():
             found.setdefault(name, item)
     return found
+
+
+@functools.cache
+def _signature(service_cls: type, method_name: str) -> inspect.Signature:
+    """A method's signature, worked out once (it costs more than the rest of a small request)."""
+    return inspect.signature(getattr(service_cls, method_name))
 
 
 def _ids_in_payload(value: Any) -> dict[str, Any]:

@@ -82,6 +82,8 @@ class Settings:
     # and consumers; a user with the ``monitoring`` tag is enough. None: the console shows none
     rabbit_api_uri: str | None = None
     student_cache_seconds: float = _setting(30.0, minimum=0)
+    # how many students each gateway process keeps for GET /students/{id} (0: none, every read asks)
+    student_read_cache_size: int = _setting(10_000, minimum=0)
     bulk_max_rows: int = _setting(100_000, minimum=1)
     bulk_max_bytes: int = _setting(32 * 1024 * 1024, minimum=1)
     job_errors_shown: int = _setting(100, minimum=0)

@@ -22,7 +22,7 @@ from unittest.mock import Mock, patch
 import pytest
 from kombu import Queue
 from nameko.containers import ServiceContainer
-from nameko.events import EventDispatcher, EventHandler
+from nameko.events import BROADCAST, EventDispatcher, EventHandler
 from nameko.extensions import DependencyProvider
 from nameko.messaging import QueueConsumer
 from nameko.rpc import ReplyListener, Rpc, RpcConsumer, RpcProxy, get_rpc_exchange
@@ -122,6 +122,11 @@ def service_usage(service_cls: type) -> Usage:
                 usage.consume(extension.queue)
                 usage.owned.add(extension.queue.name)
                 usage.publish(get_rpc_exchange(CONFIG).name)  # requests
+            elif isinstance(extension, EventHandler) and extension.handler_type == BROADCAST:
+                extension.setup()  # a queue of the process's own, exclusive
+                usage.declare(extension.queue)
+                usage.consume(extension.queue)
+                usage.owned.add(extension.queue.name)
             elif isinstance(extension, EventHandler):
                 assert isinstance(extension, ReliableEventHandler), extension
                 with patch("services.infra.retry.get_connection"):  # declares its retry and parking queues
@@ -215,6 +220,11 @@ def role_of(service_cls: type) -> broker.Role:
         serves_rpc=any(isinstance(e, Rpc) for e in entrypoints),
         calls_rpc=any(isinstance(d, RpcProxy) for d in dependencies),
         publishes_events=any(isinstance(d, EventDispatcher | Outbox | StatusApplier) for d in dependencies),
+        follows_events=tuple(
+            sorted(
+                {e.source_service for e in entrypoints if isinstance(e, EventHandler) and e.handler_type == BROADCAST}
+            )
+        ),
     )
 
 

@@ -113,7 +113,7 @@ def test_optional_body_may_be_absent(body, content_type):
 
 @pytest.mark.parametrize(
     ("header", "version"),
-    [(None, None), ("3", 3), ('"3"', 3), ('W/"3"', 3), (' "12" ', 12), ("0", 0)],
+    [(None, None), ("3", 3), ('"3"', 3), ('W/"3"', 3), (' "12" ', 12), ("0", 0), ('"3.2"', 3), ('W/"3.2"', 3)],
 )
 def test_if_match_version(header, version):
     headers = {} if header is None else {"If-Match": header}
@@ -121,7 +121,9 @@ def test_if_match_version(header, version):
     assert if_match_version(make_request(**headers)) == version
 
 
-@pytest.mark.parametrize("header", ["", "abc", '""', "W/", 'W/"x"', "-1", "3.0", "1e3", "0x10", "3,4", "²"])
+@pytest.mark.parametrize(
+    "header", ["", "abc", '""', "W/", 'W/"x"', "-1", "3.0", "1e3", "0x10", "3,4", "²", '"3."', '".2"', '"3.2.1"']
+)
 def test_if_match_garbage_is_rejected(header):
     with pytest.raises(ValidationFailed) as info:
         if_match_version(make_request(**{"If-Match": header}))

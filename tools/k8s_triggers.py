@@ -48,7 +48,7 @@ with warnings.catch_warnings():  # nameko 2.x runs on eventlet, which announces 
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     from nameko.cli.run import import_service
     from nameko.containers import ServiceContainer
-    from nameko.events import EventHandler
+    from nameko.events import BROADCAST, EventHandler
     from nameko.messaging import Consumer
     from nameko.rpc import Rpc, RpcConsumer
 
@@ -92,6 +92,8 @@ def consumed_queue(entrypoint: Any) -> str | None:
             RpcConsumer.setup(consumer)  # nameko's naming: rpc-<service>
         return consumer.queue.name
     if isinstance(entrypoint, EventHandler):
+        if entrypoint.handler_type == BROADCAST:  # a queue per process (the gateway): nothing to scale on
+            return None
         EventHandler.setup(entrypoint)  # nameko's naming, by handler type (ours: SERVICE_POOL)
         return entrypoint.queue.name
     if isinstance(entrypoint, Consumer):  # @consume(queue): named by its author

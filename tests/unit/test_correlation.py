@@ -24,6 +24,7 @@ from services._status.models import StatusBase, StatusOutbox, StatusRequest
 from services._students.models import StudentsBase, StudentsOutbox
 from services.exceptions import ValidationFailed
 from services.infra import correlation
+from services.infra.batching import Delivery
 from services.infra.models import utcnow
 from services.infra.outbox import OutboxRelay, OutboxWriter
 from services.infra.rpc import TimedServiceProxy
@@ -111,8 +112,8 @@ class TestStatusRequests:
             for n in (1, 2)
         ]
         commands[0]["correlation_id"] = "corr-first"
-        with correlation.working_on("corr-message"):  # the message's header: the worker's id
-            status.handle_status_change_requested({"requests": commands})
+        message = Delivery({"requests": commands}, {correlation.KEY: "corr-message"})  # the message's header
+        status.handle_status_change_requested([message])
 
         with status_db() as session:
             rows = session.execute(select(StatusRequest.student_id, StatusRequest.correlation_id)).all()

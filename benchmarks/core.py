@@ -80,6 +80,7 @@ class Sizes:
     console_dead_letters: int = 100_000  # (o) messages parked in status.dead-letters
     console_gets: int = 50  # (o) GETs per page
     console_streams: int = 10  # (o) live pages held open
+    scale_completions: int = 400  # (s) course completions in the burst
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -97,6 +98,7 @@ class Sizes:
             console_dead_letters=2_000,
             console_gets=10,
             console_streams=3,
+            scale_completions=40,
         )
 
 

@@ -98,7 +98,11 @@ class Supervisor:
         and returns its unstarted messages to the queue (unacked), and is never killed for taking
         its time (a stop of the launcher itself still ends it within STOP_GRACE)."""
         self.patient = True
+        log.info("retiring %s (pid %s): it finishes its work in hand first", " ".join(self.command[3:]), self._pid())
         self._stop()
+
+    def _pid(self) -> int | None:
+        return None if self.child is None else self.child.pid
 
     def _stop(self) -> None:
         if self.stopping:
@@ -240,7 +244,9 @@ class Pool:
         thread.start()
 
     def _supervise(self, supervisor: Supervisor) -> None:
-        self.statuses.append(supervisor.loop())
+        status = supervisor.loop()
+        if not supervisor.patient:  # a retired instance's exit is no failure of the service's
+            self.statuses.append(status)
 
     def _look(self) -> None:
         """Reads the backlog, decides, and starts or retires instances; one log line per change."""

@@ -132,7 +132,11 @@ def test_a_burst_scales_notifications_to_four_and_back_to_one(make_system, rabbi
         launch_log = system.log_path("notifications").read_text()
         assert "scale service=notifications from=1 to=4" in launch_log, launch_log[-3000:]
         assert re.search(r"scale service=notifications from=\d to=1 .* reason=keep_alive_lower", launch_log)
+        assert "killing it" not in launch_log  # every instance retired stopped by itself, its work done
         assert all(process.poll() is None for process in system.processes.values()), system.log_tails()
+        launcher = system.processes["notifications"]
+        launcher.terminate()  # as Ctrl-C / SIGTERM of make run: every instance stops gracefully
+        assert launcher.wait(timeout=60) == 0, system.log_tails()
         print(
             f"\nAUTOSCALE {len(ids)} mails; 4 instances ({consumers} consumers) {grown:.1f}s after the burst, "
             f"drained in {drained:.1f}s, back to 1 instance {shrunk:.1f}s later"

@@ -14,6 +14,9 @@
   hand and stops (killed after ``STOP_GRACE`` seconds if it hangs, e.g. on a
   broker that is gone); then this exits with its status. If this supervisor is
   killed, the kernel kills ``nameko run`` with it.
+- With ``SCALE_<SERVICE>=MIN..MAX`` (one service module, ``MAX`` above 1) it runs a :class:`Pool`
+  of such supervised instances and sizes it from the service's backlog (:mod:`tools.autoscale`;
+  the README's "Autoscaling"). ``1..1``, the default, is the single supervisor above, unchanged.
 """
 
 from __future__ import annotations

@@ -11,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 from benchmarks.infra import Broker, Cleanup, Postgres
+
+if TYPE_CHECKING:
+    from benchmarks.brokers import BrokerSetup
 
 NO_BACKEND = "-"
 SQLITE = "sqlite"
@@ -52,7 +55,8 @@ class Scenario:
 
     ``run(ctx, backend)`` is called once per backend. Scenarios with
     ``needs_system`` get the running mensageria from ``ctx.system(backend)``;
-    the runner orders them so that each backend's system starts only once.
+    the runner orders them so that each backend's system starts only once. These,
+    and those ``per_setup``, run once per broker set-up (``ctx.broker_setup``).
     """
 
     key: str
@@ -60,6 +64,7 @@ class Scenario:
     run: Callable[[Context, str], list[Row]]
     backends: tuple[str, ...] = (NO_BACKEND,)
     needs_system: bool = False
+    per_setup: bool = False  # run once per broker set-up, like the system's scenarios
 
 
 @dataclass
@@ -80,6 +85,7 @@ class Sizes:
     console_dead_letters: int = 100_000  # (o) messages parked in status.dead-letters
     console_gets: int = 50  # (o) GETs per page
     console_streams: int = 10  # (o) live pages held open
+    queue_messages: int = 100_000  # (q) messages at rest in the queue whose cost is measured
     scale_completions: int = 400  # (s) course completions in the burst
 
     @classmethod
@@ -98,6 +104,7 @@ class Sizes:
             console_dead_letters=2_000,
             console_gets=10,
             console_streams=3,
+            queue_messages=10_000,
             scale_completions=40,
         )
 
@@ -123,6 +130,7 @@ class Context(Generic[SystemT]):
     start_system: Callable[[Context[SystemT], str], SystemT]  # e.g. ``System.start``, passed by the runner
     profile_dir: Path | None = None
     profile_seconds: float = 10.0
+    broker_setup: BrokerSetup | None = None  # what the system runs on (the runner sets it; see brokers.py)
     _system: SystemT | None = field(default=None, repr=False)
 
     def system(self, backend: str) -> SystemT:

@@ -88,7 +88,7 @@ class Broker:
             self._api("DELETE", f"/api/vhosts/{quote(vhost, safe='')}")
 
     def check(self) -> None:
-        self._api("GET", "/api/overview")
+        self._api("GET", "/api/whoami")  # not /api/overview: it sums every vhost's queues, and fails with any
 
 
 # --- PostgreSQL ------------------------------------------------------------------

@@ -58,6 +58,21 @@ def _consume(amqp_uri: str, count: int, prefetch: int, pipe: Connection) -> None
     pipe.send((state["received"], state["first"], state["last"]))
 
 
+def start_consumer(
+    ctx: Context, amqp_uri: str, count: int, prefetch: int
+) -> tuple[multiprocessing.Process, Connection]:
+    """A consumer of ``count`` messages of :data:`QUEUE` in a process of its own, ready; and the
+    pipe that brings back ``(received, first, last)`` once it has them (stopped by cleanup)."""
+    spawn = multiprocessing.get_context("spawn")
+    parent, child = spawn.Pipe()
+    consumer = spawn.Process(target=_consume, args=(amqp_uri, count, prefetch, child), daemon=True)
+    consumer.start()
+    ctx.cleanup.push("stop the pika consumer", lambda: consumer.kill() if consumer.is_alive() else None)
+    if not parent.poll(30) or parent.recv() != "ready":
+        raise RuntimeError("the pika consumer did not start")
+    return consumer, parent
+
+
 class PipelinedPublisher:
     """Publishes ``bodies`` as persistent messages with at most ``window`` unconfirmed."""
 
@@ -120,13 +135,7 @@ def run(ctx: Context, backend: str) -> list[Row]:
     with pika.BlockingConnection(pika.URLParameters(amqp_uri)) as connection:
         connection.channel().queue_declare(QUEUE, durable=True)
 
-    spawn = multiprocessing.get_context("spawn")
-    parent, child = spawn.Pipe()
-    consumer = spawn.Process(target=_consume, args=(amqp_uri, count, ctx.sizes.raw_window, child), daemon=True)
-    consumer.start()
-    ctx.cleanup.push("stop the pika consumer", lambda: consumer.kill() if consumer.is_alive() else None)
-    if not parent.poll(30) or parent.recv() != "ready":
-        raise RuntimeError("the pika consumer did not start")
+    consumer, parent = start_consumer(ctx, amqp_uri, count, ctx.sizes.raw_window)
 
     meter = CpuMeter({"rabbitmq": rabbitmq_pids, "client": lambda: _self_and(consumer.pid)})
     meter.start()

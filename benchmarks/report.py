@@ -37,14 +37,15 @@ CSV_FIELDS = [
 
 
 def add_ratios(rows: list[Row]) -> None:
-    """ops/s of each row over (a)'s, and over (b)'s on the same backend (for c, d, e)."""
+    """ops/s of each row over (a)'s, and over (b)'s on the same backend (for c, d, e; a row's
+    backend may name its broker set-up after a ``/``: the database is what (b) is matched on)."""
     raw = next((row.ops for row in rows if row.key == "a"), None)
     celery = {row.backend: row.ops for row in rows if row.key == "b"}
     for row in rows:
         if raw and row.key != "a":
             row.ratio_a = row.ops / raw
-        if row.key in ("c", "d", "e") and celery.get(row.backend):
-            row.ratio_b = row.ops / celery[row.backend]
+        if row.key in ("c", "d", "e") and celery.get(row.backend.split("/")[0]):
+            row.ratio_b = row.ops / celery[row.backend.split("/")[0]]
 
 
 def _num(value: float | None, digits: int = 0) -> str:

@@ -26,7 +26,18 @@ from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks import autoscale, bulk, celery_bench, console, raw_pika, reads, tracing_cost, writes
+from benchmarks import (
+    autoscale,
+    brokers,
+    bulk,
+    celery_bench,
+    console,
+    queue_cost,
+    raw_pika,
+    reads,
+    tracing_cost,
+    writes,
+)
 from benchmarks.core import BACKENDS, NO_BACKEND, POSTGRESQL, Context, Row, Scenario, Sizes
 from benchmarks.cpu import machine_busy_percent, wait_quiet
 from benchmarks.infra import Broker, Cleanup, Postgres
@@ -45,6 +56,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("o", "ours: the operations console with a long history", console.console_pages, BACKENDS, True),
     Scenario("t", "traces: CPU of the tracing hooks per status change", tracing_cost.run),
     Scenario("s", "autoscaling: a burst of course completions, 200 ms SMTP", autoscale.run, (POSTGRESQL,)),
+    # on nodes of its own, once per broker set-up (--brokers)
+    Scenario("q", "queue cost at rest: memory, disk, publish and consume", queue_cost.queue_cost, per_setup=True),
 ]
 
 
@@ -72,7 +85,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--console-dead-letters", type=int, help=f"(o) dead letters parked (default {d.console_dead_letters:,})"
     )
     sizes.add_argument("--console-gets", type=int, help=f"(o) GETs per page (default {d.console_gets})")
+    sizes.add_argument("--queue-messages", type=int, help=f"(q) messages at rest (default {d.queue_messages:,})")
     sizes.add_argument("--console-streams", type=int, help=f"(o) live pages held open (default {d.console_streams})")
+    parser.add_argument(
+        "--brokers",
+        default=brokers.DEFAULT,
+        help=f"broker set-ups to run the system's scenarios (c, d, e, o) and (q) on, e.g. 'classic,quorum,cluster': "
+        f"{', '.join(brokers.SETUPS)} (default {brokers.DEFAULT}; 'cluster' starts three RabbitMQ nodes of the "
+        "run's own, which needs root and the rabbitmq-server package)",
+    )
     parser.add_argument("--profile", type=Path, metavar="DIR", help="py-spy the services during (c) at top concurrency")
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument(
@@ -128,6 +149,7 @@ def build_sizes(args: argparse.Namespace) -> Sizes:
         "console_dead_letters",
         "console_gets",
         "console_streams",
+        "queue_messages",
     )
     for name in names:
         if getattr(args, name) is not None:
@@ -150,6 +172,8 @@ def run_label(args: argparse.Namespace, sizes: Sizes) -> str:
         parts.append(f"only {args.only}")
     if args.backends != ",".join(BACKENDS):
         parts.append(f"backends {args.backends}")
+    if args.brokers != brokers.DEFAULT:
+        parts.append(f"brokers {args.brokers}")
     base = Sizes.quick() if args.quick else Sizes()
     for size in fields(Sizes):
         value = getattr(sizes, size.name)
@@ -158,24 +182,26 @@ def run_label(args: argparse.Namespace, sizes: Sizes) -> str:
     return "; ".join(parts)
 
 
-def plan(only: set[str], backends: tuple[str, ...]) -> list[tuple[Scenario, str]]:
-    """Every (scenario, backend) to run: standalone ones first, then each
-    backend's system scenarios together, so each system starts once."""
-    pairs = [
-        (index, scenario, backend)
-        for index, scenario in enumerate(SCENARIOS)
-        if not only or scenario.key in only
-        for backend in scenario.backends
-        if backend == NO_BACKEND or backend in backends
-    ]
-
-    def order(item):
-        index, scenario, backend = item
-        if not scenario.needs_system:
-            return (0, 0, index)
-        return (1, BACKENDS.index(backend), index)
-
-    return [(scenario, backend) for _, scenario, backend in sorted(pairs, key=order)]
+def plan(
+    only: set[str], backends: tuple[str, ...], setups: tuple[str, ...] = (brokers.DEFAULT,)
+) -> list[tuple[Scenario, str, str | None]]:
+    """Every (scenario, backend, broker set-up) to run: standalone ones first (on the shared
+    broker, no set-up), then per set-up its own scenarios and each backend's system scenarios
+    together, so each system starts once."""
+    items = []
+    for index, scenario in enumerate(SCENARIOS):
+        if only and scenario.key not in only:
+            continue
+        for backend in scenario.backends:
+            if backend != NO_BACKEND and backend not in backends:
+                continue
+            if not (scenario.needs_system or scenario.per_setup):
+                items.append(((0, 0, 0, index), scenario, backend, None))
+                continue
+            for rank, setup in enumerate(setups):
+                group = 1 + BACKENDS.index(backend) if scenario.needs_system else 0
+                items.append(((1, rank, group, index), scenario, backend, setup))
+    return [(scenario, backend, setup) for _, scenario, backend, setup in sorted(items, key=lambda item: item[0])]
 
 
 def _stop_on_signal(signum: int, _frame: object) -> None:
@@ -190,6 +216,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         sys.exit(f"unknown backends: {sorted(unknown)}; choose from {BACKENDS}")
     only = {letter.strip() for letter in args.only.split(",") if letter.strip()}
+    try:
+        setup_names = brokers.parse(args.brokers)
+    except ValueError as exc:
+        sys.exit(f"--brokers: {exc}")
+    label_setups = setup_names != (brokers.DEFAULT,)  # rows say which set-up they ran on
 
     cleanup = Cleanup()
     atexit.register(cleanup.close)
@@ -200,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         cleanup.push(f"remove {workdir}", lambda: shutil.rmtree(workdir, ignore_errors=True))
     broker = Broker(_broker_root(args.amqp_uri), args.rabbit_api_uri)
     postgres = Postgres(args.postgres_uri)
+    setups = brokers.BrokerSetups(broker, cleanup)
     ctx = Context(broker, postgres, sizes, cleanup, workdir, System.start, args.profile, args.profile_seconds)
 
     rows: list[Row] = []
@@ -211,15 +243,23 @@ def main(argv: list[str] | None = None) -> int:
             postgres.check()
         busy = machine_busy_percent(2.0)
         print(f"machine busy before the run: {busy:.0f}% of one core (others' work skews every figure)")
-        for scenario, backend in plan(only, backends):
-            label = scenario.name + ("" if backend == NO_BACKEND else f" [{backend}]")
+        for scenario, backend, setup in plan(only, backends, setup_names):
+            if setup is not None and (ctx.broker_setup is None or ctx.broker_setup.name != setup):
+                ctx.close_system()  # the next system runs on the next set-up
+                ctx.broker_setup = setups.get(setup)
+            on = "" if setup is None or not label_setups else f" on {brokers.LABELS[setup]}"
+            label = scenario.name + ("" if backend == NO_BACKEND else f" [{backend}]") + on
             if args.wait_quiet:
                 busy = wait_quiet(args.wait_quiet)
                 print(f"  machine busy {busy:.0f}% of one core before this scenario")
             print(f"({scenario.key}) {label} ...", flush=True)
             started = time.monotonic()
             try:
-                rows += scenario.run(ctx, backend)
+                measured = scenario.run(ctx, backend)
+                if scenario.needs_system and label_setups:
+                    for row in measured:
+                        row.backend = f"{row.backend}/{ctx.broker_setup.label}"
+                rows += measured
             except Exception:  # report it, measure the rest
                 traceback.print_exc()
                 failed.append(label)

@@ -17,7 +17,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +27,7 @@ import requests
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import sessionmaker
 
+from benchmarks.brokers import DEFAULT, BrokerSetup
 from benchmarks.core import SQLITE, Context
 from benchmarks.cpu import CpuMeter, postgres_pids, rabbitmq_pids
 from benchmarks.infra import PYTHON, Cleanup, start_process, wait_for_child
@@ -67,6 +70,7 @@ class System:
     engines: dict[str, Engine] = field(default_factory=dict)
     student_ids: list[int] = field(default_factory=list)
     current: dict[int, str] = field(default_factory=dict)  # the status each student will end at
+    rabbit_pids: Callable[[], list[int]] = rabbitmq_pids  # the RabbitMQ node(s) it runs on
 
     # --- life cycle ---------------------------------------------------------
 
@@ -74,16 +78,18 @@ class System:
     def start(cls, ctx: Context, backend: str) -> System:
         cleanup = Cleanup()
         ctx.cleanup.push(f"mensageria on {backend}", cleanup.close)
-        log_dir = ctx.workdir / f"ours-{backend}"
-        log_dir.mkdir(parents=True, exist_ok=True)
+        setup = ctx.broker_setup or BrokerSetup.shared(DEFAULT, ctx.broker)
+        # each system's SQLite files and logs are its own (a system that failed to start leaves its own behind)
+        log_dir = Path(tempfile.mkdtemp(prefix=f"ours-{backend}-{setup.name}-", dir=ctx.workdir))
         if backend == SQLITE:
             uris = {service: f"sqlite:///{log_dir}/{service}.db" for service in PG_DATABASES}
         else:
             uris = {service: ctx.postgres.create_database(cleanup, name) for service, name in PG_DATABASES.items()}
         upgrade({"DB_URIS": {HISTORIES[service]: uri for service, uri in uris.items()}}, services=tuple(uris))
-        amqp_uri = ctx.broker.create_vhost(cleanup, f"ours_{backend}")
+        amqp_uri = setup.vhost_uri(cleanup, f"ours_{backend}")
         port = free_port()
         system = cls(backend, f"http://127.0.0.1:{port}", amqp_uri, uris, log_dir, cleanup)
+        system.rabbit_pids = setup.rabbit_pids
         for service, uri in uris.items():
             system.engines[service] = build_engine(uri)
             cleanup.push(f"dispose {service} engine", system.engines[service].dispose)
@@ -99,6 +105,7 @@ class System:
         env = {
             **os.environ,
             "AMQP_URI": amqp_uri,
+            "QUEUE_TYPE": setup.queue_type,
             **{f"{service.upper()}_DB_URI": uri for service, uri in uris.items()},
             "GATEWAY_ADDRESS": f"127.0.0.1:{port}",
             "REQUEST_ID_SECRET": secrets.token_urlsafe(32),
@@ -227,7 +234,7 @@ class System:
 
     def meter(self) -> CpuMeter:
         groups = {name: (lambda pid=pid: [pid]) for name, pid in self.pids.items()}
-        groups["rabbitmq"] = rabbitmq_pids
+        groups["rabbitmq"] = self.rabbit_pids
         if self.backend != SQLITE:
             groups["postgres"] = lambda: postgres_pids(PG_DATABASES.values())
         groups["client"] = lambda: [os.getpid()]

@@ -15,6 +15,7 @@ from benchmarks.core import Context, Row
 from benchmarks.cpu import format_cpu
 from benchmarks.raw_pika import PipelinedPublisher
 from benchmarks.system import System
+from services.infra import brokers
 
 EVENT = "status_change_requested"  # gateway.events → the status service's durable queue
 
@@ -93,7 +94,9 @@ def status_backlog(ctx: Context[System], backend: str) -> list[Row]:
     after_seq = system.last_seq()
     meter = system.meter()
     meter.start()
-    publisher = PipelinedPublisher(system.amqp_uri, bodies, ctx.sizes.raw_window, "gateway.events", EVENT)
+    publisher = PipelinedPublisher(
+        brokers.nodes(system.amqp_uri)[0], bodies, ctx.sizes.raw_window, "gateway.events", EVENT
+    )
     publisher.run()
     settled = system.wait_settled(after_seq, total)
     cpu = meter.stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,7 @@ from sqlalchemy.orm import sessionmaker
 from gateway.access import store
 from services.infra.db import build_engine
 from tests.conftest import API_KEY_SECRET, signing_key_path
+from tools.local_cluster import NodeError, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMEKO = str(Path(sys.executable).parent / "nameko")
@@ -61,14 +61,10 @@ T = TypeVar("T")
 
 def poll(fetch: Callable[[], T], until: Callable[[T], bool], timeout: float = 20.0, interval: float = 0.1) -> T:
     """Call ``fetch`` until ``until(value)`` holds; fail with the last value at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if until(value):
-            return value
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"condition not met within {timeout:g}s; last value: {value!r}")
-        time.sleep(interval)
+    try:
+        return wait_until(fetch, until, timeout, interval)
+    except NodeError as exc:
+        raise AssertionError(str(exc)) from None
 
 
 # --- RabbitMQ and processes --------------------------------------------------
@@ -96,15 +92,6 @@ def amqp_username(amqp_uri: str) -> str:
 
 def free_port() -> int:
     return free_ports(1)[0]
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` different ports nothing listens on (each held until all are picked)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [sock.getsockname()[1] for sock in socks]
 
 
 def process_env(

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import make_db_uris
 from tests.e2e.support import System, amqp_username, rabbit_vhost, start_system, stop_processes, vhost_uri
-from tests.faults.support import PrivateCluster
+from tools.local_cluster import PrivateCluster
 
 
 def pytest_configure(config):

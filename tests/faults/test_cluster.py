@@ -1,5 +1,5 @@
 """Beyond one broker: the system on a three-node RabbitMQ cluster of the test's own
-(:class:`~tests.faults.support.PrivateCluster`), every process given all three nodes in
+(:class:`~tools.local_cluster.PrivateCluster`), every process given all three nodes in
 ``AMQP_URI``, and a node SIGKILLed mid-run.
 
 The node killed in the proofs is the one leading the status service's queue (the management
@@ -25,7 +25,8 @@ import pytest
 
 from services.infra.rpc import standalone_proxy
 from tests.e2e.support import ROOT, System, poll
-from tests.faults.support import PrivateBroker, PrivateCluster, Workload, assert_nothing_lost
+from tests.faults.support import Workload, assert_nothing_lost
+from tools.local_cluster import PrivateBroker, PrivateCluster
 
 TOTAL = 2000
 STUDENTS = 200

@@ -14,7 +14,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.e2e.support import poll, start_process, stop_processes
-from tests.faults.support import PrivateBroker, Workload, assert_nothing_lost, port_open
+from tests.faults.support import Workload, assert_nothing_lost
+from tools.local_cluster import PrivateBroker, port_open
 
 TOTAL = 2000
 STUDENTS = 200

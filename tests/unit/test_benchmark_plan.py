@@ -1,0 +1,58 @@
+"""The benchmark runner's plan over broker set-ups, and its ratios for rows that name one."""
+
+import pytest
+
+from benchmarks import brokers
+from benchmarks.core import Row
+from benchmarks.report import add_ratios
+from benchmarks.run import plan
+
+
+def _steps(only: set[str], backends: tuple[str, ...], setups: tuple[str, ...]) -> list[tuple[str, str, str | None]]:
+    return [(scenario.key, backend, setup) for scenario, backend, setup in plan(only, backends, setups)]
+
+
+def test_by_default_every_system_scenario_runs_once_per_backend_on_the_default_set_up():
+    steps = _steps({"a", "c", "d"}, ("sqlite", "postgresql"), (brokers.DEFAULT,))
+    assert steps[0] == ("a", "-", None)  # standalone first, on the shared broker
+    assert steps[1:] == [
+        ("c", "sqlite", "quorum"),
+        ("c", "sqlite", "quorum"),
+        ("d", "sqlite", "quorum"),
+        ("c", "postgresql", "quorum"),
+        ("c", "postgresql", "quorum"),
+        ("d", "postgresql", "quorum"),
+    ]
+
+
+def test_each_set_up_runs_its_queue_cost_then_each_backends_system_scenarios_together():
+    steps = _steps({"b", "d", "q"}, ("sqlite",), ("classic", "cluster"))
+    assert steps == [
+        ("b", "sqlite", None),
+        ("q", "-", "classic"),
+        ("d", "sqlite", "classic"),
+        ("q", "-", "cluster"),
+        ("d", "sqlite", "cluster"),
+    ]
+
+
+def test_set_ups_are_named_from_a_list_and_an_unknown_one_is_refused():
+    assert brokers.parse("classic, quorum,classic,cluster") == ("classic", "quorum", "cluster")
+    with pytest.raises(ValueError, match="unknown broker set-ups \\['mirrored'\\]"):
+        brokers.parse("quorum,mirrored")
+    with pytest.raises(ValueError):
+        brokers.parse(" , ")
+
+
+def test_a_row_on_a_named_set_up_is_compared_with_celery_on_its_database():
+    rows = [
+        Row("a", "raw", "-", 1, 10_000.0, 1),
+        Row("b", "celery", "sqlite", 2, 500.0, 1),
+        Row("d", "bulk", "sqlite/quorum x3", 1, 2_000.0, 1),
+        Row("q", "queue", "classic", 1, 5_000.0, 1),
+    ]
+    add_ratios(rows)
+    assert rows[2].ratio_a == pytest.approx(0.2)
+    assert rows[2].ratio_b == pytest.approx(4.0)
+    assert rows[3].ratio_a == pytest.approx(0.5)
+    assert rows[3].ratio_b is None

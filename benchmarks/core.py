@@ -86,6 +86,7 @@ class Sizes:
     console_gets: int = 50  # (o) GETs per page
     console_streams: int = 10  # (o) live pages held open
     queue_messages: int = 100_000  # (q) messages at rest in the queue whose cost is measured
+    scale_completions: int = 400  # (s) course completions in the burst
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -104,6 +105,7 @@ class Sizes:
             console_gets=10,
             console_streams=3,
             queue_messages=10_000,
+            scale_completions=40,
         )
 
 

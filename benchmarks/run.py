@@ -26,8 +26,19 @@ from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks import brokers, bulk, celery_bench, console, queue_cost, raw_pika, reads, tracing_cost, writes
-from benchmarks.core import BACKENDS, NO_BACKEND, Context, Row, Scenario, Sizes
+from benchmarks import (
+    autoscale,
+    brokers,
+    bulk,
+    celery_bench,
+    console,
+    queue_cost,
+    raw_pika,
+    reads,
+    tracing_cost,
+    writes,
+)
+from benchmarks.core import BACKENDS, NO_BACKEND, POSTGRESQL, Context, Row, Scenario, Sizes
 from benchmarks.cpu import machine_busy_percent, wait_quiet
 from benchmarks.infra import Broker, Cleanup, Postgres
 from benchmarks.report import RESULTS, add_ratios, append_csv, machine_info, table
@@ -44,6 +55,7 @@ SCENARIOS: list[Scenario] = [
     # last of the system's scenarios: it leaves a million more requests behind
     Scenario("o", "ours: the operations console with a long history", console.console_pages, BACKENDS, True),
     Scenario("t", "traces: CPU of the tracing hooks per status change", tracing_cost.run),
+    Scenario("s", "autoscaling: a burst of course completions, 200 ms SMTP", autoscale.run, (POSTGRESQL,)),
     # on nodes of its own, once per broker set-up (--brokers)
     Scenario("q", "queue cost at rest: memory, disk, publish and consume", queue_cost.queue_cost, per_setup=True),
 ]

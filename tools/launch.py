@@ -14,6 +14,9 @@
   hand and stops (killed after ``STOP_GRACE`` seconds if it hangs, e.g. on a
   broker that is gone); then this exits with its status. If this supervisor is
   killed, the kernel kills ``nameko run`` with it.
+- With ``SCALE_<SERVICE>=MIN..MAX`` (one service module, ``MAX`` above 1) it runs a :class:`Pool`
+  of such supervised instances and sizes it from the service's backlog (:mod:`tools.autoscale`;
+  the README's "Autoscaling"). ``1..1``, the default, is the single supervisor above, unchanged.
 """
 
 from __future__ import annotations
@@ -23,15 +26,20 @@ import contextlib
 import ctypes
 import logging
 import logging.config
+import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+
+import prometheus_client
 
 from services.infra import brokers, logs
 from services.infra.config import load_config
 from services.infra.settings import ConfigError, Settings
+from tools import autoscale
 from tools.preflight import broker_reachable, redacted
 
 log = logging.getLogger("mensageria.launch")
@@ -66,12 +74,16 @@ def wait_for_broker(amqp_uri: str, max_wait: float | None = None) -> bool:
 
 
 class Supervisor:
-    def __init__(self, command: list[str], amqp_uri: str):
+    def __init__(self, command: list[str], amqp_uri: str, env: dict[str, str] | None = None):
         self.command = command
         self.amqp_uri = amqp_uri
+        self.env = env
         self.child: subprocess.Popen | None = None
         self.started = 0.0
         self.stopping = False
+        self.patient = False  # stopped to scale down: no kill while it finishes its work (see retire)
+        self.signalled: subprocess.Popen | None = None
+        self.lock = threading.RLock()  # re-entered by a signal handler in the same thread
 
     def forward(self, signum: int, _frame: object) -> None:
         """Ask ``nameko run`` to stop, once: with SIGTERM whatever arrived here.
@@ -81,15 +93,41 @@ class Supervisor:
         eventlet's monkey-patching). Later signals (a Ctrl-C after a SIGTERM, the same
         signal from the group and from ``bin/run``) are not repeated: a second stop
         while nameko run stops leaves it hung."""
+        self.patient = False  # a stop of the whole launcher: STOP_GRACE applies, even to an instance retiring
+        self._stop()
+
+    def retire(self) -> None:
+        """Stop this instance to scale down: SIGTERM once; nameko run finishes the workers in hand
+        and returns its unstarted messages to the queue (unacked), and is never killed for taking
+        its time (a stop of the launcher itself still ends it within STOP_GRACE)."""
+        self.patient = True
+        log.info("retiring %s (pid %s): it finishes its work in hand first", " ".join(self.command[3:]), self._pid())
+        self._stop()
+
+    def _pid(self) -> int | None:
+        return None if self.child is None else self.child.pid
+
+    def _stop(self) -> None:
         if self.stopping:
             return
         self.stopping = True
-        if self.child is not None and self.child.poll() is None:
-            self.child.send_signal(signal.SIGTERM)
+        self._signal_child()
+
+    def _signal_child(self) -> None:
+        """SIGTERM to ``nameko run``, once per child (from a signal handler or, scaling, another thread)."""
+        with self.lock:
+            child = self.child
+            if child is not None and child is not self.signalled and child.poll() is None:
+                self.signalled = child
+                child.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.forward)
         signal.signal(signal.SIGINT, self.forward)
+        return self.loop()
+
+    def loop(self) -> int:
+        """Runs ``nameko run`` until a stop is asked, restarting it when it exits by itself."""
         delay = 1.0
         while not self.stopping:
             wait_for_broker(self.amqp_uri)
@@ -98,7 +136,9 @@ class Supervisor:
             started = self.started = time.monotonic()
             # a session of its own: a signal to our process group (Ctrl-C) reaches
             # nameko run once, through forward(), never also directly
-            self.child = subprocess.Popen(self.command, preexec_fn=_die_with_parent, start_new_session=True)
+            self.child = subprocess.Popen(
+                self.command, env=self.env, preexec_fn=_die_with_parent, start_new_session=True
+            )
             status = self._wait()
             if self.stopping:
                 return status if status > 0 else 0
@@ -117,7 +157,9 @@ class Supervisor:
         without a timeout would resume after it as if nothing had happened."""
         deadline = grace = None
         while True:
-            if self.stopping and deadline is None:
+            if self.stopping:
+                self._signal_child()  # a stop asked while it was being started
+            if self.stopping and deadline is None and not self.patient:
                 grace = STARTING_GRACE if time.monotonic() - self.started < STARTING else STOP_GRACE
                 deadline = time.monotonic() + grace
                 log.info("stopping %s (up to %.0fs)", " ".join(self.command[3:]), grace)
@@ -130,21 +172,144 @@ class Supervisor:
                     return self.child.wait()
 
 
+class Pool:
+    """``MIN..MAX`` instances of one service (``SCALE_<SERVICE>``), each a :class:`Supervisor` in a
+    thread of its own; every ``SCALE_INTERVAL`` seconds its backlog decides how many
+    (:mod:`tools.autoscale`). Scaling down retires the newest instance; the first one (which serves
+    the service's ``/metrics``; the others serve none) runs for as long as the pool."""
+
+    def __init__(self, command: list[str], config: dict, service: str, policy: autoscale.Policy):
+        settings = Settings.from_config(config)
+        self.command = command
+        self.amqp_uri = config["AMQP_URI"]
+        self.service = service
+        self.policy = policy
+        self.interval = settings.scale_interval
+        self.metrics_port = getattr(settings, f"metrics_port_launch_{service}")
+        self.reader = autoscale.BacklogReader(service, config, int(config.get("max_workers") or 10))
+        self.window = autoscale.Window(policy.keep_alive)
+        self.metrics = autoscale.ScaleMetrics()
+        self.instances: list[tuple[Supervisor, threading.Thread]] = []
+        self.retiring: list[tuple[Supervisor, threading.Thread]] = []
+        self.statuses: list[int] = []
+        self.stopping = False
+
+    def stop(self, signum: int, frame: object) -> None:
+        self.stopping = True
+        for supervisor, _ in self.instances + self.retiring:
+            supervisor.forward(signum, frame)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self.stop)
+        signal.signal(signal.SIGINT, self.stop)
+        self._serve_metrics()
+        log.info(
+            "scaling %s between %d and %d instances (target backlog %d each, keep-alive %gs)",
+            self.service,
+            self.policy.minimum,
+            self.policy.maximum,
+            self.policy.target,
+            self.policy.keep_alive,
+        )
+        for _ in range(self.policy.minimum):
+            self._add()
+        self.metrics.instances.labels(self.service).set(len(self.instances))
+        next_look = time.monotonic() + self.interval
+        while not self.stopping:
+            if time.monotonic() >= next_look:
+                next_look = time.monotonic() + self.interval
+                self._look()
+            self.retiring = [(s, thread) for s, thread in self.retiring if thread.is_alive()]
+            time.sleep(min(POLL, self.interval))
+        for supervisor, _ in self.instances + self.retiring:
+            supervisor.forward(signal.SIGTERM, None)
+        for _, thread in self.instances + self.retiring:
+            thread.join()
+        self.reader.close()
+        return max([0, *self.statuses])
+
+    def _serve_metrics(self) -> None:
+        if not self.metrics_port:
+            return
+        try:
+            prometheus_client.start_http_server(self.metrics_port, registry=self.metrics.registry)
+        except OSError as exc:
+            log.error("metrics: cannot listen on port %d (%s); scaling without /metrics", self.metrics_port, exc)
+            return
+        log.info("metrics: the %s launcher serves /metrics on port %d", self.service, self.metrics_port)
+
+    def _add(self) -> None:
+        # the first instance serves the service's /metrics port; two processes cannot share it
+        env = None if not self.instances else {**os.environ, f"METRICS_PORT_{self.service.upper()}": "0"}
+        supervisor = Supervisor(self.command, self.amqp_uri, env)
+        thread = threading.Thread(target=self._supervise, args=(supervisor,), daemon=True)
+        self.instances.append((supervisor, thread))
+        thread.start()
+
+    def _supervise(self, supervisor: Supervisor) -> None:
+        status = supervisor.loop()
+        if not supervisor.patient:  # a retired instance's exit is no failure of the service's
+            self.statuses.append(status)
+
+    def _look(self) -> None:
+        """Reads the backlog, decides, and starts or retires instances; one log line per change."""
+        current = len(self.instances)
+        try:
+            backlog = self.reader.read(current)
+        except Exception as exc:  # broker or management API away: no decision this time
+            self.metrics.errors.labels(self.service).inc()
+            log.warning("scale %s: backlog unknown (%s); keeping %d instances", self.service, exc, current)
+            return
+        now = time.monotonic()
+        desired = autoscale.decide(current, backlog.total, self.window.recent(now), self.policy)
+        self.window.add(now, autoscale.recommend(current, backlog.total, self.policy))
+        self.metrics.backlog.labels(self.service).set(backlog.total)
+        self.metrics.desired.labels(self.service).set(desired)
+        if desired < current and time.monotonic() - self.instances[-1][0].started < STARTING:
+            return  # nameko run stopped while it starts can hang: the newest retires once it has started
+        if desired == current:
+            return
+        reason = "backlog" if desired > current else "keep_alive_lower"
+        log.info(
+            "scale service=%s from=%d to=%d backlog=%d messages=%d work=%d utilisation=%s reason=%s",
+            self.service,
+            current,
+            desired,
+            backlog.total,
+            backlog.messages,
+            backlog.work,
+            "-" if backlog.utilisation is None else f"{backlog.utilisation:.2f}",
+            reason,
+        )
+        self.metrics.events.labels(self.service, "up" if desired > current else "down", reason).inc()
+        while len(self.instances) < desired:
+            self._add()
+        while len(self.instances) > desired:
+            supervisor, thread = self.instances.pop()  # the newest
+            supervisor.retire()
+            self.retiring.append((supervisor, thread))
+        self.metrics.instances.labels(self.service).set(len(self.instances))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="run Nameko services, waiting for and surviving the broker")
     parser.add_argument("--config", default="config.yaml")
     parser.add_argument("services", nargs="+")
     args = parser.parse_args()
     config = load_config(args.config)
+    service = autoscale.service_of(args.services)
     try:  # a bad value stops here in one line naming its key, not in a loop of restarts
         Settings.from_config(config)
         brokers.nodes(config["AMQP_URI"])
+        policy = autoscale.Policy.for_service(service, config) if service else None
     except (ConfigError, ValueError) as error:
         sys.exit(f"mensageria: {error}")
     logging.config.dictConfig(config["LOGGING"])  # the lines nameko run writes, in the same format
     logs.serving("launch")
     nameko = str(Path(sys.executable).parent / "nameko")
     command = [nameko, "run", "--config", args.config, *args.services]
+    if policy is not None and policy.maximum > 1:
+        sys.exit(Pool(command, config, service, policy).run())
     sys.exit(Supervisor(command, config["AMQP_URI"]).run())
 
 

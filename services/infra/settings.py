@@ -128,6 +128,21 @@ class Settings:
     metrics_port_status: int = _setting(9182, minimum=0)
     metrics_port_certificates: int = _setting(9183, minimum=0)
     metrics_port_notifications: int = _setting(9184, minimum=0)
+    # autoscaling (tools/autoscale.py): instances per service as MIN..MAX (1..1: fixed, as before);
+    # the backlog one instance is meant to hold (0: its max_workers); how long every recommendation
+    # must be lower before an instance is stopped, and seconds between looks at the backlog
+    scale_students: str = "1..1"
+    scale_status: str = "1..1"
+    scale_certificates: str = "1..1"
+    scale_notifications: str = "1..1"
+    scale_target: int = _setting(0, minimum=0)
+    scale_keep_alive: float = _setting(30.0, minimum=0)
+    scale_interval: float = _setting(1.0, minimum=0.1)
+    # a scaling launcher's own /metrics (instances, backlog, scale events) per service (0: none)
+    metrics_port_launch_students: int = _setting(9191, minimum=0)
+    metrics_port_launch_status: int = _setting(9192, minimum=0)
+    metrics_port_launch_certificates: int = _setting(9193, minimum=0)
+    metrics_port_launch_notifications: int = _setting(9194, minimum=0)
     # logs: plain text lines, or one JSON object per line (read by config.yaml's LOGGING block)
     log_format: str = _setting("plain", choices=("plain", "json"))
 

@@ -23,6 +23,7 @@ import requests
 
 from benchmarks.core import Context, Row
 from benchmarks.cpu import format_cpu
+from benchmarks.memory import format_rss
 from benchmarks.system import System
 
 CHUNK_ROWS = 1_000  # rows per chunk of the streamed upload
@@ -83,7 +84,8 @@ def bulk_job(ctx: Context[System], backend: str) -> list[Row]:
     with requests.Session() as session:
         session.headers.update(system.headers)
         session.get(system.base_url + "/health", timeout=10)  # connect outside the timed window
-        meter, upload_meter = system.meter(), system.meter()
+        meter, upload_meter, rss = system.meter(), system.meter(), system.rss_meter()
+        rss.start()
         meter.start()
         upload_meter.start()
         started = time.monotonic()
@@ -119,6 +121,7 @@ def bulk_job(ctx: Context[System], backend: str) -> list[Row]:
             OUTBOX_POLL,
         )
         cpu = meter.stop()
+        peaks = rss.stop()
         # its final counts, outside the timed window: an answer counted before the job
         # was done (the 202's, within the last second) may still be served for up to 1 s
         _, job = _wait(
@@ -138,7 +141,7 @@ def bulk_job(ctx: Context[System], backend: str) -> list[Row]:
     messages = system._scalar("status", LAST_OUTBOX) - outbox_before
     read_copy = system.wait_read_copy(READ_COPY_TIMEOUT)
     rate = total / (settled - started)
-    print(f"  {rate:,.0f} rows/s; {counts}")
+    print(f"  {rate:,.0f} rows/s; {counts}; {format_rss(peaks)}")
     return [
         Row(
             "d",
@@ -154,7 +157,8 @@ def bulk_job(ctx: Context[System], backend: str) -> list[Row]:
                 f"later, in {messages:,} outbox messages); applied {job['applied']:,}, "
                 f"rejected {job['rejected']:,}, failed {job.get('failed', 0):,}; "
                 f"job's own rows_per_second {job.get('rows_per_second')}; read copy {read_copy - settled:.1f}s later; "
-                f"upload {format_cpu(upload_cpu)}; whole {format_cpu(cpu, rate)}"
+                f"upload {format_cpu(upload_cpu)}; whole {format_cpu(cpu, rate)}; {format_rss(peaks)} "
+                "(each group's largest process, from the upload to the outbox published)"
             ),
         )
     ]

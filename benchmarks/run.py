@@ -62,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--status-requests", help=f"(c) requests per client count (default {_csv(d.status_requests)})")
     sizes.add_argument("--backlog", type=int, help=f"(c) events queued for the status service (default {d.backlog:,})")
     sizes.add_argument("--bulk-rows", type=int, help=f"(d) rows of the bulk job (default {d.bulk_rows:,})")
+    sizes.add_argument("--bulk-max-rows", type=int, help="(d) the gateway's BULK_MAX_ROWS (default: --bulk-rows)")
+    sizes.add_argument("--completions", type=int, help=f"(f) course completions (default {d.completions:,})")
     sizes.add_argument("--reads", type=int, help=f"(e) GETs and RPC reads (default {d.reads:,})")
     sizes.add_argument("--read-concurrency", type=int, help=f"(e) clients (default {d.read_concurrency})")
     sizes.add_argument("--echo-calls", type=int, help=f"(e) echo calls (default {d.echo_calls:,})")
@@ -119,6 +121,8 @@ def build_sizes(args: argparse.Namespace) -> Sizes:
         "students",
         "backlog",
         "bulk_rows",
+        "bulk_max_rows",
+        "completions",
         "reads",
         "read_concurrency",
         "echo_calls",

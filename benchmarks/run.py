@@ -26,7 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from benchmarks import bulk, celery_bench, console, raw_pika, reads, tracing_cost, writes
+from benchmarks import bulk, celery_bench, celery_seed, console, raw_pika, reads, seed_workload, tracing_cost, writes
 from benchmarks.core import BACKENDS, NO_BACKEND, Context, Row, Scenario, Sizes
 from benchmarks.cpu import machine_busy_percent, wait_quiet
 from benchmarks.infra import Broker, Cleanup, Postgres
@@ -41,6 +41,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("d", "ours: bulk job of 100,000 rows", bulk.bulk_job, BACKENDS, True),
     Scenario("e", "ours: GET /students/{id}, and the same read over RPC", reads.reads, BACKENDS, True),
     Scenario("e", "bare nameko RPC echo", reads.echo),
+    Scenario("f", "Celery: the seed's three tasks per course completion", celery_seed.run, BACKENDS),
+    Scenario("f", "ours: course completions, POST /api/v1/certificate/", seed_workload.completions, BACKENDS, True),
     # last of the system's scenarios: it leaves a million more requests behind
     Scenario("o", "ours: the operations console with a long history", console.console_pages, BACKENDS, True),
     Scenario("t", "traces: CPU of the tracing hooks per status change", tracing_cost.run),

@@ -145,13 +145,13 @@ class System:
             self.launchers[name] = start_process(self.cleanup, name, command, self.env, self.log_dir / f"{name}.log")
         for name in MORE_MODULES:
             self.pids[name] = wait_for_child(self.launchers[name].pid)
-        self._poll(lambda: self._alive() and ready(), "certificates and notifications to consume", START_TIMEOUT)
+        self._poll(lambda: self.check_alive() or ready(), "certificates and notifications to consume", START_TIMEOUT)
 
-    def _alive(self) -> bool:
+    def check_alive(self) -> None:
+        """Raises if a process of the system has exited."""
         dead = [name for name, launcher in self.launchers.items() if launcher.poll() is not None]
         if dead:
             raise RuntimeError(f"{dead} exited; logs in {self.log_dir}")
-        return True
 
     def close(self) -> None:
         self.cleanup.close()
@@ -167,7 +167,8 @@ class System:
 
     def _wait_ready(self) -> None:
         deadline, last = time.monotonic() + START_TIMEOUT, "no answer"
-        while time.monotonic() < deadline and self._alive():
+        while time.monotonic() < deadline:
+            self.check_alive()
             try:
                 response = requests.get(self.base_url + "/ready", timeout=5)
                 if response.status_code == 200:

@@ -111,7 +111,7 @@ class Broker:
             self._api("DELETE", f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/contents")
 
     def check(self) -> None:
-        self._api("GET", "/api/overview")
+        self._api("GET", "/api/whoami")  # not /api/overview: it sums every vhost's queues, and fails with any
 
 
 # --- PostgreSQL ------------------------------------------------------------------

@@ -23,6 +23,7 @@ import requests
 
 from benchmarks.core import Context, Row
 from benchmarks.cpu import format_cpu
+from benchmarks.memory import format_rss
 from benchmarks.system import System
 
 CHUNK_ROWS = 1_000  # rows per chunk of the streamed upload
@@ -32,21 +33,28 @@ PENDING_ROWS = "SELECT count(*) FROM status_requests WHERE job_id = :job AND sta
 OUTBOX_POLL = 0.02
 STALL_TIMEOUT = 120.0  # give up when nothing moves for this long (the job itself may take minutes)
 UPLOAD_TIMEOUT = 600.0
+# requests applies its connect timeout to every send of the body too: how long the gateway may
+# leave a chunk unread (the longest wait is reported)
+SEND_TIMEOUT = 120.0
 READ_COPY_TIMEOUT = 900.0
 UNPUBLISHED = "SELECT count(*) FROM outbox WHERE published_at IS NULL"
 LAST_OUTBOX = "SELECT max(id) FROM outbox"
 
 
-def csv_rows(system: System, total: int) -> Iterator[bytes]:
-    """The job's CSV, ``CHUNK_ROWS`` rows at a time; records each student's new status as it goes."""
+def csv_rows(system: System, total: int, waits: list[float]) -> Iterator[bytes]:
+    """The job's CSV, ``CHUNK_ROWS`` rows at a time; records each student's new status as it goes,
+    and in ``waits`` the longest time one chunk took to be sent (the gateway reading it)."""
     ids = system.student_ids
+    waits.append(0.0)
     yield b"student_id,status,reason\n"
     for first in range(0, total, CHUNK_ROWS):
         lines = []
         for n in range(first, min(first + CHUNK_ROWS, total)):
             student = ids[n % len(ids)]
             lines.append(f"{student},{system.next_target(student)},bulk benchmark\n")
+        handed = time.monotonic()
         yield "".join(lines).encode()
+        waits[0] = max(waits[0], time.monotonic() - handed)  # resumed once requests has sent it
 
 
 def _job(session: requests.Session, system: System, job_id: str) -> dict:
@@ -78,18 +86,19 @@ def bulk_job(ctx: Context[System], backend: str) -> list[Row]:
     system = ctx.system(backend)
     total = ctx.sizes.bulk_rows
     headers = {"Content-Type": "text/csv", "Idempotency-Key": str(uuid.uuid4()), "X-Actor": "benchmark"}
-    body = csv_rows(system, total)
+    waits: list[float] = []
+    body = csv_rows(system, total, waits)
     outbox_before = system._scalar("status", LAST_OUTBOX)
     with requests.Session() as session:
         session.headers.update(system.headers)
         session.get(system.base_url + "/health", timeout=10)  # connect outside the timed window
-        meter, upload_meter = system.meter(), system.meter()
+        meter, upload_meter, rss = system.meter(), system.meter(), system.rss_meter()
+        rss.start()
         meter.start()
         upload_meter.start()
         started = time.monotonic()
-        response = session.post(
-            system.base_url + "/status-requests/bulk", data=body, headers=headers, timeout=(10, UPLOAD_TIMEOUT)
-        )
+        url, timeout = system.base_url + "/status-requests/bulk", (SEND_TIMEOUT, UPLOAD_TIMEOUT)
+        response = session.post(url, data=body, headers=headers, timeout=timeout)
         uploaded = time.monotonic()
         upload_cpu = upload_meter.stop()
         if response.status_code != 202:
@@ -119,6 +128,7 @@ def bulk_job(ctx: Context[System], backend: str) -> list[Row]:
             OUTBOX_POLL,
         )
         cpu = meter.stop()
+        peaks = rss.stop()
         # its final counts, outside the timed window: an answer counted before the job
         # was done (the 202's, within the last second) may still be served for up to 1 s
         _, job = _wait(
@@ -138,7 +148,7 @@ def bulk_job(ctx: Context[System], backend: str) -> list[Row]:
     messages = system._scalar("status", LAST_OUTBOX) - outbox_before
     read_copy = system.wait_read_copy(READ_COPY_TIMEOUT)
     rate = total / (settled - started)
-    print(f"  {rate:,.0f} rows/s; {counts}")
+    print(f"  {rate:,.0f} rows/s; {counts}; {format_rss(peaks)}")
     return [
         Row(
             "d",
@@ -149,12 +159,14 @@ def bulk_job(ctx: Context[System], backend: str) -> list[Row]:
             total,
             notes=(
                 f"CSV streamed from a generator ({CHUNK_ROWS:,} rows a chunk) over {len(system.student_ids)} "
-                f"students; upload {uploaded - started:.2f}s (to the 202), apply {settled - uploaded:.2f}s "
+                f"students; upload {uploaded - started:.2f}s (to the 202; the longest a chunk waited to be "
+                f"read {waits[0]:.2f}s), apply {settled - uploaded:.2f}s "
                 f"(job done {job_done - uploaded:.2f}s after the 202, outbox published {settled - job_done:.2f}s "
                 f"later, in {messages:,} outbox messages); applied {job['applied']:,}, "
                 f"rejected {job['rejected']:,}, failed {job.get('failed', 0):,}; "
                 f"job's own rows_per_second {job.get('rows_per_second')}; read copy {read_copy - settled:.1f}s later; "
-                f"upload {format_cpu(upload_cpu)}; whole {format_cpu(cpu, rate)}"
+                f"upload {format_cpu(upload_cpu)}; whole {format_cpu(cpu, rate)}; {format_rss(peaks)} "
+                "(each group's largest process, from the upload to the outbox published)"
             ),
         )
     ]

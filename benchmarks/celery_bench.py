@@ -11,6 +11,7 @@ last task's transaction is seen committed. Tasks are enqueued the Celery way
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 import uuid
 from datetime import UTC, datetime
@@ -21,7 +22,7 @@ from sqlalchemy import func, insert, select
 from benchmarks import celery_app
 from benchmarks.core import SQLITE, Context, Row
 from benchmarks.cpu import CpuMeter, format_cpu, postgres_pids, rabbitmq_pids
-from benchmarks.infra import BIN, ROOT, Cleanup, descendants, start_process, stop_process
+from benchmarks.infra import BIN, ROOT, Cleanup, descendants, scoped, start_process, stop_process
 from services.infra.db import build_engine
 
 PG_DATABASE = "mensageria_bench_celery"
@@ -30,7 +31,7 @@ START_TIMEOUT = 60.0
 POLL = 0.02
 
 
-def _database(ctx: Context, backend: str, cleanup: Cleanup) -> str:
+def database(ctx: Context, backend: str, cleanup: Cleanup) -> str:
     if backend == SQLITE:
         return f"sqlite:///{ctx.workdir}/celery.db"
     return ctx.postgres.create_database(cleanup, PG_DATABASE)
@@ -59,39 +60,52 @@ def _wait_for_worker(worker, log_path, ready: Path) -> None:
     raise RuntimeError(f"celery worker not ready within {START_TIMEOUT:g}s; see {log_path}")
 
 
-def run(ctx: Context, backend: str) -> list[Row]:
-    cleanup = Cleanup()  # this scenario's worker and database go as soon as it ends
-    ctx.cleanup.push(f"celery {backend}", cleanup.close)
-    try:
-        return _run(ctx, backend, cleanup)
-    finally:
-        cleanup.close()
-
-
-def _run(ctx: Context, backend: str, cleanup: Cleanup) -> list[Row]:
-    amqp_uri = ctx.broker.create_vhost(cleanup, "celery")
-    db_uri = _database(ctx, backend, cleanup)
-    count, students = ctx.sizes.celery_tasks, ctx.sizes.students
-    engine = _prepare(db_uri, students)
-    cleanup.push("dispose celery engine", engine.dispose)
-
+def celery_producer(amqp_uri: str, cleanup: Cleanup):
+    """A producer on ``amqp_uri``'s vhost, for ``apply_async(producer=...)``."""
     celery_app.app.conf.broker_url = amqp_uri
     connection = celery_app.app.connection_for_write()  # not the app's pool: each run has its own vhost
     cleanup.push("close celery connection", connection.release)
-    producer = connection.Producer()
-    ready = ctx.workdir / f"celery-{backend}.ready"
+    return connection.Producer()
+
+
+def start_worker(
+    ctx: Context, cleanup: Cleanup, name: str, amqp_uri: str, db_uri: str, env: dict | None = None, include: str = ""
+) -> tuple[subprocess.Popen, Path]:
+    """``celery worker`` (prefork, ``CONCURRENCY``) on ``amqp_uri`` and ``db_uri``, consuming once
+    this returns; ``include``: a module of more tasks. Returns it and its log."""
+    ready = ctx.workdir / f"{name}.ready"
     env = {
         **os.environ,
         "BENCH_CELERY_BROKER": amqp_uri,
         "BENCH_CELERY_DB": db_uri,
         "BENCH_CELERY_READY": str(ready),
         "PYTHONPATH": str(ROOT),
+        **(env or {}),
     }
-    log_path = ctx.workdir / f"celery-{backend}.log"
+    log_path = ctx.workdir / f"{name}.log"
     command = [str(BIN / "celery"), "-A", "benchmarks.celery_app", "worker", "--pool", "prefork"]
     command += ["--concurrency", str(CONCURRENCY), "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]
+    command += ["--include", include] if include else []
     worker = start_process(cleanup, "celery worker", command, env, log_path)
     _wait_for_worker(worker, log_path, ready)
+    return worker, log_path
+
+
+def run(ctx: Context, backend: str) -> list[Row]:
+    # this scenario's worker and database go as soon as it ends
+    with scoped(ctx.cleanup, f"celery {backend}") as cleanup:
+        return _run(ctx, backend, cleanup)
+
+
+def _run(ctx: Context, backend: str, cleanup: Cleanup) -> list[Row]:
+    amqp_uri = ctx.broker.create_vhost(cleanup, "celery")
+    db_uri = database(ctx, backend, cleanup)
+    count, students = ctx.sizes.celery_tasks, ctx.sizes.students
+    engine = _prepare(db_uri, students)
+    cleanup.push("dispose celery engine", engine.dispose)
+
+    producer = celery_producer(amqp_uri, cleanup)
+    worker, log_path = start_worker(ctx, cleanup, f"celery-{backend}", amqp_uri, db_uri)
 
     # each student goes enrolled → active → suspended → active …: every task applies a change
     plan, current = [], {}

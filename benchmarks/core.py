@@ -77,6 +77,8 @@ class Sizes:
     concurrency: tuple[int, ...] = (1, 16, 64)
     backlog: int = 3_000  # status events queued straight into the status service
     bulk_rows: int = 100_000  # rows of the one bulk job
+    bulk_max_rows: int = 0  # the gateway's BULK_MAX_ROWS (0: bulk_rows, at least config.yaml's 100,000)
+    completions: int = 2_000  # (f) course completions through POST /api/v1/certificate/
     reads: int = 3_000
     read_concurrency: int = 16
     echo_calls: int = 6_000
@@ -97,6 +99,7 @@ class Sizes:
             status_requests=(50, 300, 300),
             backlog=300,
             bulk_rows=5_000,
+            completions=200,
             reads=300,
             echo_calls=600,
             trace_changes=2_000,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
@@ -48,6 +48,17 @@ class Cleanup:
                 action()
             except Exception as exc:  # keep undoing the rest
                 print(f"cleanup: {what} failed: {exc}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def scoped(parent: Cleanup, what: str) -> Iterator[Cleanup]:
+    """A :class:`Cleanup` closed when the block ends (and by ``parent``, should the run stop first)."""
+    cleanup = Cleanup()
+    parent.push(what, cleanup.close)
+    try:
+        yield cleanup
+    finally:
+        cleanup.close()
 
 
 # --- RabbitMQ ------------------------------------------------------------------
@@ -86,6 +97,18 @@ class Broker:
     def delete_vhost(self, vhost: str) -> None:
         with contextlib.suppress(requests.HTTPError):  # already gone
             self._api("DELETE", f"/api/vhosts/{quote(vhost, safe='')}")
+
+    def consumers(self, amqp_uri: str) -> dict[str, int]:
+        """Each queue of the vhost of ``amqp_uri`` (one :meth:`create_vhost` made), and its consumers."""
+        vhost = urlparse(amqp_uri).path.lstrip("/")
+        queues = self._api("GET", f"/api/queues/{quote(vhost, safe='')}", params={"columns": "name,consumers"}).json()
+        return {queue["name"]: queue.get("consumers", 0) for queue in queues}
+
+    def purge(self, amqp_uri: str, queue: str) -> None:
+        """Drop every message in ``queue`` of the vhost of ``amqp_uri``, if it exists."""
+        vhost = urlparse(amqp_uri).path.lstrip("/")
+        with contextlib.suppress(requests.HTTPError):  # not declared (yet): nothing to drop
+            self._api("DELETE", f"/api/queues/{quote(vhost, safe='')}/{quote(queue, safe='')}/contents")
 
     def check(self) -> None:
         self._api("GET", "/api/whoami")  # not /api/overview: it sums every vhost's queues, and fails with any

@@ -14,6 +14,7 @@ from benchmarks.core import Row
 from benchmarks.infra import ROOT
 
 RESULTS = Path(__file__).resolve().parent / "results" / "results.csv"
+SEED_BASELINE = "Celery, the seed's design"  # (f)'s baseline row starts with this; its completion rows with "course"
 CSV_FIELDS = [
     "timestamp",
     "commit",
@@ -38,14 +39,19 @@ CSV_FIELDS = [
 
 def add_ratios(rows: list[Row]) -> None:
     """ops/s of each row over (a)'s, and over (b)'s on the same backend (for c, d, e; a row's
-    backend may name its broker set-up after a ``/``: the database is what (b) is matched on)."""
+    backend may name its broker set-up after a ``/``: the database is what (b) is matched on; for
+    (f)'s completions, over its own baseline: the seed's design in Celery)."""
     raw = next((row.ops for row in rows if row.key == "a"), None)
     celery = {row.backend: row.ops for row in rows if row.key == "b"}
+    seed = {row.backend: row.ops for row in rows if row.key == "f" and row.scenario.startswith(SEED_BASELINE)}
     for row in rows:
         if raw and row.key != "a":
             row.ratio_a = row.ops / raw
-        if row.key in ("c", "d", "e") and celery.get(row.backend.split("/")[0]):
-            row.ratio_b = row.ops / celery[row.backend.split("/")[0]]
+        database = row.backend.split("/")[0]
+        if row.key in ("c", "d", "e") and celery.get(database):
+            row.ratio_b = row.ops / celery[database]
+        if row.key == "f" and row.scenario.startswith("course") and seed.get(database):
+            row.ratio_b = row.ops / seed[database]  # completions/s over the seed's design
 
 
 def _num(value: float | None, digits: int = 0) -> str:

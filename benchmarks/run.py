@@ -31,10 +31,12 @@ from benchmarks import (
     brokers,
     bulk,
     celery_bench,
+    celery_seed,
     console,
     queue_cost,
     raw_pika,
     reads,
+    seed_workload,
     tracing_cost,
     writes,
 )
@@ -52,6 +54,8 @@ SCENARIOS: list[Scenario] = [
     Scenario("d", "ours: bulk job of 100,000 rows", bulk.bulk_job, BACKENDS, True),
     Scenario("e", "ours: GET /students/{id}, and the same read over RPC", reads.reads, BACKENDS, True),
     Scenario("e", "bare nameko RPC echo", reads.echo),
+    Scenario("f", "Celery: the seed's three tasks per course completion", celery_seed.run, BACKENDS),
+    Scenario("f", "ours: course completions, POST /api/v1/certificate/", seed_workload.completions, BACKENDS, True),
     # last of the system's scenarios: it leaves a million more requests behind
     Scenario("o", "ours: the operations console with a long history", console.console_pages, BACKENDS, True),
     Scenario("t", "traces: CPU of the tracing hooks per status change", tracing_cost.run),
@@ -76,6 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--status-requests", help=f"(c) requests per client count (default {_csv(d.status_requests)})")
     sizes.add_argument("--backlog", type=int, help=f"(c) events queued for the status service (default {d.backlog:,})")
     sizes.add_argument("--bulk-rows", type=int, help=f"(d) rows of the bulk job (default {d.bulk_rows:,})")
+    sizes.add_argument("--bulk-max-rows", type=int, help="(d) the gateway's BULK_MAX_ROWS (default: --bulk-rows)")
+    sizes.add_argument("--completions", type=int, help=f"(f) course completions (default {d.completions:,})")
     sizes.add_argument("--reads", type=int, help=f"(e) GETs and RPC reads (default {d.reads:,})")
     sizes.add_argument("--read-concurrency", type=int, help=f"(e) clients (default {d.read_concurrency})")
     sizes.add_argument("--echo-calls", type=int, help=f"(e) echo calls (default {d.echo_calls:,})")
@@ -141,6 +147,8 @@ def build_sizes(args: argparse.Namespace) -> Sizes:
         "students",
         "backlog",
         "bulk_rows",
+        "bulk_max_rows",
+        "completions",
         "reads",
         "read_concurrency",
         "echo_calls",

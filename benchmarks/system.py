@@ -32,6 +32,7 @@ from benchmarks.core import SQLITE, Context
 from benchmarks.cpu import CpuMeter, postgres_pids, rabbitmq_pids
 from benchmarks.infra import PYTHON, Cleanup, start_process, wait_for_child
 from benchmarks.load import Call, LoadResult, run_load
+from benchmarks.memory import RssMeter
 from gateway.access import store
 from services.credentials import generate_signing_key
 from services.infra.db import build_engine
@@ -43,6 +44,10 @@ PG_DATABASES = {
     "status": "mensageria_bench_status",
     "gateway": "mensageria_bench_gateway",  # API keys and the audit trail
 }
+# started only by the scenarios that need them (:meth:`System.start_more`), so (c)-(e) measure what they did
+MORE_MODULES = {"certificates": "services.certificates", "notifications": "services.notifications"}
+MORE_PG_DATABASES = {name: f"mensageria_bench_{name}" for name in MORE_MODULES}
+BULK_MAX_ROWS, BULK_BYTES_PER_ROW = 100_000, 64  # config.yaml's default; the upload limit raised with it
 UNLIMITED = 1_000_000  # the benchmark key's rate and burst: the limiter never refuses it
 START_TIMEOUT = 90.0
 SETTLE_TIMEOUT = 300.0
@@ -65,6 +70,7 @@ class System:
     log_dir: Path
     cleanup: Cleanup
     api_key: str = ""
+    env: dict[str, str] = field(default_factory=dict)  # every process's environment
     launchers: dict = field(default_factory=dict)  # name -> Popen of tools.launch
     pids: dict[str, int] = field(default_factory=dict)  # name -> pid of its `nameko run`
     engines: dict[str, Engine] = field(default_factory=dict)
@@ -102,7 +108,8 @@ class System:
             rate_per_second=UNLIMITED,
             burst=UNLIMITED,
         )
-        env = {
+        bulk_max_rows = ctx.sizes.bulk_max_rows or max(ctx.sizes.bulk_rows, BULK_MAX_ROWS)
+        system.env = env = {
             **os.environ,
             "AMQP_URI": amqp_uri,
             "QUEUE_TYPE": setup.queue_type,
@@ -111,6 +118,9 @@ class System:
             "REQUEST_ID_SECRET": secrets.token_urlsafe(32),
             "API_KEY_SECRET": api_key_secret,
             "CERTIFICATE_SIGNING_KEY": _signing_key(log_dir),
+            "PUBLIC_BASE_URL": system.base_url,
+            "BULK_MAX_ROWS": str(bulk_max_rows),
+            "BULK_MAX_BYTES": str(max(bulk_max_rows * BULK_BYTES_PER_ROW, 33_554_432)),
             "PYTHONWARNINGS": "ignore",
             "PYTHONUNBUFFERED": "1",
         }
@@ -121,6 +131,34 @@ class System:
         system._wait_ready()
         system._create_students(ctx.sizes.students)
         return system
+
+    def start_more(self, ctx: Context, env: dict[str, str], ready) -> None:
+        """Start certificates and notifications beside the rest (once), with ``env`` added
+        (e.g. the SMTP server); ``ready()`` says when they consume."""
+        if all(name in self.pids for name in MORE_MODULES):
+            return
+        if self.backend == SQLITE:
+            uris = {name: f"sqlite:///{self.log_dir}/{name}.db" for name in MORE_MODULES}
+        else:
+            uris = {name: ctx.postgres.create_database(self.cleanup, db) for name, db in MORE_PG_DATABASES.items()}
+        upgrade({"DB_URIS": {HISTORIES[name]: uri for name, uri in uris.items()}}, services=tuple(uris))
+        for name, uri in uris.items():
+            self.db_uris[name] = uri
+            self.engines[name] = build_engine(uri)
+            self.cleanup.push(f"dispose {name} engine", self.engines[name].dispose)
+        self.env.update({f"{name.upper()}_DB_URI": uri for name, uri in uris.items()}, **env)
+        for name, module in MORE_MODULES.items():
+            command = [PYTHON, "-m", "tools.launch", "--config", "config.yaml", module]
+            self.launchers[name] = start_process(self.cleanup, name, command, self.env, self.log_dir / f"{name}.log")
+        for name in MORE_MODULES:
+            self.pids[name] = wait_for_child(self.launchers[name].pid)
+        self._poll(lambda: self.check_alive() or ready(), "certificates and notifications to consume", START_TIMEOUT)
+
+    def check_alive(self) -> None:
+        """Raises if a process of the system has exited."""
+        dead = [name for name, launcher in self.launchers.items() if launcher.poll() is not None]
+        if dead:
+            raise RuntimeError(f"{dead} exited; logs in {self.log_dir}")
 
     def close(self) -> None:
         self.cleanup.close()
@@ -137,9 +175,7 @@ class System:
     def _wait_ready(self) -> None:
         deadline, last = time.monotonic() + START_TIMEOUT, "no answer"
         while time.monotonic() < deadline:
-            dead = [name for name, launcher in self.launchers.items() if launcher.poll() is not None]
-            if dead:
-                raise RuntimeError(f"{dead} exited; logs in {self.log_dir}")
+            self.check_alive()
             try:
                 response = requests.get(self.base_url + "/ready", timeout=5)
                 if response.status_code == 200:
@@ -232,13 +268,20 @@ class System:
             plans.append(calls)
         return plans
 
-    def meter(self) -> CpuMeter:
+    def process_groups(self) -> dict:
+        """What the meters watch: each service, RabbitMQ, our PostgreSQL backends, the client."""
         groups = {name: (lambda pid=pid: [pid]) for name, pid in self.pids.items()}
         groups["rabbitmq"] = self.rabbit_pids
         if self.backend != SQLITE:
-            groups["postgres"] = lambda: postgres_pids(PG_DATABASES.values())
+            groups["postgres"] = lambda: postgres_pids([*PG_DATABASES.values(), *MORE_PG_DATABASES.values()])
         groups["client"] = lambda: [os.getpid()]
-        return CpuMeter(groups)
+        return groups
+
+    def meter(self) -> CpuMeter:
+        return CpuMeter(self.process_groups())
+
+    def rss_meter(self) -> RssMeter:
+        return RssMeter(self.process_groups())
 
 
 def _signing_key(directory: Path) -> str:

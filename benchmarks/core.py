@@ -67,6 +67,28 @@ class Scenario:
     per_setup: bool = False  # run once per broker set-up, like the system's scenarios
 
 
+def plan(
+    scenarios: list[Scenario], only: set[str], backends: tuple[str, ...], setups: tuple[str, ...]
+) -> list[tuple[Scenario, str, str | None]]:
+    """Every (scenario, backend, broker set-up) to run: standalone ones first (on the shared
+    broker, no set-up), then per set-up its own scenarios and each backend's system scenarios
+    together, so each system starts once."""
+    items = []
+    for index, scenario in enumerate(scenarios):
+        if only and scenario.key not in only:
+            continue
+        for backend in scenario.backends:
+            if backend != NO_BACKEND and backend not in backends:
+                continue
+            if not (scenario.needs_system or scenario.per_setup):
+                items.append(((0, 0, 0, index), scenario, backend, None))
+                continue
+            for rank, setup in enumerate(setups):
+                group = 1 + BACKENDS.index(backend) if scenario.needs_system else 0
+                items.append(((1, rank, group, index), scenario, backend, setup))
+    return [(scenario, backend, setup) for _, scenario, backend, setup in sorted(items, key=lambda item: item[0])]
+
+
 @dataclass
 class Sizes:
     raw_messages: int = 20_000

@@ -40,7 +40,7 @@ from benchmarks import (
     tracing_cost,
     writes,
 )
-from benchmarks.core import BACKENDS, NO_BACKEND, POSTGRESQL, Context, Row, Scenario, Sizes
+from benchmarks.core import BACKENDS, NO_BACKEND, POSTGRESQL, Context, Row, Scenario, Sizes, plan
 from benchmarks.cpu import machine_busy_percent, wait_quiet
 from benchmarks.infra import Broker, Cleanup, Postgres
 from benchmarks.report import RESULTS, add_ratios, append_csv, machine_info, table
@@ -190,28 +190,6 @@ def run_label(args: argparse.Namespace, sizes: Sizes) -> str:
     return "; ".join(parts)
 
 
-def plan(
-    only: set[str], backends: tuple[str, ...], setups: tuple[str, ...] = (brokers.DEFAULT,)
-) -> list[tuple[Scenario, str, str | None]]:
-    """Every (scenario, backend, broker set-up) to run: standalone ones first (on the shared
-    broker, no set-up), then per set-up its own scenarios and each backend's system scenarios
-    together, so each system starts once."""
-    items = []
-    for index, scenario in enumerate(SCENARIOS):
-        if only and scenario.key not in only:
-            continue
-        for backend in scenario.backends:
-            if backend != NO_BACKEND and backend not in backends:
-                continue
-            if not (scenario.needs_system or scenario.per_setup):
-                items.append(((0, 0, 0, index), scenario, backend, None))
-                continue
-            for rank, setup in enumerate(setups):
-                group = 1 + BACKENDS.index(backend) if scenario.needs_system else 0
-                items.append(((1, rank, group, index), scenario, backend, setup))
-    return [(scenario, backend, setup) for _, scenario, backend, setup in sorted(items, key=lambda item: item[0])]
-
-
 def _stop_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)  # unwinds through the finally blocks
 
@@ -251,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             postgres.check()
         busy = machine_busy_percent(2.0)
         print(f"machine busy before the run: {busy:.0f}% of one core (others' work skews every figure)")
-        for scenario, backend, setup in plan(only, backends, setup_names):
+        for scenario, backend, setup in plan(SCENARIOS, only, backends, setup_names):
             if setup is not None and (ctx.broker_setup is None or ctx.broker_setup.name != setup):
                 ctx.close_system()  # the next system runs on the next set-up
                 ctx.broker_setup = setups.get(setup)

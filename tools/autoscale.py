@@ -45,6 +45,9 @@ with warnings.catch_warnings():  # keep eventlet's notice (metrics' WSGI server)
     from services.infra.metrics import MAIL_NOTIFICATIONS, PREFIX
 
 SCALABLE = ("students", "status", "certificates", "notifications")
+# services whose instances may share one SQLite file: notifications' senders claim mails under the
+# database's write lock (repo.claim_due), and its handlers record each mail once by a unique key
+SQLITE_SHARED = ("notifications",)
 TOLERANCE = 0.1  # HPA's default: a backlog within 10% of what the current size is meant to hold changes nothing
 STEP_FACTOR, STEP_ADD = 2, 4  # at most x2 or +4 instances in one step up, whichever is more
 HTTP_TIMEOUT = 2.0
@@ -78,7 +81,7 @@ class Policy:
         settings = Settings.from_config(config)
         raw = getattr(settings, f"scale_{service}", "1..1")
         low, high = scale_range(f"SCALE_{service.upper()}", raw)
-        if high > 1 and _is_sqlite(config, service):
+        if high > 1 and service not in SQLITE_SHARED and _is_sqlite(config, service):
             raise ConfigError(
                 f"config: SCALE_{service.upper()}={raw} needs PostgreSQL: {service.upper()}_DB_URI is SQLite, "
                 "which one instance at a time uses safely (set 1..1, or a PostgreSQL URI)"

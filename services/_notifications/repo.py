@@ -165,6 +165,15 @@ def _pending_row(mail: Mail, now: datetime) -> dict[str, Any]:
 # --- sending ----------------------------------------------------------------
 
 
+def _write_lock_first(session: Session) -> None:
+    """On SQLite, which has no row locks: take the database's write lock before reading what to claim
+    (``BEGIN IMMEDIATE``), so another instance's claim waits for this one's lease and then sees it.
+    Its driver would otherwise read outside any transaction, and two senders could claim one mail."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite" and not connection.connection.dbapi_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
 def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> list[Outgoing]:
     """Up to ``limit`` due pending notifications, oldest due first, leased for ``lease``.
 
@@ -172,13 +181,14 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
     while they are sent outside this transaction, and brings them back if this
     process dies before recording the outcome.
     """
+    _write_lock_first(session)
     rows = list(
         session.scalars(
             select(Notification)
             .where(Notification.state == PENDING, Notification.next_attempt_at <= now)
             .order_by(Notification.next_attempt_at, Notification.id)
             .limit(limit)
-            .with_for_update(skip_locked=True)  # PostgreSQL; SQLite serialises writers
+            .with_for_update(skip_locked=True)  # PostgreSQL: rows another instance holds are left to it
         )
     )
     files: dict[int, list[Attachment]] = {}

@@ -47,10 +47,12 @@ def test_make_run_refuses_a_bad_range_in_one_line():
     ]
 
 
-def test_several_instances_need_postgresql():
+def test_several_instances_need_postgresql_but_notifications_may_share_a_sqlite_file():
+    config = {"SCALE_CERTIFICATES": "1..4", "DB_URIS": {"certificates:CertificatesBase": "sqlite:///c.db"}}
+    with pytest.raises(ConfigError, match=r"SCALE_CERTIFICATES=1\.\.4 needs PostgreSQL: CERTIFICATES_DB_URI"):
+        Policy.for_service("certificates", config)
     config = {"SCALE_NOTIFICATIONS": "1..4", "DB_URIS": {"notifications:NotificationsBase": "sqlite:///n.db"}}
-    with pytest.raises(ConfigError, match=r"SCALE_NOTIFICATIONS=1\.\.4 needs PostgreSQL: NOTIFICATIONS_DB_URI"):
-        Policy.for_service("notifications", config)
+    assert Policy.for_service("notifications", config) == Policy(1, 4, 10, 30.0)
     config["DB_URIS"] = {"notifications:NotificationsBase": "postgresql+psycopg2://db/notifications"}
     assert Policy.for_service("notifications", {**config, "max_workers": 7}) == Policy(1, 4, 7, 30.0)
     assert Policy.for_service("notifications", {**config, "SCALE_TARGET": "25"}).target == 25

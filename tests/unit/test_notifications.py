@@ -11,6 +11,7 @@ import email.policy
 from datetime import UTC, datetime, timedelta
 from unittest.mock import MagicMock
 
+import eventlet
 import pytest
 from nameko.testing.services import worker_factory
 from sqlalchemy import select
@@ -362,6 +363,32 @@ class TestLog:
             assert repo.claim_due(session, NOW + timedelta(days=999, seconds=59), 10, self.lease) == []
         with db.begin() as session:
             assert [m.id for m in repo.claim_due(session, NOW + timedelta(days=1000), 10, self.lease)] == [claimed.id]
+
+    def test_two_instances_claiming_at_once_never_take_the_same_mail(self, db):
+        """Two senders on one SQLite file (two connections, the second in an OS thread of its own, as
+        another process would be): the second claim waits for the first's lease and then sees it."""
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
+        for n in range(3):
+            assert repo.record(db, dataclasses.replace(mail, dedup_key=f"{mail.dedup_key}-{n}", message_id=f"<{n}@x>"))
+        with db() as session:
+            ids = set(session.scalars(select(Notification.id)))
+        engine = build_engine(str(db.kw["bind"].url))
+        due, theirs = NOW + timedelta(days=999), []
+
+        def claim() -> None:
+            with sessionmaker(bind=engine).begin() as session:
+                theirs.extend(m.id for m in repo.claim_due(session, due, 10, self.lease))
+
+        other = eventlet.patcher.original("threading").Thread(target=claim)  # not a green thread
+        with db.begin() as first:
+            mine = {m.id for m in repo.claim_due(first, due, 2, self.lease)}
+            other.start()
+            other.join(0.5)
+            assert other.is_alive()  # waiting for the first claim's write lock
+        other.join(30)
+        engine.dispose()
+        assert len(mine) == 2
+        assert set(theirs) == ids - mine
 
     def test_failures_back_off_then_fail_for_good(self, db):
         notification_id = self.record_one(db)

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request, Response
 
 from gateway.access import keys as api_keys
 from gateway.access import store
-from gateway.console import queues, sessions
+from gateway.console import launchers, queues, sessions
 from gateway.console.entrypoint import PUBLIC, error_page, page, redirect, render
 from gateway.console.pulse import END, SAMPLE_SECONDS, event
 from gateway.exceptions import AccessDenied, RateLimited
@@ -88,6 +88,7 @@ class ConsoleRoutes:
         return render(request, "overview.html", **self._overview())
 
     def _overview(self) -> dict:
+        scaling = eventlet.spawn(launchers.read_all, self.settings)  # alongside the calls below
         results = self._gather(
             {
                 **{f"ping:{name}": (name, "ping") for name in SERVICES},
@@ -105,6 +106,7 @@ class ConsoleRoutes:
             "status": results["status"],
             "mail": results["mail"],
             "dead_letters": [{"name": name, **results[f"dead:{name}"]} for name in SERVICES],
+            "instances": scaling.wait(),
         }
 
     def _gather(self, calls: dict[str, tuple]) -> dict[str, dict]:

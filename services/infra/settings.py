@@ -143,6 +143,8 @@ class Settings:
     metrics_port_launch_status: int = _setting(9192, minimum=0)
     metrics_port_launch_certificates: int = _setting(9193, minimum=0)
     metrics_port_launch_notifications: int = _setting(9194, minimum=0)
+    # where the gateway reads those launchers' /metrics for the console's Instances panel
+    launcher_metrics_host: str = "127.0.0.1"
     # logs: plain text lines, or one JSON object per line (read by config.yaml's LOGGING block)
     log_format: str = _setting("plain", choices=("plain", "json"))
 

@@ -28,6 +28,7 @@ from sqlalchemy.orm import sessionmaker
 from gateway.access import store
 from services.infra.db import build_engine
 from tests.conftest import API_KEY_SECRET, signing_key_path
+from tools.autoscale import SCALABLE
 from tools.local_cluster import NodeError, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -98,8 +99,10 @@ def process_env(
     amqp_uri: str, db_uris: dict[str, str], port: int, metrics_ports: dict[str, int] | None = None
 ) -> dict[str, str]:
     """The environment ``config.yaml`` reads, for every process of one system; each process
-    serves ``/metrics`` on its port in ``metrics_ports`` (by name, as in ``MODULES``), none by default."""
+    serves ``/metrics`` on its port in ``metrics_ports`` (by name, as in ``MODULES``), none by default;
+    a scaling launcher serves none unless its ``METRICS_PORT_LAUNCH_<SERVICE>`` is given."""
     metrics = {f"METRICS_PORT_{name.upper()}": str((metrics_ports or {}).get(name, 0)) for name in MODULES}
+    metrics.update({f"METRICS_PORT_LAUNCH_{name.upper()}": "0" for name in SCALABLE})
     databases = {
         f"{key.split(':')[0].upper()}_DB_URI": uri for key, uri in db_uris.items()
     }  # STUDENTS_DB_URI, STATUS_DB_URI, CERTIFICATES_DB_URI, NOTIFICATIONS_DB_URI

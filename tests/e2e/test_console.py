@@ -86,6 +86,8 @@ def test_signing_in_gives_a_strict_http_only_cookie_and_the_pages(system: System
     every = r".*".join(rf"{service} up [1-9][0-9]* consumers, [0-9]+ queued" for service in SERVICE_NAMES)
     page = poll(lambda: text(get(anonymous, system, "/ops")), lambda found: re.search(every, found), timeout=20)
     assert "rpc-status" in page and "evt-gateway-status_change_requested--status.handle_status_change_requested" in page
+    for service in SERVICE_NAMES:  # no launcher scales them here (SCALE_<SERVICE> 1..1, no launcher port)
+        assert f"{service} not scaled here (fixed or scaled by the platform, e.g. KEDA) 1..1" in page
     assert overview.headers["Content-Security-Policy"].startswith("default-src 'none'")
     assert overview.headers["X-Frame-Options"] == "DENY" and overview.headers["Cache-Control"] == "no-store"
 

@@ -155,10 +155,14 @@ class Workload:
         return response.json()
 
     def job(self, job_id: str) -> dict | None:
-        """The job's progress; None while the status service cannot answer (503/504: restarting)."""
-        response = requests.get(
-            f"{self.system.base_url}/jobs/{job_id}", headers=bearer(self.system.admin_key), timeout=10
-        )
+        """The job's progress; None while it cannot be read (503/504: restarting; or the connection
+        dropped while a broker node went away), as a polling client would ask again."""
+        try:
+            response = requests.get(
+                f"{self.system.base_url}/jobs/{job_id}", headers=bearer(self.system.admin_key), timeout=10
+            )
+        except requests.ConnectionError:
+            return None
         if response.status_code in (503, 504):
             return None
         assert response.status_code == 200, response.text

@@ -33,10 +33,10 @@ from typing import Any
 
 from nameko.events import BROADCAST, EventHandler
 from nameko.extensions import DependencyProvider
-from nameko.messaging import QueueConsumer
 
 from gateway.entrypoints import json_bytes
 from services.exceptions import ValidationFailed
+from services.infra.inbound import StoppableQueueConsumer
 from services.infra.settings import Settings
 from services.schemas import StudentCreatedSchema, StudentDeletedSchema, StudentUpdatedSchema, status_changes
 
@@ -156,7 +156,7 @@ class StudentReads(DependencyProvider):
         return entry
 
 
-class ReadCopyConsumer(QueueConsumer):
+class ReadCopyConsumer(StoppableQueueConsumer):
     """nameko's queue consumer on a connection of its own, which tells the read copies of its
     service when its queues are (re)declared — events published while they were gone are
     lost — and when its connection is lost."""

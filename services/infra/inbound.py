@@ -78,7 +78,23 @@ def parked_body(message: Any, limit: int) -> dict:
     }
 
 
-class GuardedQueueConsumer(QueueConsumer):
+class StoppableQueueConsumer(QueueConsumer):
+    """nameko's queue consumer, stoppable while it is still starting.
+
+    Stopped before its consumers are ready (a SIGTERM that arrives while an instance starts,
+    e.g. one the autoscaling launcher has just added), nameko's consumer lets the first of
+    its providers through and fails every other with "Trying to re-send() an
+    already-triggered event", which leaves the container to be killed instead of stopped.
+    Here the second and later providers are let through as the first was.
+    """
+
+    def unregister_provider(self, provider: Any) -> None:
+        if not self._consumers_ready.ready() and self._last_provider_unregistered.ready():
+            return
+        super().unregister_provider(provider)
+
+
+class GuardedQueueConsumer(StoppableQueueConsumer):
     """nameko's queue consumer, with every delivery checked before it is decoded."""
 
     def setup(self) -> None:

@@ -38,15 +38,10 @@ from benchmarks.system import free_port
 from gateway.access import store
 from services.credentials import generate_signing_key
 from services.infra.db import build_engine
+from tools.launch import PROCESSES
 from tools.migrate import HISTORIES, upgrade
 
-MODULES = {
-    "students": "services.students",
-    "status": "services.status",
-    "certificates": "services.certificates",
-    "notifications": "services.notifications",
-    "gateway": "gateway.service",
-}
+MODULES = PROCESSES
 LAUNCH = ["-m", "tools.launch", "--config", "config.yaml"]
 SMTP_SECONDS = 0.2
 IDLE_SECONDS = 30.0

@@ -36,16 +36,17 @@ from benchmarks.memory import RssMeter
 from gateway.access import store
 from services.credentials import generate_signing_key
 from services.infra.db import build_engine
+from tools.launch import PROCESSES
 from tools.migrate import HISTORIES, upgrade
 
-MODULES = {"students": "services.students", "status": "services.status", "gateway": "gateway.service"}
+MODULES = {name: PROCESSES[name] for name in ("students", "status", "gateway")}
 PG_DATABASES = {
     "students": "mensageria_bench_students",
     "status": "mensageria_bench_status",
     "gateway": "mensageria_bench_gateway",  # API keys and the audit trail
 }
 # started only by the scenarios that need them (:meth:`System.start_more`), so (c)-(e) measure what they did
-MORE_MODULES = {"certificates": "services.certificates", "notifications": "services.notifications"}
+MORE_MODULES = {name: PROCESSES[name] for name in ("certificates", "notifications")}
 MORE_PG_DATABASES = {name: f"mensageria_bench_{name}" for name in MORE_MODULES}
 BULK_MAX_ROWS, BULK_BYTES_PER_ROW = 100_000, 64  # config.yaml's default; the upload limit raised with it
 UNLIMITED = 1_000_000  # the benchmark key's rate and burst: the limiter never refuses it

@@ -48,9 +48,17 @@ MAX_DELAY = 30.0
 STABLE_AFTER = 60.0  # a run this long resets the restart backoff
 STOP_GRACE = 30.0  # seconds nameko gets to stop gracefully before it is killed
 PR_SET_PDEATHSIG = 1
+# every process of the system by name, as bin/run starts them (its loop lists the same modules)
+PROCESSES = {
+    "students": "services.students",
+    "status": "services.status",
+    "certificates": "services.certificates",
+    "notifications": "services.notifications",
+    "gateway": "gateway.service",
+}
 POLL = 0.5  # seconds between looks at whether a stop was asked
-# nameko run stopped while it is still starting its services can hang (its queue consumer
-# is told twice that the last provider left); a stop asked that early gets a short grace
+# nameko run stopped while it is still starting its services holds no work yet: a stop asked
+# that early gets a short grace (services.infra.inbound.StoppableQueueConsumer lets it stop)
 STARTING = 10.0
 STARTING_GRACE = 5.0
 
@@ -266,7 +274,7 @@ class Pool:
         self.metrics.backlog.labels(self.service).set(backlog.total)
         self.metrics.desired.labels(self.service).set(desired)
         if desired < current and time.monotonic() - self.instances[-1][0].started < STARTING:
-            return  # nameko run stopped while it starts can hang: the newest retires once it has started
+            return  # the newest retires once it has started: stopping it earlier would waste its start
         if desired == current:
             return
         reason = "backlog" if desired > current else "keep_alive_lower"

@@ -29,6 +29,7 @@ from gateway.access import store
 from services.infra.db import build_engine
 from tests.conftest import API_KEY_SECRET, signing_key_path
 from tools.autoscale import SCALABLE
+from tools.launch import PROCESSES
 from tools.local_cluster import NodeError, free_ports, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,13 +47,7 @@ HTTP_TIMEOUT = 10.0
 ERROR_KEYS = {"error", "message", "details"}
 
 # every process of the system, as `make run` starts them
-MODULES = {
-    "students": "services.students",
-    "status": "services.status",
-    "certificates": "services.certificates",
-    "notifications": "services.notifications",
-    "gateway": "gateway.service",
-}
+MODULES = PROCESSES
 
 T = TypeVar("T")
 

@@ -147,6 +147,9 @@ def test_ctrl_c_while_starting(run_command_stopped, after):
     time.sleep(after)
     seconds = command.stop_and_time("group", signal.SIGINT, at_least=1)
     print(f"SIGINT to the group {after:g}s into the start: every process gone in {seconds:.1f}s")
+    log = command.log()
+    assert "Traceback" not in log, log
+    assert "killing it" not in log, log  # every process stopped, none was killed
 
 
 def test_sigterm_to_the_group_under_load_loses_no_accepted_request(run_command):

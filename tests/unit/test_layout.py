@@ -376,3 +376,14 @@ def test_the_cluster_override_gives_every_process_all_three_nodes():
         app = f"amqp://{env['RABBITMQ_APP_USER']}:{env['RABBITMQ_APP_PASSWORD']}@"
         assert nodes == [f"{app}{host}:5672/{env['RABBITMQ_VHOST']}" for host in CLUSTER_NODES], name
         assert nodes[0] == services[name]["environment"]["AMQP_URI"]  # the single node's, first
+
+
+def test_the_run_script_starts_every_process_the_launcher_names():
+    """``bin/run`` (shell) and ``tools.launch.PROCESSES`` (what tests and benchmarks start) agree."""
+    from tools.launch import PROCESSES
+
+    loop = re.search(r"^for module in ([^;]+);", (ROOT / "bin/run").read_text(), re.MULTILINE)
+    assert loop is not None
+    assert loop.group(1).split() == list(PROCESSES.values())
+    for module in PROCESSES.values():
+        assert (ROOT / (module.replace(".", "/") + ".py")).is_file(), module

@@ -130,6 +130,11 @@ REFUSED = _counter(
     "Deliveries refused before decoding (too large, not JSON, not an RPC request): answered or parked.",
     ("service", "kind", "action"),
 )
+REPLY_PATH_MENDED = _counter(
+    "rpc_reply_path_mended",
+    "Times a service's RPC reply consumer connected anew because its probe was unroutable or unanswered.",
+    ("service", "reason"),
+)
 PARKED = _counter(
     "dead_letters_parked",
     "Events parked in the service's dead-letter queue, by reason: failed (retries spent) or malformed.",

@@ -17,7 +17,8 @@ command-line tools) :func:`standalone_proxy` is nameko's ``ClusterRpcProxy`` wit
 the same ``RPC_TIMEOUT``.
 
 Replies come back through a transient queue (:class:`TransientReplies`), so that a caller whose
-broker node is lost finds its reply queue again on the node it moves to.
+broker node is lost finds its reply queue again on the node it moves to; a service's reply path is
+probed (:class:`TransientReplyListener`) and mended when replies no longer reach it.
 
 A call carries the correlation id in hand (:func:`services.infra.correlation.current`):
 the worker's, or the one a loop or a handler set with ``working_on`` for the row or the
@@ -27,15 +28,20 @@ call is a CLIENT span, whose ``traceparent`` the call carries.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import uuid
 from typing import Any
 
 import eventlet
-from amqp.exceptions import ChannelError
+from amqp.exceptions import ChannelError, RecoverableConnectionError
 from amqp.exceptions import ConnectionError as AmqpConnectionError
+from eventlet.queue import Empty, LightQueue
 from kombu import Queue
 from kombu.exceptions import OperationalError
+from nameko.amqp.publish import Publisher, UndeliverableMessage
+from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.containers import WorkerContext
 from nameko.exceptions import RemoteError, UnknownService
 from nameko.extensions import Entrypoint
@@ -51,9 +57,14 @@ from nameko.standalone.rpc import ClusterRpcProxy, SingleThreadedReplyListener
 
 from services.exceptions import BackendTimeout, ServiceUnavailable
 from services.infra import correlation, metrics, tracing
+from services.infra.inbound import StoppableQueueConsumer
 from services.infra.settings import Settings
 
+log = logging.getLogger(__name__)
+
 BROKER_ERRORS = (OSError, OperationalError, AmqpConnectionError)
+PROBE_PREFIX = "reply-probe-"
+RECONNECT_TIMEOUT = 30.0  # seconds a probe waits for the reply consumer it told to connect anew
 
 
 class TimedServiceProxy:
@@ -97,6 +108,7 @@ class TimedServiceProxy:
         except eventlet.Timeout as exc:
             if exc is not deadline:
                 raise
+            _probe_soon(self._proxy)  # no answer: is the reply path still whole?
             raise BackendTimeout(
                 f"The {self._service} service did not answer within {timeout:g}s.",
                 {"service": self._service, "timeout": timeout},
@@ -175,8 +187,121 @@ class TransientReplies:
         self.queue_consumer.register_provider(self)
 
 
+class ReplyConsumer(StoppableQueueConsumer):
+    """The reply listener's queue consumer, which can be told to connect anew: it then leaves its
+    connection and, on a new one, declares and binds its queue again and consumes from it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._reconnect: str | None = None
+        self.connects = 0  # times its consumers were (re)started on a connection
+
+    def reconnect(self, reason: str, timeout: float) -> bool:
+        """Connect anew within a second (at the consumer's next look, between two waits for
+        messages); whether it consumes again on a new connection within ``timeout`` seconds."""
+        connects, self._reconnect = self.connects, reason
+        with eventlet.Timeout(timeout, False):
+            while self.connects == connects:
+                eventlet.sleep(0.05)
+            return True
+        return False
+
+    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+        super().on_consume_ready(connection, channel, consumers, **kwargs)
+        self.connects += 1
+
+    def on_iteration(self) -> None:
+        super().on_iteration()
+        reason, self._reconnect = self._reconnect, None
+        if reason is not None and not self.should_stop:
+            # kombu's consumer loop takes this as a lost connection: it closes it and starts again
+            raise RecoverableConnectionError(f"reply path mended: {reason}")
+
+
 class TransientReplyListener(TransientReplies, ReplyListener):
-    """A service's reply listener (shared by its :class:`TimedRpcProxy` dependencies)."""
+    """A service's reply listener (shared by its :class:`TimedRpcProxy` dependencies), whose reply
+    path is probed.
+
+    Every ``REPLY_PROBE_SECONDS`` (and at once after a call timed out) it sends itself a reply
+    through the RPC exchange, with ``mandatory`` set, and waits up to ``RPC_TIMEOUT`` for it. A
+    probe the broker cannot route (the queue or its binding is gone) or that never arrives (the
+    consumer is attached to a queue that no longer receives, as after a node holding it was lost
+    while this process moved to another) makes the consumer connect anew, which declares and binds
+    the queue again: every later call gets its reply. Without this a caller whose reply path broke
+    that way would time out on every call until restarted. A probe costs one small message.
+    """
+
+    queue_consumer = ReplyConsumer()
+
+    def setup(self) -> None:
+        super().setup()
+        config = self.container.config
+        settings = Settings.from_config(config)
+        self.probe_interval = settings.reply_probe_seconds
+        self.probe_timeout = settings.rpc_timeout
+        self.exchange = get_rpc_exchange(config)
+        self.probes = Publisher(config[AMQP_URI_CONFIG_KEY], mandatory=True, retry=False)
+        self.wake: LightQueue = LightQueue(maxsize=1)
+        self.prober = None
+
+    def start(self) -> None:
+        super().start()
+        if self.probe_interval > 0:
+            self.prober = self.container.spawn_managed_thread(self._probe_forever, identifier="reply-probe")
+
+    def stop(self) -> None:
+        if self.prober is not None:
+            self.prober.kill()
+        super().stop()
+
+    def probe_soon(self) -> None:
+        if self.wake.empty():
+            self.wake.put_nowait(True)
+
+    def _probe_forever(self) -> None:
+        while True:
+            with contextlib.suppress(Empty):  # the interval passed, or a call timed out
+                self.wake.get(timeout=self.probe_interval)
+            problem = self.probe()
+            if problem is not None:
+                service = self.container.service_name
+                log.warning("%s: the reply path is broken (%s); its consumer connects anew", service, problem)
+                metrics.REPLY_PATH_MENDED.labels(service, problem.split(":")[0]).inc()
+                if not self.queue_consumer.reconnect(problem, timeout=RECONNECT_TIMEOUT):
+                    log.warning("%s: the reply consumer is not consuming yet; probing again", service)
+                with contextlib.suppress(Empty):  # what asked for a probe meanwhile asked about the old path
+                    self.wake.get_nowait()
+
+    def probe(self) -> str | None:
+        """``None`` while replies reach this listener (or the broker cannot be asked); else what is wrong."""
+        correlation_id = f"{PROBE_PREFIX}{uuid.uuid4()}"
+        arrived = self.get_reply_event(correlation_id)
+        try:
+            self.probes.publish(
+                {"result": None, "error": None},
+                exchange=self.exchange,
+                routing_key=self.routing_key,
+                correlation_id=correlation_id,
+                expiration=self.probe_timeout,
+                serializer="json",
+            )
+            with eventlet.Timeout(self.probe_timeout, False):
+                arrived.wait()
+                return None
+            return f"unanswered: a probe did not come back within {self.probe_timeout:g}s"
+        except UndeliverableMessage:
+            return "unroutable: the reply queue or its binding is gone"
+        except BROKER_ERRORS as exc:  # no broker to ask: the consumer reconnects by itself
+            log.debug("reply probe not sent: %s", exc)
+            return None
+        finally:
+            self._reply_events.pop(correlation_id, None)
+
+
+def _probe_soon(proxy: Any) -> None:
+    listener = getattr(proxy, "reply_listener", None)
+    if isinstance(listener, TransientReplyListener):
+        listener.probe_soon()
 
 
 class TransientSingleThreadedReplyListener(TransientReplies, SingleThreadedReplyListener):

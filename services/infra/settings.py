@@ -62,6 +62,8 @@ class Settings:
 
     # RPC: every service-to-service and gateway call gives up after this (seconds)
     rpc_timeout: float = _setting(5.0, minimum=0.001)
+    # seconds between probes of a service's RPC reply path (services/infra/rpc.py); 0: no probes
+    reply_probe_seconds: float = _setting(10.0, minimum=0)
     # gateway
     web_server_address: str = "0.0.0.0:8000"
     ready_timeout: float = _setting(2.0, minimum=0.001)

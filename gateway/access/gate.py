@@ -81,8 +81,9 @@ class AccessGate(SharedExtension):
         self.settings = Settings.from_config(config)
         self.secret_key = self.settings.require("api_key_secret")
         uri = db_uri(config, "gateway", GatewayBase)
-        self.Session = sessionmaker(bind=build_engine(uri), expire_on_commit=False)
-        self.audit_engine = build_engine(uri, **_writer_options(uri))
+        synchronous = self.settings.sqlite_synchronous
+        self.Session = sessionmaker(bind=build_engine(uri, sqlite_synchronous=synchronous), expire_on_commit=False)
+        self.audit_engine = build_engine(uri, sqlite_synchronous=synchronous, **_writer_options(uri))
         self.audit_insert = AuditEntry.__table__.insert()
         self.keys: dict[str, CachedKey] = {}
         self.limiter = RateLimiter()

@@ -19,6 +19,7 @@ waited on by another greenthread of the same process forever.
 from __future__ import annotations
 
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +29,33 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
 
+from services.infra.settings import Settings
+
 with warnings.catch_warnings():  # tools build engines too: keep eventlet's notice off their output
     warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
     from nameko_sqlalchemy import Database as _Database
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
+SQLITE_SYNCHRONOUS = ("full", "normal")
 
 
-def build_engine(uri: str, **options: Any) -> Engine:
-    """An engine with the settings this project relies on for either database."""
+def build_engine(uri: str, sqlite_synchronous: str = "full", **options: Any) -> Engine:
+    """An engine with the settings this project relies on for either database.
+
+    SQLite runs in WAL mode with ``synchronous=FULL`` (``SQLITE_SYNCHRONOUS``): a commit is on
+    disk when it returns, so what a service acked after committing survives a power loss too.
+    ``normal`` syncs the WAL only at checkpoints: as safe against a process crash, but the last
+    commits before a power loss or an OS crash can be undone after the broker was told they
+    were done (the README's Configuration)."""
     url = make_url(uri)
     if url.get_backend_name() == "sqlite":
+        if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            raise ValueError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}, not {sqlite_synchronous!r}")
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         options.setdefault("connect_args", {"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
         engine = create_engine(url, **options)
-        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "connect", partial(_sqlite_pragmas, synchronous=sqlite_synchronous.upper()))
         return engine
     options.setdefault("pool_pre_ping", True)
     if url.get_driver_name() == "psycopg2":  # executemany of UPDATEs in pages, not one round trip a row
@@ -54,10 +66,10 @@ def build_engine(uri: str, **options: Any) -> Engine:
     return create_engine(url, **options)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, synchronous: str) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")  # readers never block the writer
-    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at checkpoints, safe with WAL
+    cursor.execute(f"PRAGMA synchronous={synchronous}")
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -74,7 +86,8 @@ class Database(_Database):
     def setup(self) -> None:
         super().setup()
         self.engine.dispose()
-        self.engine = build_engine(self.db_uri, **self.engine_options)
+        synchronous = Settings.from_config(self.container.config).sqlite_synchronous
+        self.engine = build_engine(self.db_uri, sqlite_synchronous=synchronous, **self.engine_options)
         self.Session = sessionmaker(bind=self.engine, **self.session_options)
 
     def get_dependency(self, worker_ctx: Any) -> sessionmaker:

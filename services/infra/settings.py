@@ -147,6 +147,9 @@ class Settings:
     metrics_port_launch_notifications: int = _setting(9194, minimum=0)
     # where the gateway reads those launchers' /metrics for the console's Instances panel
     launcher_metrics_host: str = "127.0.0.1"
+    # SQLite: full (a commit is on disk when it returns) or normal (WAL synced at checkpoints only:
+    # the last commits can be undone by a power loss or an OS crash; services/infra/db.py)
+    sqlite_synchronous: str = _setting("full", choices=("full", "normal"))
     # logs: plain text lines, or one JSON object per line (read by config.yaml's LOGGING block)
     log_format: str = _setting("plain", choices=("plain", "json"))
 

@@ -28,6 +28,7 @@ from services._status.repo import APPLIED, FAILED, PENDING, REJECTED
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
 from services.infra import correlation
 from services.infra.db import insert_ignoring_duplicates
+from services.infra.ids import uuid7
 from services.infra.models import utcnow
 from services.infra.pagination import MAX_ID
 
@@ -107,7 +108,7 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
         StatusRequest.__table__,
         [
             {
-                "id": str(uuid.uuid4()),
+                "id": str(uuid7()),  # time-ordered: a large job fills the index at its end
                 "student_id": student_id,
                 "target_status": status,
                 "reason": reason,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import uuid
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +13,7 @@ from services._status.models import StatusHistory, StatusRequest, StudentStatus
 from services.exceptions import IdempotencyKeyReused, StatusRequestNotFound, StudentNotFound
 from services.infra import correlation, tracing
 from services.infra.db import insert_ignoring_duplicates, insert_or_ignore
+from services.infra.ids import uuid7
 from services.infra.models import utcnow
 from services.infra.pagination import keyset, page
 
@@ -138,7 +138,7 @@ def _new_row(command: dict) -> dict:
 def _new_request(command: dict, rejection: IdempotencyKeyReused | None) -> StatusRequest:
     now = utcnow()
     request = StatusRequest(
-        id=str(command.get("request_id") or uuid.uuid4()),
+        id=str(command.get("request_id") or uuid7()),
         student_id=command["student_id"],
         target_status=command["status"],
         reason=command.get("reason"),

@@ -1,0 +1,34 @@
+"""Time-ordered UUIDs (RFC 9562 version 7) for rows written in bulk.
+
+A random ``uuid4`` primary or unique key spreads a large insert over the whole of its index: past
+a few hundred thousand rows each 2,000-row chunk of a bulk job touched ~2,000 pages of an index
+larger than the cache, and an upload slowed from 20 ms to over a second a chunk. A version 7 UUID
+starts with the time in milliseconds, so rows written together sit together at the end of the
+index. Within one millisecond the 12 bits after the version count up (RFC 9562's method 1), and
+the rest is random: ids made by one process sort in the order they were made.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+
+_lock = threading.Lock()
+_last = [0, 0]  # the last id's millisecond and counter
+
+
+def uuid7() -> uuid.UUID:
+    with _lock:
+        millis = time.time_ns() // 1_000_000
+        if millis <= _last[0]:  # the same millisecond (or the clock stepped back): count on
+            millis, counter = _last[0], _last[1] + 1
+            if counter > 0xFFF:  # 4,096 ids in one millisecond: borrow the next one
+                millis, counter = millis + 1, 0
+        else:
+            counter = 0
+        _last[0], _last[1] = millis, counter
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
+    return uuid.UUID(int=value)

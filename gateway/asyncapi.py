@@ -44,7 +44,7 @@ from services import schemas
 from services.certificates import CertificatesService
 from services.fields import TraceParent
 from services.infra import correlation, tracing
-from services.infra.topology import SUBSCRIPTIONS, Subscription, rpc_queue, subscriber_queues
+from services.infra.topology import FOLLOWS, SUBSCRIPTIONS, Subscription, rpc_queue, subscriber_queues
 from services.notifications import NotificationsService
 from services.status import StatusService
 from services.students import StudentsService
@@ -480,6 +480,41 @@ def _add_events(document: dict) -> None:
         if (subscription.source, subscription.event_type) not in schemas.EVENTS:
             raise ValueError(f"{subscription} handles an event services.schemas.EVENTS does not list")
         _add_subscription(document, subscription)
+    for follow in FOLLOWS:
+        if (follow.source, follow.event_type) not in schemas.EVENTS:
+            raise ValueError(f"{follow} follows an event services.schemas.EVENTS does not list")
+        _add_follow(document, follow)
+
+
+def _add_follow(document: dict, sub: Subscription) -> None:
+    key = f"{sub.source}.{sub.event_type}"
+    channel = f"queue.{sub.queue_name}.per-process"
+    exchange = get_event_exchange(sub.source, {})
+    queue = Queue(f"{sub.queue_name}-{{process}}", exchange=exchange, routing_key=sub.event_type, durable=True)
+    queue.exclusive = queue.auto_delete = True  # nameko's BROADCAST handler without reliable delivery
+    document["channels"][channel] = {
+        **_queue_channel(
+            queue,
+            {sub.event_type: {"$ref": f"#/components/messages/{key}"}},
+            f"The queue of one {sub.service} process for `{key}` events: each process declares its own "
+            "(exclusive, deleted with its connection), so every process hears every event from when it is "
+            "connected; events published while it was not are not kept for it.",
+        ),
+        "parameters": {"process": {"description": "An id each process makes as it starts (its broadcast identifier)."}},
+    }
+    document["operations"][f"{sub.service}.{sub.handler}"] = {
+        "action": "receive",
+        "channel": {"$ref": f"#/channels/{channel}"},
+        "title": f"{sub.service}.{sub.handler}",
+        "summary": f"every {sub.service} process hears {key}.",
+        "description": "Acked once handled; a malformed event is logged and changes nothing. The gateway keeps "
+        "its read copy of students with these; while its queues are gone (its connection lost) it reads "
+        "through to the students service and starts its copy afresh when they are back.",
+        "messages": [{"$ref": f"#/channels/{channel}/messages/{sub.event_type}"}],
+        "bindings": {"amqp": {"ack": True, "bindingVersion": AMQP_BINDING}},
+        "tags": [{"name": sub.service}, {"name": "events"}],
+        "x-service": sub.service,
+    }
 
 
 def _add_subscription(document: dict, sub: Subscription) -> None:

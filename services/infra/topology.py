@@ -42,6 +42,16 @@ SUBSCRIPTIONS: tuple[Subscription, ...] = (
     Subscription("certificates", "certificate_issued", "notifications", "handle_certificate_issued"),
 )
 
+# every process of a service hears these (nameko's BROADCAST): a queue of each process's own, named
+# ``<queue_name>-<an id the process makes>``, exclusive and deleted when its connection goes, so
+# nothing waits for a process that is gone and nothing of it is declared by publishers
+FOLLOWS: tuple[Subscription, ...] = (
+    Subscription("students", "student_created", "gateway", "handle_student_created"),
+    Subscription("students", "student_updated", "gateway", "handle_student_updated"),
+    Subscription("students", "student_deleted", "gateway", "handle_student_deleted"),
+    Subscription("status", "student_status_changed", "gateway", "handle_student_status_changed"),
+)
+
 
 def handler_queue(queue: Queue, service: str, config: dict) -> Queue:
     """An event handler's queue as nameko names and binds it, declared with ``QUEUE_TYPE``'s

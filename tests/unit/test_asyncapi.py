@@ -20,7 +20,7 @@ from gateway import asyncapi
 from gateway.asyncapi import SERVICES, build_asyncapi, nullable, type_schema
 from services import schemas
 from services.infra.inbound import rpc
-from services.infra.topology import SUBSCRIPTIONS, Subscription
+from services.infra.topology import FOLLOWS, SUBSCRIPTIONS, Subscription
 
 ROOT = Path(__file__).resolve().parents[2]
 ASYNCAPI_SCHEMA = ROOT / "tests" / "vendor" / "asyncapi-specs-6.11.1" / "3.0.0-without-$id.json"
@@ -242,6 +242,18 @@ def test_every_subscription_is_a_durable_queue_and_a_handler(document, subscript
     assert handler["channel"] == {"$ref": f"#/channels/queue.{subscription.queue_name}"}
     message = resolve(document, handler["messages"][0]["$ref"], follow=False)
     assert message == {"$ref": f"#/components/messages/{subscription.source}.{subscription.event_type}"}
+
+
+@pytest.mark.parametrize("follow", FOLLOWS, ids=lambda s: s.queue_name)
+def test_every_followed_event_is_a_queue_per_process(document, follow):
+    channel = f"queue.{follow.queue_name}.per-process"
+    queue = document["channels"][channel]
+    assert queue["address"] == f"{follow.queue_name}-{{process}}" and "process" in queue["parameters"]
+    assert queue["bindings"]["amqp"]["queue"]["exclusive"] is True
+    assert queue["bindings"]["amqp"]["queue"]["autoDelete"] is True
+    assert queue["x-binding"] == {"exchange": f"{follow.source}.events", "routingKey": follow.event_type}
+    handler = document["operations"][f"{follow.service}.{follow.handler}"]
+    assert handler["action"] == "receive" and handler["channel"] == {"$ref": f"#/channels/{channel}"}
 
 
 def test_a_subscription_to_an_unlisted_event_is_refused(monkeypatch):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from nameko.events import EventHandler
+from nameko.events import BROADCAST, EventHandler
 
+from gateway.service import GatewayService
 from services.certificates import CertificatesService
-from services.infra.topology import SUBSCRIPTIONS, Subscription, subscriber_queues
+from services.infra.topology import FOLLOWS, SUBSCRIPTIONS, Subscription, subscriber_queues
 from services.notifications import NotificationsService
 from services.status import StatusService
 from services.students import StudentsService
@@ -13,9 +14,9 @@ from services.students import StudentsService
 SERVICES = (StudentsService, StatusService, CertificatesService, NotificationsService)
 
 
-def declared_handlers() -> set[Subscription]:
+def declared_handlers(services: tuple[type, ...] = SERVICES) -> set[Subscription]:
     found = set()
-    for service in SERVICES:
+    for service in services:
         for name in dir(service):
             for entrypoint in getattr(getattr(service, name), "nameko_entrypoints", ()):
                 if isinstance(entrypoint, EventHandler):
@@ -25,6 +26,14 @@ def declared_handlers() -> set[Subscription]:
 
 def test_every_handler_is_in_the_topology_and_nothing_else():
     assert declared_handlers() == set(SUBSCRIPTIONS)
+
+
+def test_every_event_the_gateway_follows_is_in_the_topology_and_nothing_else():
+    assert declared_handlers((GatewayService,)) == set(FOLLOWS)
+    for name in dir(GatewayService):
+        for entrypoint in getattr(getattr(GatewayService, name), "nameko_entrypoints", ()):
+            if isinstance(entrypoint, EventHandler):
+                assert entrypoint.handler_type == BROADCAST and not entrypoint.reliable_delivery, name
 
 
 def test_queues_match_nameko_declarations():

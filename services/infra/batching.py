@@ -35,6 +35,7 @@ from nameko.exceptions import ContainerBeingKilled
 
 from services.infra import correlation, tracing
 from services.infra.inbound import GuardedQueueConsumer
+from services.infra.logs import worker_log
 from services.infra.retry import ACKED, ReliableEventHandler
 
 log = logging.getLogger(__name__)
@@ -125,7 +126,7 @@ class BatchingEventHandler(ReliableEventHandler):
                 (deliveries,),
                 {},
                 context_data=dict(deliveries[0].context),
-                handle_result=partial(self._handle_batch_result, [message for _, message in batch], done),
+                handle_result=partial(self._handle_batch_result, deliveries, [message for _, message in batch], done),
             )
         except ContainerBeingKilled:
             for _, message in batch:
@@ -138,17 +139,31 @@ class BatchingEventHandler(ReliableEventHandler):
         context[correlation.KEY] = correlation.sane(context.get(correlation.KEY)) or correlation.new_id()
         return context
 
-    def _handle_batch_result(self, messages: list, done: Event, worker_ctx: Any, result: Any, exc_info: Any):
+    def _handle_batch_result(
+        self, deliveries: list[Delivery], messages: list, done: Event, worker_ctx: Any, result: Any, exc_info: Any
+    ):
         try:
             if exc_info is None:
                 for message in messages:
                     self.queue_consumer.ack_message(message)
                 self.consumed[ACKED].inc(len(messages))
+                _log_batch_mates(worker_ctx, deliveries)
             elif len(messages) == 1:
                 self.handle_message_processed(messages[0], result, exc_info)
         finally:
             done.send(exc_info is None)
         return result, exc_info
+
+
+def _log_batch_mates(worker_ctx: Any, deliveries: list[Delivery]) -> None:
+    """The worker's own line carries its first message's correlation id; each other message of the
+    batch gets a line under its own, so that every request's id finds where it was handled."""
+    if len(deliveries) < 2 or not worker_log.isEnabledFor(logging.INFO):
+        return
+    entrypoint, first = correlation.describe(worker_ctx), deliveries[0].context[correlation.KEY]
+    for delivery in deliveries[1:]:
+        with correlation.working_on(delivery.context[correlation.KEY], entrypoint):
+            worker_log.info("%s: done in a batch of %d with %s", entrypoint, len(deliveries), first)
 
 
 batched_event_handler = BatchingEventHandler.decorator

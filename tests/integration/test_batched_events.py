@@ -8,6 +8,7 @@ event) while the rest are published, so they all gather into the next batch."""
 
 from __future__ import annotations
 
+import logging
 import uuid
 from unittest.mock import patch
 
@@ -20,6 +21,7 @@ from sqlalchemy.orm import sessionmaker
 
 from services._status import repo
 from services._status.models import StatusHistory, StatusRequest
+from services.infra import correlation, logs
 from services.infra.batching import BatchingEventHandler
 from services.infra.db import build_engine
 from services.status import StatusService
@@ -139,3 +141,38 @@ def test_a_poison_message_is_retried_and_parked_alone_while_its_batch_mates_appl
         sent = [(r["request_id"], student, r["status"]) for r in mates if r["student_id"] == student]
         assert [row for row in history if row[1] == student] == sent
     assert [row for row in history if row[1] == 3] == [(opening["request_id"], 3, "active")]
+
+
+def test_every_message_of_a_batch_is_logged_under_its_own_correlation_id(config, container_factory, status_db):
+    track(status_db, 1)
+    held = HeldBatches(hold="after commit")
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    handler.addFilter(logs.Context())
+    logs.worker_log.addHandler(handler)
+    level, _ = logs.worker_log.level, logs.worker_log.setLevel(logging.INFO)  # as config.yaml logs it
+    try:
+        with patch.object(repo, "submit_many", held):
+            container = container_factory(StatusService, config)
+            container.start()
+            publish(config, [request(1, "active")])
+            held.held.wait()
+            ids = [f"batch-mate-{n}-{uuid.uuid4().hex[:8]}" for n in range(5)]
+            for n, correlation_id in enumerate(ids):
+                event_dispatcher(config, headers={correlation.HEADER: correlation_id})(
+                    "gateway", "status_change_requested", request(1, "suspended" if n % 2 == 0 else "active")
+                )
+            [batched] = [e for e in container.entrypoints if isinstance(e, BatchingEventHandler)]
+            wait_for(lambda: len(batched.waiting) == len(ids))
+            held.release.send(None)
+            wait_for(lambda: len(applied(status_db)) == 1 + len(ids))
+            wait_for(lambda: {r.correlation_id for r in records} >= set(ids))
+    finally:
+        logs.worker_log.removeHandler(handler)
+        logs.worker_log.setLevel(level)
+
+    assert len(held.calls) == 2 and len(held.calls[1]) == len(ids), held.calls  # the five went as one batch
+    for correlation_id in ids:
+        [line] = [r for r in records if r.correlation_id == correlation_id]
+        assert line.entrypoint == "event gateway.status_change_requested", line.__dict__

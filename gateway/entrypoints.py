@@ -11,10 +11,12 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import os
 import re
 import time
 from typing import Any
 
+import eventlet
 import orjson
 from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest, ContainerBeingKilled, IncorrectSignature
@@ -50,6 +52,7 @@ from services.exceptions import (
 )
 from services.infra import correlation, metrics, tracing
 from services.infra.pagination import MAX_ID
+from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +87,8 @@ def status_of(exc_type: type[Exception]) -> int:
 
 
 JSON = "application/json"
+# every answer names the gateway process that gave it (several share one port: GATEWAY_PROCESSES)
+PROCESS_HEADER = "X-Gateway-Process"
 
 
 def json_bytes(body: object) -> bytes:
@@ -136,6 +141,7 @@ def _unmatched(request: Request, response: Response, started: float) -> Response
     """A request no route took (404, 405): counted under the route ``unmatched``."""
     metrics.observe_http(request.method, "unmatched", response.status_code, time.perf_counter() - started)
     response.headers["X-Request-Id"] = correlation_id_of(request)  # errors answer with it too
+    response.headers[PROCESS_HEADER] = str(os.getpid())
     return response
 
 
@@ -191,8 +197,19 @@ class JsonWebServer(WebServer):
     MAX_HEADER_LINE = 16 * 1024
 
     def start(self) -> None:
+        """nameko's ``start``, listening with ``SO_REUSEPORT`` exactly when this gateway runs
+        several processes on its address (``GATEWAY_PROCESSES``; the kernel spreads the
+        connections among them). One process alone does not set it: a second gateway started
+        on a port already served is refused, not let in to share it unnoticed."""
         eventlet_wsgi.MAX_HEADER_LINE = max(eventlet_wsgi.MAX_HEADER_LINE, self.MAX_HEADER_LINE)
-        super().start()
+        if self._starting:
+            return
+        self._starting = True
+        shared = Settings.from_config(self.container.config).gateway_processes > 1
+        self._sock = eventlet.listen(self.bind_addr, reuse_port=shared)
+        self._sock.settimeout(None)  # as nameko does: https://github.com/celery/kombu/issues/838
+        self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
+        self._gt = self.container.spawn_managed_thread(self.run)
 
     def context_data_from_headers(self, request: Request) -> dict:
         # the worker runs under the request's correlation id (and its span, while traces are on),
@@ -306,6 +323,7 @@ class JsonHttpEntrypoint(HttpRequestHandler):
                 response = super().handle_request(request)
         response.headers.update(limit_headers)
         response.headers["X-Request-Id"] = correlation_id
+        response.headers[PROCESS_HEADER] = str(os.getpid())
         if request.method in CHANGES or response.status_code in AUDITED_REFUSALS:
             self.gate.record(self._audit_entry(request, response))
         return response

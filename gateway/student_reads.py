@@ -8,7 +8,10 @@ Each gateway process keeps the students it has read or heard of (at most
   ``student_status_changed`` (a status and its version), through queues of this
   process's own (exclusive, deleted when it disconnects: every gateway process hears
   every event, and nothing piles up for a process that is gone);
-- this process's own writes (create, update: the student the RPC answered; delete);
+- this process's own writes (create, update: the student the RPC answered; delete), and
+  those of the other processes of the same gateway (``GATEWAY_PROCESSES``): a process that
+  writes sends the student (or its deletion) to its siblings (:mod:`gateway.siblings`) before
+  it answers, and each process takes in what it was sent at the start of every read;
 - the RPC, on a miss.
 
 A student carries two versions: ``version`` (its profile, which an update raises) and
@@ -23,24 +26,34 @@ service, and on reconnection the copy starts empty::
 
         def get_student(self, request, student_id):
             entry = self.student_reads.read(student_id, self.students.get_student)
+
+        def update_student(self, request, student_id):
+            student = self.students.update_student(student_id, ...)
+            self.student_reads.wrote(student)  # here, and in this gateway's other processes
 """
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+from eventlet.hubs import trampoline
 from nameko.events import BROADCAST, EventHandler
 from nameko.extensions import DependencyProvider
 
 from gateway.entrypoints import json_bytes
+from gateway.siblings import Siblings
 from services.exceptions import ValidationFailed
 from services.infra.inbound import StoppableQueueConsumer
 from services.infra.settings import Settings
 from services.schemas import StudentCreatedSchema, StudentDeletedSchema, StudentUpdatedSchema, status_changes
 
 __all__ = ["Entry", "StudentEvents", "StudentReads"]
+
+log = logging.getLogger(__name__)
 
 PROFILE, STATUS = "version", "status_version"
 CREATED, UPDATED, DELETED = StudentCreatedSchema(), StudentUpdatedSchema(), StudentDeletedSchema()
@@ -89,6 +102,24 @@ class StudentReads(DependencyProvider):
         self.entries: OrderedDict[int, Entry | None] = OrderedDict()  # None: deleted
         self.generation = 0  # raised whenever the copy is dropped: a read begun before must not fill it
         self.live = False  # following the events (set by the consumer once its queues exist)
+        directory = Settings.from_config(self.container.config).gateway_siblings_dir
+        self.siblings = Siblings(directory) if directory and self.max_entries else None
+        if self.siblings is not None:  # bound before the event queues exist, so before this copy is live
+            self.siblings.open()
+        self.listener = None
+
+    def start(self) -> None:
+        if self.siblings is not None:
+            self.listener = self.container.spawn_managed_thread(self._listen)
+
+    def stop(self) -> None:
+        if self.listener is not None:
+            self.listener.kill()
+            self.listener = None
+        if self.siblings is not None:
+            self.siblings.close()
+
+    kill = stop
 
     def get_dependency(self, worker_ctx: Any) -> StudentReads:
         return self
@@ -104,6 +135,7 @@ class StudentReads(DependencyProvider):
     def read(self, student_id: int, fetch: Callable[[int], dict]) -> Entry:
         """The student from this copy, or else from ``fetch`` (the students service's
         ``get_student``, which raises ``StudentNotFound``), kept for the next read."""
+        self.catch_up()  # a sibling's write answered before this request came is seen by it
         generation = self.generation
         return self.get(student_id) or self.fill(fetch(student_id), generation)
 
@@ -121,6 +153,31 @@ class StudentReads(DependencyProvider):
         """A student as a write (ours, or an event) left it."""
         if self.live and self.entries.get(student["id"], True) is not None:
             self._keep(student["id"], self._merged(student["id"], student))
+
+    def wrote(self, student: dict) -> None:
+        """A student as this process's write (create, update) left it: kept, and sent to the
+        other processes of this gateway before the write is answered."""
+        self.put(student)
+        self._tell({"student": student})
+
+    def wrote_deletion(self, student_id: int) -> None:
+        self.deleted(student_id)
+        self._tell({"deleted": student_id})
+
+    def catch_up(self) -> None:
+        """Takes in every write the other processes of this gateway sent so far (no waiting, no
+        switch to another greenthread: it ends before the read that called it goes on)."""
+        if self.siblings is None:
+            return
+        for message in self.siblings.receive():
+            try:
+                write = orjson.loads(message)
+                if "student" in write:
+                    self.put(write["student"])
+                else:
+                    self.deleted(int(write["deleted"]))
+            except (orjson.JSONDecodeError, TypeError, KeyError, ValueError) as exc:
+                log.warning("a gateway sibling's message not understood (%s)", exc)
 
     def status_changed(self, student_id: int, status: str, status_version: int) -> None:
         if not self.live or (student_id in self.entries and self.entries[student_id] is None):
@@ -143,6 +200,17 @@ class StudentReads(DependencyProvider):
         self.entries.clear()
         self.generation += 1
         self.live = live and self.max_entries > 0
+
+    def _tell(self, write: dict) -> None:
+        if self.siblings is not None:
+            self.siblings.send(json_bytes(write))
+
+    def _listen(self) -> None:
+        """Takes in the siblings' writes as they come too, between reads, so that their queue
+        (10 messages by default) never stays full while this process has no reads to serve."""
+        while True:
+            trampoline(self.siblings.fileno(), read=True)
+            self.catch_up()
 
     def _merged(self, student_id: int, student: dict) -> Entry:
         entry = self.entries.get(student_id)

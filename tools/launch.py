@@ -17,6 +17,8 @@
 - With ``SCALE_<SERVICE>=MIN..MAX`` (one service module, ``MAX`` above 1) it runs a :class:`Pool`
   of such supervised instances and sizes it from the service's backlog (:mod:`tools.autoscale`;
   the README's "Autoscaling"). ``1..1``, the default, is the single supervisor above, unchanged.
+- With ``GATEWAY_PROCESSES`` above 1 (``gateway.service`` alone), it runs that many supervised
+  gateway processes on the gateway's one address: :class:`GatewayProcesses`.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import ctypes
 import logging
 import logging.config
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -180,23 +184,13 @@ class Supervisor:
                     return self.child.wait()
 
 
-class Pool:
-    """``MIN..MAX`` instances of one service (``SCALE_<SERVICE>``), each a :class:`Supervisor` in a
-    thread of its own; every ``SCALE_INTERVAL`` seconds its backlog decides how many
-    (:mod:`tools.autoscale`). Scaling down retires the newest instance; the first one (which serves
-    the service's ``/metrics``; the others serve none) runs for as long as the pool."""
+class Instances:
+    """Instances of one command, each a :class:`Supervisor` in a thread of its own; a SIGTERM or
+    SIGINT to this launcher stops them all (each within ``STOP_GRACE``)."""
 
-    def __init__(self, command: list[str], config: dict, service: str, policy: autoscale.Policy):
-        settings = Settings.from_config(config)
+    def __init__(self, command: list[str], amqp_uri: str):
         self.command = command
-        self.amqp_uri = config["AMQP_URI"]
-        self.service = service
-        self.policy = policy
-        self.interval = settings.scale_interval
-        self.metrics_port = getattr(settings, f"metrics_port_launch_{service}")
-        self.reader = autoscale.BacklogReader(service, config, int(config.get("max_workers") or 10))
-        self.window = autoscale.Window(policy.keep_alive)
-        self.metrics = autoscale.ScaleMetrics()
+        self.amqp_uri = amqp_uri
         self.instances: list[tuple[Supervisor, threading.Thread]] = []
         self.retiring: list[tuple[Supervisor, threading.Thread]] = []
         self.statuses: list[int] = []
@@ -207,9 +201,86 @@ class Pool:
         for supervisor, _ in self.instances + self.retiring:
             supervisor.forward(signum, frame)
 
-    def run(self) -> int:
+    def handle_signals(self) -> None:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
+
+    def add(self, env: dict[str, str] | None) -> None:
+        supervisor = Supervisor(self.command, self.amqp_uri, env)
+        thread = threading.Thread(target=self._supervise, args=(supervisor,), daemon=True)
+        self.instances.append((supervisor, thread))
+        thread.start()
+
+    def _supervise(self, supervisor: Supervisor) -> None:
+        status = supervisor.loop()
+        if not supervisor.patient:  # a retired instance's exit is no failure of the service's
+            self.statuses.append(status)
+
+    def finish(self) -> int:
+        """Once a stop was asked: stops every instance, waits for them; the worst exit status."""
+        for supervisor, _ in self.instances + self.retiring:
+            supervisor.forward(signal.SIGTERM, None)
+        for _, thread in self.instances + self.retiring:
+            thread.join()
+        return max([0, *self.statuses])
+
+
+class GatewayProcesses(Instances):
+    """``GATEWAY_PROCESSES`` gateway processes on one address (each listens with ``SO_REUSEPORT``:
+    the kernel spreads the connections among them), a fixed number. They share a directory of
+    their own (``GATEWAY_SIBLINGS_DIR``, mode 0700, removed when they have stopped), where each
+    tells the others of its writes (:mod:`gateway.siblings`); process ``i`` serves its ``/metrics``
+    on ``METRICS_PORT_GATEWAY - i`` (:func:`gateway_env`)."""
+
+    def __init__(self, command: list[str], config: dict):
+        super().__init__(command, config["AMQP_URI"])
+        settings = Settings.from_config(config)
+        self.count = settings.gateway_processes
+        self.metrics_port = settings.metrics_port_gateway
+
+    def run(self) -> int:
+        self.handle_signals()
+        directory = tempfile.mkdtemp(prefix="mensageria-gateway-")
+        try:
+            log.info("running %d gateway processes on one address", self.count)
+            for index in range(self.count):
+                self.add({**os.environ, **gateway_env(index, self.metrics_port, directory)})
+            while not self.stopping:
+                time.sleep(POLL)
+            return self.finish()
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def gateway_env(index: int, metrics_port: int, directory: str) -> dict[str, str]:
+    """What gateway process ``index`` (from 0) of :class:`GatewayProcesses` gets in its environment.
+
+    The first keeps ``METRICS_PORT_GATEWAY``; the next count down from it (9180, 9179, ...), below
+    the services' ports (9181 on), so that every process can be scraped on one host; ``0``
+    (or a port that would fall below 1) serves none."""
+    port = metrics_port - index if metrics_port and metrics_port - index > 0 else 0
+    return {"METRICS_PORT_GATEWAY": str(port), "GATEWAY_SIBLINGS_DIR": directory}
+
+
+class Pool(Instances):
+    """``MIN..MAX`` instances of one service (``SCALE_<SERVICE>``); every ``SCALE_INTERVAL``
+    seconds its backlog decides how many (:mod:`tools.autoscale`). Scaling down retires the newest
+    instance; the first one (which serves the service's ``/metrics``; the others serve none) runs
+    for as long as the pool."""
+
+    def __init__(self, command: list[str], config: dict, service: str, policy: autoscale.Policy):
+        super().__init__(command, config["AMQP_URI"])
+        settings = Settings.from_config(config)
+        self.service = service
+        self.policy = policy
+        self.interval = settings.scale_interval
+        self.metrics_port = getattr(settings, f"metrics_port_launch_{service}")
+        self.reader = autoscale.BacklogReader(service, config, int(config.get("max_workers") or 10))
+        self.window = autoscale.Window(policy.keep_alive)
+        self.metrics = autoscale.ScaleMetrics()
+
+    def run(self) -> int:
+        self.handle_signals()
         self._serve_metrics()
         log.info(
             "scaling %s between %d and %d instances (target backlog %d each, keep-alive %gs)",
@@ -229,12 +300,9 @@ class Pool:
                 self._look()
             self.retiring = [(s, thread) for s, thread in self.retiring if thread.is_alive()]
             time.sleep(min(POLL, self.interval))
-        for supervisor, _ in self.instances + self.retiring:
-            supervisor.forward(signal.SIGTERM, None)
-        for _, thread in self.instances + self.retiring:
-            thread.join()
+        status = self.finish()
         self.reader.close()
-        return max([0, *self.statuses])
+        return status
 
     def _serve_metrics(self) -> None:
         if not self.metrics_port:
@@ -248,16 +316,7 @@ class Pool:
 
     def _add(self) -> None:
         # the first instance serves the service's /metrics port; two processes cannot share it
-        env = None if not self.instances else {**os.environ, f"METRICS_PORT_{self.service.upper()}": "0"}
-        supervisor = Supervisor(self.command, self.amqp_uri, env)
-        thread = threading.Thread(target=self._supervise, args=(supervisor,), daemon=True)
-        self.instances.append((supervisor, thread))
-        thread.start()
-
-    def _supervise(self, supervisor: Supervisor) -> None:
-        status = supervisor.loop()
-        if not supervisor.patient:  # a retired instance's exit is no failure of the service's
-            self.statuses.append(status)
+        self.add(None if not self.instances else {**os.environ, f"METRICS_PORT_{self.service.upper()}": "0"})
 
     def _look(self) -> None:
         """Reads the backlog, decides, and starts or retires instances; one log line per change."""
@@ -318,6 +377,8 @@ def main() -> None:
     command = [nameko, "run", "--config", args.config, *args.services]
     if policy is not None and policy.maximum > 1:
         sys.exit(Pool(command, config, service, policy).run())
+    if args.services == [PROCESSES["gateway"]] and Settings.from_config(config).gateway_processes > 1:
+        sys.exit(GatewayProcesses(command, config).run())
     sys.exit(Supervisor(command, config["AMQP_URI"]).run())
 
 

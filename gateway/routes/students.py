@@ -38,7 +38,7 @@ class StudentRoutes:
                   schema: StudentSchema
         """
         student = self.students.create_student(read_json(request, self.settings.max_body_bytes))
-        self.student_reads.put(student)
+        self.student_reads.wrote(student)
         return _student_response(201, Entry(student), {"Location": f"/students/{student['id']}"})
 
     @http("GET", "/students", scope="students:read", errors=(ValidationFailed, *BACKEND_ERRORS))
@@ -116,7 +116,7 @@ class StudentRoutes:
         expected = if_match_version(request)
         changes = read_json(request, self.settings.max_body_bytes)
         student = self.students.update_student(student_id, changes, expected_version=expected)
-        self.student_reads.put(student)
+        self.student_reads.wrote(student)
         return _student_response(200, Entry(student))
 
     @http("DELETE", STUDENT, scope="students:write", errors=(StudentNotFound, *BACKEND_ERRORS))
@@ -130,7 +130,7 @@ class StudentRoutes:
             204: {description: Deleted.}
         """
         self.students.delete_student(student_id)
-        self.student_reads.deleted(student_id)
+        self.student_reads.wrote_deletion(student_id)
         self.known_students.discard(student_id)
         return Response(status=204)
 

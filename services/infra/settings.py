@@ -66,6 +66,11 @@ class Settings:
     reply_probe_seconds: float = _setting(10.0, minimum=0)
     # gateway
     web_server_address: str = "0.0.0.0:8000"
+    # gateway processes the launcher runs on that address (SO_REUSEPORT: the kernel spreads the
+    # connections), and the directory where they tell each other of their writes (set by the
+    # launcher for its processes; gateway/siblings.py)
+    gateway_processes: int = _setting(1, minimum=1)
+    gateway_siblings_dir: str | None = None
     ready_timeout: float = _setting(2.0, minimum=0.001)
     max_body_bytes: int = _setting(65536, minimum=1)
     # secrets without a default: `make run` generates them into the data directory;

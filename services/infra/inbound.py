@@ -35,7 +35,7 @@ from typing import Any
 from nameko.amqp.publish import Publisher, get_connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import serialize
-from nameko.messaging import QueueConsumer
+from nameko.messaging import QueueConsumer, QueueConsumerStopped
 from nameko.rpc import Rpc, RpcConsumer, get_rpc_exchange
 
 from services.exceptions import MalformedRequest
@@ -85,13 +85,34 @@ class StoppableQueueConsumer(QueueConsumer):
     e.g. one the autoscaling launcher has just added), nameko's consumer lets the first of
     its providers through and fails every other with "Trying to re-send() an
     already-triggered event", which leaves the container to be killed instead of stopped.
-    Here the second and later providers are let through as the first was.
+    Here the second and later providers are let through as the first was, and the consumer
+    thread nameko then ends with ``QueueConsumerStopped`` ends quietly (:meth:`run`).
     """
 
     def unregister_provider(self, provider: Any) -> None:
         if not self._consumers_ready.ready() and self._last_provider_unregistered.ready():
             return
         super().unregister_provider(provider)
+
+    def run(self) -> None:
+        """The consumer thread; stopped before it was ready, nameko ends it by raising
+        ``QueueConsumerStopped`` in it, which the container would take for a crash (logged
+        CRITICAL, the container killed instead of stopped): here that ends it as a stop."""
+        try:
+            super().run()
+        except QueueConsumerStopped:
+            log.debug("%s stopped while starting", self)
+
+    def _handle_thread_exited(self, gt: Any) -> None:
+        """As nameko's, but a thread that ended before it was ready without an error (see
+        :meth:`run`) tells whoever waits for it (the container's start) that it was stopped."""
+        exc = None
+        try:
+            gt.wait()
+        except Exception as error:
+            exc = error
+        if not self._consumers_ready.ready():
+            self._consumers_ready.send_exception(exc or QueueConsumerStopped())
 
 
 class GuardedQueueConsumer(StoppableQueueConsumer):

@@ -6,9 +6,8 @@ when a worker starts, up to ``batch_size``, as a list of :class:`Delivery` (payl
 message's context), in the order they arrived; while that worker runs, the next batch gathers.
 One batch at a time per handler and process, so batches are handled in arrival order too.
 
-- When the method returns (its transaction committed), every message of the batch is acked,
-  none before: with one ``basic.ack`` (``multiple``) when nothing else delivered before its last
-  message is still unacked, else one by one.
+- When the method returns (its transaction committed), every message of the batch is acked;
+  none before.
 - When it raises, nothing of the batch is acked and its messages are handled again one by one,
   each by a worker of its own, in order: each that fails again retries or is parked exactly as
   under ``reliable_event_handler``, so one poison message never takes its batch-mates with it.
@@ -26,7 +25,6 @@ One batch at a time per handler and process, so batches are handled in arrival o
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from functools import partial
@@ -66,57 +64,12 @@ class BatchingQueueConsumer(GuardedQueueConsumer):
     """The guarded consumer on a connection of its own, for batched handlers: its prefetch is theirs,
     and a delivery is handed to its handler at once (the handler spawns the workers)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._channel: Any = None  # the channel deliveries now come on ...
-        self._unacked: set[int] = set()  # ... and the tags of those not yet acked or requeued
-
     @property
     def prefetch_count(self) -> int:
         return max((provider.prefetch for provider in self._providers), default=self.container.max_workers)
 
-    def on_raw_message(self, provider: Any, message: Any) -> None:
-        self.delivered(message)
-        super().on_raw_message(provider, message)
-
     def handle_message(self, provider: Any, body: Any, message: Any) -> None:
         provider.handle_message(body, message)
-
-    def delivered(self, message: Any) -> None:
-        if message.channel is not self._channel:  # a new connection: the old one's tags are void
-            self._channel, self._unacked = message.channel, set()
-        self._unacked.add(message.delivery_tag)
-
-    def ack_message(self, message: Any) -> None:
-        self._settled([message])
-        super().ack_message(message)
-
-    def requeue_message(self, message: Any) -> None:
-        self._settled([message])
-        super().requeue_message(message)
-
-    def ack_batch(self, messages: list) -> None:
-        """Ack a batch: with one ``basic.ack`` (``multiple``, up to its last tag) when every
-        delivery on the channel up to that tag still unacked is one of the batch (nothing
-        refused, retried or of another handler among them), else message by message."""
-        last = max(messages, key=lambda message: message.delivery_tag)
-        tags = {message.delivery_tag for message in messages}
-        whole = (
-            len(tags) == len(messages)
-            and all(message.channel is self._channel for message in messages)
-            and {tag for tag in self._unacked if tag <= last.delivery_tag} == tags
-        )
-        if not whole or not last.channel.connection:
-            for message in messages:
-                self.ack_message(message)
-            return
-        self._settled(messages)
-        with contextlib.suppress(ConnectionError):  # closed meanwhile: the broker delivers them again
-            last.ack(multiple=True)
-
-    def _settled(self, messages: list) -> None:
-        if messages and messages[0].channel is self._channel:
-            self._unacked.difference_update(message.delivery_tag for message in messages)
 
 
 class BatchingEventHandler(ReliableEventHandler):
@@ -191,7 +144,8 @@ class BatchingEventHandler(ReliableEventHandler):
     ):
         try:
             if exc_info is None:
-                self.queue_consumer.ack_batch(messages)
+                for message in messages:
+                    self.queue_consumer.ack_message(message)
                 self.consumed[ACKED].inc(len(messages))
                 _log_batch_mates(worker_ctx, deliveries)
             elif len(messages) == 1:

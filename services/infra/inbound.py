@@ -27,11 +27,14 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
+import time
 import uuid
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
+import eventlet
 from nameko.amqp.publish import Publisher, get_connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.exceptions import serialize
@@ -46,6 +49,8 @@ from services.infra.topology import rpc_queue
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
+LIVENESS_TIMEOUT = 60.0
+EXIT_STALLED = 70  # EX_SOFTWARE: the supervisor restarts a service that exits with it
 
 
 def refusal(message: Any, limit: int, rpc: bool) -> tuple[Any, str | None]:
@@ -88,6 +93,71 @@ class StoppableQueueConsumer(QueueConsumer):
     Here the second and later providers are let through as the first was, and the consumer
     thread nameko then ends with ``QueueConsumerStopped`` ends quietly (:meth:`run`).
     """
+
+    # seconds without a sign of life (a look between two waits for messages, every second while
+    # consuming; a connection attempt while reconnecting) before the consumer is taken for stuck
+    liveness_timeout = LIVENESS_TIMEOUT
+
+    def start(self) -> None:
+        self._alive_at = time.monotonic()
+        self._watchdog = eventlet.spawn(self._watch)
+        super().start()
+
+    def stop(self) -> None:
+        self._stop_watching()
+        super().stop()
+
+    def kill(self) -> None:
+        self._stop_watching()
+        super().kill()
+
+    def _stop_watching(self) -> None:
+        watchdog = getattr(self, "_watchdog", None)
+        if watchdog is not None:
+            watchdog.kill()
+
+    def _alive(self) -> None:
+        self._alive_at = time.monotonic()
+
+    def on_iteration(self) -> None:
+        self._alive()
+        super().on_iteration()
+
+    def on_connection_error(self, exc: Any, interval: Any) -> None:
+        self._alive()
+        super().on_connection_error(exc, interval)
+
+    def on_consume_ready(self, connection: Any, channel: Any, consumers: Any, **kwargs: Any) -> None:
+        self._alive()
+        super().on_consume_ready(connection, channel, consumers, **kwargs)
+
+    def _watch(self) -> None:
+        """A consumer thread that has given no sign of life for ``liveness_timeout`` seconds is
+        stuck (seen after a broker node was lost: its connection gone, no error raised, no
+        reconnection, its queue unconsumed while the process went on answering RPC). Stopping
+        the container would wait for that thread forever, so the process exits at once, as a
+        liveness probe would have it killed: its supervisor starts it again, and what it held
+        unacked goes back to its queues (nothing is acked before its work committed)."""
+        while True:
+            eventlet.sleep(min(self.liveness_timeout / 4, 5.0))
+            if self._silent() > self.liveness_timeout:
+                eventlet.sleep(2.0)  # the hub itself may have been held: give the thread its turn
+                silent = self._silent()
+                if silent > self.liveness_timeout and not self.should_stop:
+                    self.stalled(silent)
+                    return
+
+    def _silent(self) -> float:
+        return time.monotonic() - self._alive_at
+
+    def stalled(self, silent: float) -> None:
+        log.critical(
+            "%s: a queue consumer gave no sign of life for %.0fs; exiting so that the service is started again",
+            self.container.service_name,
+            silent,
+        )
+        logging.shutdown()  # the line above is written before the process goes
+        os._exit(EXIT_STALLED)
 
     def unregister_provider(self, provider: Any) -> None:
         if not self._consumers_ready.ready() and self._last_provider_unregistered.ready():

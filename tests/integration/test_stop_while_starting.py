@@ -4,7 +4,11 @@ autoscaling launcher added an instance) stops: not killed, nothing logged as a c
 Real broker. The consumer's start is held (its ``get_consumers``, where kombu declares the
 queues, waits on a gate the test opens never) so the stop comes at a known moment: after the
 container started its extensions, before the consumer is ready. Two handlers share the
-consumer, as a service's do."""
+consumer, as a service's do.
+
+And a consumer thread that gives no sign of life for its liveness timeout is taken for stuck (the
+real reaction ends the process for its supervisor to start again; here it is recorded), while an
+idle one, which looks in every second, is left alone."""
 
 from __future__ import annotations
 
@@ -63,3 +67,71 @@ def test_a_service_stopped_while_its_consumer_starts_stops_cleanly(
 
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
     assert "re-send" not in caplog.text
+
+
+STUCK_GATE = Event()
+STALLED: list[float] = []
+
+
+class StuckConsumer(GuardedQueueConsumer):
+    """A consumer thread that never comes back (its declare never answered), watched closely."""
+
+    liveness_timeout = 0.5
+
+    def get_consumers(self, consumer_cls, channel):
+        STUCK_GATE.wait()
+        return super().get_consumers(consumer_cls, channel)
+
+    def stalled(self, silent: float) -> None:  # the real one ends the process
+        STALLED.append(silent)
+
+
+class StuckHandler(ReliableEventHandler):
+    queue_consumer = StuckConsumer()
+
+
+class StuckService:
+    name = "stuck"
+
+    @StuckHandler.decorator("students", "student_created")
+    def one(self, payload):
+        pass
+
+
+def test_a_consumer_that_gives_no_sign_of_life_is_taken_for_stuck(container_factory, rabbit_config, tmp_path, request):
+    config = service_config(rabbit_config["AMQP_URI"], make_db_uris("sqlite", tmp_path, request))
+    container = container_factory(StuckService, config)
+    eventlet.spawn(container.start)
+    try:
+        with eventlet.Timeout(30):
+            while not STALLED:
+                eventlet.sleep(0.1)
+        assert STALLED[0] > StuckConsumer.liveness_timeout
+    finally:
+        STUCK_GATE.send(None)  # let the thread go, so the container can be stopped
+
+
+def test_a_consumer_that_waits_for_messages_is_alive(container_factory, rabbit_config, tmp_path, request):
+    """Idle for several times its timeout: its thread looks in every second, so it is left alone."""
+
+    class Watched(GuardedQueueConsumer):
+        liveness_timeout = 1.5
+
+        def stalled(self, silent: float) -> None:
+            STALLED.append(-silent)
+
+    class WatchedHandler(ReliableEventHandler):
+        queue_consumer = Watched()
+
+    class Idle:
+        name = "idle"
+
+        @WatchedHandler.decorator("students", "student_created")
+        def one(self, payload):
+            pass
+
+    config = service_config(rabbit_config["AMQP_URI"], make_db_uris("sqlite", tmp_path, request))
+    container_factory(Idle, config).start()
+    before = list(STALLED)
+    eventlet.sleep(6)
+    assert before == STALLED

@@ -300,11 +300,17 @@ class System:
 
 @contextlib.contextmanager
 def running_system(
-    backend: str, rabbit_manager: Any, amqp_uri: str, db_uris: dict[str, str], log_dir: Path, **env: str
+    backend: str,
+    rabbit_manager: Any,
+    amqp_uri: str,
+    db_uris: dict[str, str],
+    log_dir: Path,
+    supervised: bool = False,
+    **env: str,
 ) -> Iterator[System]:
     """The whole system on a vhost of its own, ready; stopped (and the vhost gone) on exit."""
     with rabbit_vhost(rabbit_manager, amqp_username(amqp_uri)) as vhost:
-        system = start_system(backend, vhost_uri(amqp_uri, vhost), db_uris, log_dir, **env)
+        system = start_system(backend, vhost_uri(amqp_uri, vhost), db_uris, log_dir, supervised, **env)
         try:
             system.wait_ready()
             yield system

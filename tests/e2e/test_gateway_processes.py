@@ -23,17 +23,7 @@ import requests
 
 from gateway.entrypoints import PROCESS_HEADER
 from tests.conftest import make_db_uris
-from tests.e2e.support import (
-    HTTP_TIMEOUT,
-    System,
-    amqp_username,
-    poll,
-    rabbit_vhost,
-    start_system,
-    stop_processes,
-    tail,
-    vhost_uri,
-)
+from tests.e2e.support import HTTP_TIMEOUT, System, poll, running_system, tail
 from tests.e2e.test_stopping import descendants, running
 from tools.launch import STOP_GRACE
 
@@ -45,16 +35,10 @@ ROUNDS = 60
 def gateways(request, rabbit_manager, amqp_uri, tmp_path_factory) -> Iterator[System]:
     log_dir = tmp_path_factory.mktemp("e2e-gateway-processes")
     db_uris = make_db_uris("sqlite", log_dir, request)
-    with rabbit_vhost(rabbit_manager, amqp_username(amqp_uri)) as vhost:
-        system = start_system(
-            "sqlite", vhost_uri(amqp_uri, vhost), db_uris, log_dir, supervised=True, GATEWAY_PROCESSES=str(PROCESSES)
-        )
-        try:
-            system.wait_ready()
-            yield system
-        finally:
-            system.http.close()
-            stop_processes(system.processes)
+    with running_system(
+        "sqlite", rabbit_manager, amqp_uri, db_uris, log_dir, supervised=True, GATEWAY_PROCESSES=str(PROCESSES)
+    ) as system:
+        yield system
 
 
 def fresh(system: System, method: str, path: str, **kwargs) -> requests.Response:

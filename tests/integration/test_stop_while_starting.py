@@ -25,6 +25,24 @@ GATE = Event()
 HELD = Event()
 
 
+def consuming_with(consumer: GuardedQueueConsumer, name: str, *event_types: str) -> type:
+    """A service named ``name`` with a handler of each students event in ``event_types``, every
+    one consuming through ``consumer``."""
+
+    class Handler(ReliableEventHandler):
+        queue_consumer = consumer
+
+    def handler(self, payload):
+        pass
+
+    methods = {f"handle_{event}": Handler.decorator("students", event)(handler) for event in event_types}
+    return type(f"{name.title()}Service", (), {"name": name, **methods})
+
+
+def config_for(rabbit_config, tmp_path, request) -> dict:
+    return service_config(rabbit_config["AMQP_URI"], make_db_uris("sqlite", tmp_path, request))
+
+
 class HeldConsumer(GuardedQueueConsumer):
     def get_consumers(self, consumer_cls, channel):
         if not HELD.ready():
@@ -33,27 +51,13 @@ class HeldConsumer(GuardedQueueConsumer):
         return super().get_consumers(consumer_cls, channel)
 
 
-class HeldHandler(ReliableEventHandler):
-    queue_consumer = HeldConsumer()
-
-
-class TwoHandlers:
-    name = "starting"
-
-    @HeldHandler.decorator("students", "student_created")
-    def one(self, payload):
-        pass
-
-    @HeldHandler.decorator("students", "student_deleted")
-    def two(self, payload):
-        pass
+TwoHandlers = consuming_with(HeldConsumer(), "starting", "student_created", "student_deleted")
 
 
 def test_a_service_stopped_while_its_consumer_starts_stops_cleanly(
     container_factory, rabbit_config, tmp_path, request, caplog
 ):
-    config = service_config(rabbit_config["AMQP_URI"], make_db_uris("sqlite", tmp_path, request))
-    container = container_factory(TwoHandlers, config)
+    container = container_factory(TwoHandlers, config_for(rabbit_config, tmp_path, request))
     starting = eventlet.spawn(container.start)
     with eventlet.Timeout(30):
         HELD.wait()  # the consumer thread is declaring its queues: not ready
@@ -86,21 +90,11 @@ class StuckConsumer(GuardedQueueConsumer):
         STALLED.append(silent)
 
 
-class StuckHandler(ReliableEventHandler):
-    queue_consumer = StuckConsumer()
-
-
-class StuckService:
-    name = "stuck"
-
-    @StuckHandler.decorator("students", "student_created")
-    def one(self, payload):
-        pass
+StuckService = consuming_with(StuckConsumer(), "stuck", "student_created")
 
 
 def test_a_consumer_that_gives_no_sign_of_life_is_taken_for_stuck(container_factory, rabbit_config, tmp_path, request):
-    config = service_config(rabbit_config["AMQP_URI"], make_db_uris("sqlite", tmp_path, request))
-    container = container_factory(StuckService, config)
+    container = container_factory(StuckService, config_for(rabbit_config, tmp_path, request))
     eventlet.spawn(container.start)
     try:
         with eventlet.Timeout(30):
@@ -115,23 +109,13 @@ def test_a_consumer_that_waits_for_messages_is_alive(container_factory, rabbit_c
     """Idle for several times its timeout: its thread looks in every second, so it is left alone."""
 
     class Watched(GuardedQueueConsumer):
-        liveness_timeout = 1.5
+        liveness_timeout = 2.5  # more than twice the second between its looks, on a busy machine too
 
         def stalled(self, silent: float) -> None:
             STALLED.append(-silent)
 
-    class WatchedHandler(ReliableEventHandler):
-        queue_consumer = Watched()
-
-    class Idle:
-        name = "idle"
-
-        @WatchedHandler.decorator("students", "student_created")
-        def one(self, payload):
-            pass
-
-    config = service_config(rabbit_config["AMQP_URI"], make_db_uris("sqlite", tmp_path, request))
-    container_factory(Idle, config).start()
+    idle = consuming_with(Watched(), "idle", "student_created")
+    container_factory(idle, config_for(rabbit_config, tmp_path, request)).start()
     before = list(STALLED)
     eventlet.sleep(6)
     assert before == STALLED

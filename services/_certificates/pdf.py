@@ -2,20 +2,19 @@
 
 Text is set in Bitstream Vera (shipped with reportlab), so names such as
 "João Conceição" (and the Portuguese texts) render as written; the verification
-URL is printed and drawn as a QR code. The texts are in the language asked for
+URL is printed and drawn as a QR code (segno's encoder; one filled path). The texts are in the language asked for
 (:mod:`services.i18n`), the issue date as that language writes it.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 from datetime import datetime
 from pathlib import Path
 
 import reportlab
-from reportlab.graphics import renderPDF
-from reportlab.graphics.barcode.qr import QrCodeWidget
-from reportlab.graphics.shapes import Drawing
+import segno
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
@@ -34,12 +33,36 @@ def _register_fonts() -> None:
             pdfmetrics.registerFont(TTFont(name, str(_FONTS / f"{name}.ttf")))
 
 
-def _qr(url: str, size: float) -> Drawing:
-    widget = QrCodeWidget(url)
-    x0, y0, x1, y1 = widget.getBounds()
-    drawing = Drawing(size, size, transform=[size / (x1 - x0), 0, 0, size / (y1 - y0), 0, 0])
-    drawing.add(widget)
-    return drawing
+QR_QUIET_ZONE = 4  # modules of white around the code, as the QR standard asks
+
+
+def qr_modules(url: str) -> tuple[tuple[bool, ...], ...]:
+    """The QR code of ``url`` (error correction L, the smallest version that holds it), rows from
+    the top, True where a module is dark."""
+    code = segno.make_qr(url, error="L", boost_error=False)
+    return tuple(tuple(bool(m) for m in row) for row in code.matrix)
+
+
+def _draw_qr(pdf: canvas.Canvas, url: str, x: float, y: float, size: float) -> None:
+    """The QR code of ``url``, ``size`` wide with its quiet zone, lower left at ``(x, y)``: one
+    filled path in module units (each row's runs of dark modules a rectangle), written as PDF
+    operators: thousands of rectangles through reportlab's path object cost more than the rest of
+    the page."""
+    modules = qr_modules(url)
+    box = size / (len(modules) + 2 * QR_QUIET_ZONE)
+    runs = []
+    for r, row in enumerate(modules):
+        c = 0
+        for dark, run in itertools.groupby(row):
+            count = len(list(run))
+            if dark:
+                runs.append(f"{c} {r} {count} 1 re")
+            c += count
+    pdf.saveState()
+    # the top left module at the origin, one module a unit, rows going down the page
+    pdf.transform(box, 0, 0, -box, x + QR_QUIET_ZONE * box, y + size - QR_QUIET_ZONE * box)
+    pdf.addLiteral("\n".join(runs) + "\nf")
+    pdf.restoreState()
 
 
 def render_certificate(
@@ -80,7 +103,7 @@ def render_certificate(
     pdf.setFont(REGULAR, 9)
     pdf.drawString(22 * mm, 30 * mm, t.gettext("Verification code: %(code)s") % {"code": code})
     pdf.drawString(22 * mm, 24 * mm, t.gettext("Verify at: %(url)s") % {"url": verification_url})
-    renderPDF.draw(_qr(verification_url, 32 * mm), pdf, width - 56 * mm, 18 * mm)
+    _draw_qr(pdf, verification_url, width - 56 * mm, 18 * mm, 32 * mm)
     if revoked:
         pdf.setFont(BOLD, 40)
         pdf.setFillColorRGB(0.8, 0, 0)

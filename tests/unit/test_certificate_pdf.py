@@ -1,14 +1,16 @@
-"""The certificate PDF in each language, read back with pypdf."""
+"""The certificate PDF in each language, read back with pypdf; its QR code read from the page."""
 
 from __future__ import annotations
 
 import io
 from datetime import UTC, datetime
 
+import pypdfium2
 import pytest
+import zxingcpp
 from pypdf import PdfReader
 
-from services._certificates.pdf import render_certificate
+from services._certificates.pdf import qr_modules, render_certificate
 
 ISSUED_AT = datetime(2026, 12, 2, 15, 30, tzinfo=UTC)
 URL = "https://escola.example/certificates/abc123"
@@ -72,3 +74,26 @@ def test_english_unless_told():
 def test_a_revoked_certificate_is_stamped_in_the_language(language, stamp):
     lines, _ = read(language, revoked=True)
     assert lines[-1] == stamp and stamp not in read(language)[0]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [URL, "https://certificados.escola-municipal.example.br/certificates/" + "x" * 40 + "?lang=pt-BR"],
+)
+def test_the_qr_code_on_the_page_reads_as_the_verification_url(url):
+    """The page rasterized (pdfium) and read by a QR decoder (zxing-cpp), neither ours."""
+    document = render_certificate(
+        name="João Conceição", course="Física", issued_at=ISSUED_AT, code="abc123", verification_url=url
+    )
+    page = pypdfium2.PdfDocument(document)[0]
+    image = page.render(scale=2).to_pil().convert("L")
+    found = zxingcpp.read_barcodes(image, formats=zxingcpp.BarcodeFormat.QRCode)
+    assert [code.text for code in found] == [url]
+
+
+def test_the_qr_code_is_the_urls_in_the_smallest_version_that_holds_it():
+    modules = qr_modules(URL)
+    # 42 bytes: more than version 2-L holds (32), within version 3-L (53): 29 by 29 modules
+    assert len(modules) == 29 and all(len(row) == 29 for row in modules)
+    assert modules[0][:7] == (True,) * 7  # a finder pattern's top edge, top left
+    assert len(qr_modules(URL + "/" + "y" * 60)) > 29

@@ -23,7 +23,7 @@ from services._certificates.embed import embed
 from services._certificates.models import Certificate, CertificatesBase, CertificatesOutbox
 from services._certificates.pdf import render_certificate
 from services._certificates.signer import CredentialSigner
-from services.exceptions import StudentNotFound, ValidationFailed
+from services.exceptions import ValidationFailed
 from services.infra import correlation, dead_letters, tracing
 from services.infra.correlation import Correlation
 from services.infra.db import Database
@@ -59,33 +59,40 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
 
     @reliable_event_handler("status", "student_status_changed")
     def handle_student_status_changed(self, payload: dict) -> None:
-        for change in status_changes(payload):  # a redelivered batch re-issues nothing: one per student+course
-            if change["to_status"] == lifecycle.COMPLETED:
+        """Every completion of the message certified in one transaction, after one lookup of its
+        students. A redelivered message re-issues nothing: one certificate per student and course."""
+        completed = [c for c in status_changes(payload) if c["to_status"] == lifecycle.COMPLETED]
+        if not completed:
+            return
+        # students deleted since have nobody to certify
+        students = {s["id"]: s for s in self.students.get_students(sorted({c["student_id"] for c in completed}))}
+        issued = 0
+        with self.db.begin() as session:
+            for change in completed:
+                student = students.get(change["student_id"])
+                if student is None:
+                    continue
                 with (
                     correlation.working_on(change["correlation_id"] or correlation.current()),  # the change's
                     tracing.item(change, "handle status.student_status_changed"),  # its trace's, likewise
                 ):
-                    self._certify(change)
+                    issued += self._certify(session, change, student)
+        CERTIFICATES_ISSUED.inc(issued)
 
-    def _certify(self, change: dict) -> None:
-        try:
-            student = self.students.get_student(change["student_id"])
-        except StudentNotFound:
-            return  # deleted since: nobody to certify
-        with self.db.begin() as session:
-            certificate, created = repo.issue(
-                session,
-                student,
-                change.get("course") or student["course"],
-                change.get("request_id"),
-                correlation.current(),
-                language=i18n.normalize(student.get("language")),
-            )
-            if created:
-                self._sign(session, certificate)
-                self.outbox.add(session, "certificate_issued", self._event(certificate, private=True))
+    def _certify(self, session: Session, change: dict, student: dict) -> bool:
+        """The student's certificate for the change's course, issued unless it exists; True if new."""
+        certificate, created = repo.issue(
+            session,
+            student,
+            change.get("course") or student["course"],
+            change.get("request_id"),
+            correlation.current(),
+            language=i18n.normalize(student.get("language")),
+        )
         if created:
-            CERTIFICATES_ISSUED.inc()
+            self._sign(session, certificate)
+            self.outbox.add(session, "certificate_issued", self._event(certificate, private=True))
+        return created
 
     @rpc
     def get_certificate(self, code: str) -> dict:

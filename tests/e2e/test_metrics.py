@@ -92,7 +92,7 @@ def test_a_status_change_and_a_completion_move_every_process(system: System, uni
 
     check("certificates", "mensageria_certificates_issued_total")
     check("certificates", consumed, service="certificates", handler="handle_student_status_changed", outcome="acked")
-    check("certificates", rpc_made, rpc_service="students", rpc_method="get_student", outcome="ok")
+    check("certificates", rpc_made, rpc_service="students", rpc_method="get_students", outcome="ok")
     check("certificates", sent, messaging_destination_name="certificates.events", outcome="ok")
 
     check("notifications", consumed, service="notifications", handler="handle_certificate_issued", outcome="acked")

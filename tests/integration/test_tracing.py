@@ -113,9 +113,9 @@ def test_a_completion_is_one_trace_from_the_http_request_to_the_mails(config, sy
         )
         for service in ("students", "certificates", "notifications")
     }
-    # certificates: asks students for the student, issues, publishes certificate_issued
+    # certificates: asks students for the message's students, issues, publishes certificate_issued
     certify = consumers["certificates"]
-    one(children(certify, "students/get_student", SpanKind.CLIENT), "certificates' RPC call")
+    one(children(certify, "students/get_students", SpanKind.CLIENT), "certificates' RPC call")
     issued = one(children(certify, "publish certificates.events", SpanKind.PRODUCER), "certificates' outbox publish")
     mailing = one(children(issued, "process certificates.certificate_issued", SpanKind.CONSUMER), "certificate mail")
     one(children(mailing, "certificates/get_certificate_pdf", SpanKind.CLIENT), "the PDF fetched")

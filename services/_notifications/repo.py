@@ -234,10 +234,12 @@ def release(session: Session, ids: list[int], now: datetime) -> None:
         )
 
 
-def mark_sent(session: Session, notification_id: int, now: datetime) -> None:
+def mark_sent(session: Session, ids: list[int], now: datetime) -> None:
+    if not ids:
+        return
     session.execute(
         update(Notification)
-        .where(Notification.id == notification_id, Notification.state == PENDING)
+        .where(Notification.id.in_(ids), Notification.state == PENDING)
         .values(state=SENT, attempts=Notification.attempts + 1, last_error=None, sent_at=now, updated_at=now)
         .execution_options(synchronize_session=False)
     )

@@ -43,8 +43,9 @@ class MailSender(BackgroundLoop):
 
     Each round claims a batch in a short transaction (pushing its ``next_attempt_at``
     out by a lease, so another instance leaves it alone), sends outside any
-    transaction, and records each outcome in a short transaction of its own.
-    A process killed mid-send resends that mail when the lease runs out, with the
+    transaction over one SMTP connection (kept while full batches follow), records a
+    failure at once and the batch's sent mails together after it. A process killed
+    mid-batch resends the mails it had not recorded when the lease runs out, with the
     same ``Message-ID``.
     """
 
@@ -90,19 +91,38 @@ class MailSender(BackgroundLoop):
     def step(self) -> bool:
         with self.Session.begin() as session:
             batch = repo.claim_due(session, utcnow(), self.batch_size, self.lease)
+        sent: list[Outgoing] = []
+        unsent: list[int] = []
+        full = len(batch) == self.batch_size
         try:
             for index, mail in enumerate(batch):
                 if not self.running:  # stopping: leave the rest for the next process
-                    with self.Session.begin() as session:
-                        repo.release(session, [m.id for m in batch[index:]], utcnow())
-                    return False
+                    unsent = [m.id for m in batch[index:]]
+                    break
                 with working_on(mail.correlation_id, f"mail {mail.kind}"):  # its log lines carry its id
-                    self.send(mail)
+                    if self.send(mail):
+                        sent.append(mail)
         finally:
-            self.transport.close()
-        return len(batch) == self.batch_size
+            if not full or unsent or not self.running:
+                self.transport.close()  # kept open while full batches follow each other
+            if sent or unsent:
+                self._record(sent, unsent)
+        return full and not unsent
 
-    def send(self, mail: Outgoing) -> None:
+    def _record(self, sent: list[Outgoing], unsent: list[int]) -> None:
+        """The batch's sent mails marked sent and the unsent ones given back, in one transaction: one
+        commit per batch, not per mail. A process killed between a send and this commit sends those
+        mails again when their lease runs out, with the same ``Message-ID``."""
+        with self.Session.begin() as session:
+            repo.mark_sent(session, [mail.id for mail in sent], utcnow())
+            repo.release(session, unsent, utcnow())
+        for mail in sent:
+            metrics.MAIL_ATTEMPTS.labels("sent").inc()
+            with working_on(mail.correlation_id, f"mail {mail.kind}"):
+                log.info("notification %d sent to %s", mail.id, mail.recipient)
+
+    def send(self, mail: Outgoing) -> bool:
+        """Send ``mail``; True if the server took it. A failure is recorded at once (retried later)."""
         try:
             with tracing.span("send mail", tracing.CLIENT, mail.traceparent, self._span_attributes(mail)):
                 self.transport.send(build_message(mail, self.settings.mail_from))
@@ -123,8 +143,5 @@ class MailSender(BackgroundLoop):
                 log.error("notification %d to %s failed for good: %s", mail.id, mail.recipient, error)
             else:
                 log.warning("notification %d to %s not sent (%s); will retry", mail.id, mail.recipient, error)
-            return
-        with self.Session.begin() as session:
-            repo.mark_sent(session, mail.id, utcnow())
-        metrics.MAIL_ATTEMPTS.labels("sent").inc()
-        log.info("notification %d sent to %s", mail.id, mail.recipient)
+            return False
+        return True

@@ -8,6 +8,7 @@ import base64
 import dataclasses
 import email
 import email.policy
+import smtplib
 from datetime import UTC, datetime, timedelta
 from unittest.mock import MagicMock
 
@@ -405,7 +406,7 @@ class TestLog:
         assert (row.state, row.attempts, row.last_error) == ("failed", 3, "still down")
         with db.begin() as session:
             assert repo.mark_failed(session, notification_id, "late", now, 3, 0.5) is None, "only pending ones count"
-            repo.mark_sent(session, notification_id, now)
+            repo.mark_sent(session, [notification_id], now)
         assert state_of(db, notification_id).state == "failed"
 
     def test_resend_makes_failed_and_sent_mails_pending_again(self, db):
@@ -417,7 +418,7 @@ class TestLog:
         assert changed and (notification.state, notification.attempts, notification.last_error) == ("pending", 0, None)
         with db.begin() as session:
             assert repo.resend(session, notification_id, NOW)[1] is False, "pending: nothing to do"
-            repo.mark_sent(session, notification_id, NOW)
+            repo.mark_sent(session, [notification_id], NOW)
         row = state_of(db, notification_id)
         assert (row.state, row.attempts, row.sent_at) == ("sent", 1, NOW)
         with db.begin() as session:
@@ -565,3 +566,80 @@ class TestService:
         for bad in ({"state": "lost"}, {"limit": 0}, {"student_id": "7"}, {"cursor": "nope"}):
             with pytest.raises(ValidationFailed):
                 service.list_notifications(**bad)
+
+
+# --- the sender -------------------------------------------------------------
+
+
+class RecordingTransport:
+    """Takes every mail but those whose Message-ID is in ``refuse``; after ``stop_after`` mails it
+    stops ``sender`` (as a SIGTERM would, between two mails)."""
+
+    def __init__(self, refuse: set[str] = frozenset(), stop_after: int | None = None):
+        self.refuse, self.stop_after = refuse, stop_after
+        self.sender: sender.MailSender | None = None
+        self.sent: list[str] = []
+        self.closes = 0
+
+    def describe(self) -> str:
+        return "recording"
+
+    def send(self, message) -> None:
+        if message["Message-ID"] in self.refuse:
+            raise smtplib.SMTPRecipientsRefused({message["To"]: (550, b"no such mailbox")})
+        self.sent.append(message["Message-ID"])
+        if self.stop_after is not None and len(self.sent) == self.stop_after:
+            self.sender.running = False
+
+    def close(self) -> None:
+        self.closes += 1
+
+
+def a_sender(db, transport: RecordingTransport, batch_size: int = 4) -> sender.MailSender:
+    """A MailSender on ``db`` and ``transport``, as its container would set it up and start it."""
+    loop = sender.MailSender(batch_size=batch_size)
+    loop.settings = Settings(mail_from=MAIL_FROM, mail_max_attempts=3, mail_retry_base_delay=60)
+    loop.transport, transport.sender = transport, loop
+    loop.lease = timedelta(seconds=60)
+    loop.Session = db
+    loop.running = True
+    return loop
+
+
+def record_mails(db, count: int) -> list[str]:
+    """``count`` pending mails; their Message-IDs, oldest first."""
+    mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
+    ids = [f"<{n}@escola.example>" for n in range(count)]
+    for n, message_id in enumerate(ids):
+        assert repo.record(db, dataclasses.replace(mail, dedup_key=f"{mail.dedup_key}-{n}", message_id=message_id))
+    return ids
+
+
+def states(db) -> dict[str, tuple[str, int]]:
+    with db() as session:
+        return {row.message_id: (row.state, row.attempts) for row in session.scalars(select(Notification))}
+
+
+class TestSender:
+    def test_full_batches_share_one_connection_and_each_batch_is_recorded_once_sent(self, db):
+        ids = record_mails(db, 6)
+        transport = RecordingTransport(refuse={ids[1]})
+        loop = a_sender(db, transport)
+        assert loop.step() is True, "a full batch: more may be waiting"
+        assert transport.sent == [ids[0], ids[2], ids[3]] and transport.closes == 0, "kept open for the next"
+        recorded = states(db)
+        assert [recorded[i] for i in ids[:4]] == [("sent", 1), ("pending", 1), ("sent", 1), ("sent", 1)]
+        assert loop.step() is False, "the last two: nothing more"
+        assert transport.sent == [ids[0], ids[2], ids[3], ids[4], ids[5]] and transport.closes == 1
+        assert [states(db)[i] for i in ids[4:]] == [("sent", 1), ("sent", 1)]
+
+    def test_a_stop_between_mails_records_those_sent_and_gives_the_rest_back(self, db):
+        ids = record_mails(db, 4)
+        transport = RecordingTransport(stop_after=2)
+        loop = a_sender(db, transport)
+        assert loop.step() is False
+        assert transport.sent == ids[:2] and transport.closes == 1
+        recorded = states(db)
+        assert [recorded[i] for i in ids] == [("sent", 1), ("sent", 1), ("pending", 0), ("pending", 0)]
+        with db.begin() as session:  # given back: due again at once, not after the lease
+            assert [m.message_id for m in repo.claim_due(session, datetime.now(UTC), 10, loop.lease)] == ids[2:]

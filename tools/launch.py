@@ -19,6 +19,8 @@
   the README's "Autoscaling"). ``1..1``, the default, is the single supervisor above, unchanged.
 - With ``GATEWAY_PROCESSES`` above 1 (``gateway.service`` alone), it runs that many supervised
   gateway processes on the gateway's one address: :class:`GatewayProcesses`.
+- ``NICE_<NAME>`` (one process of :data:`PROCESSES` alone) lowers the CPU priority of it and of
+  everything it starts by that much: :func:`niceness`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,13 @@ POLL = 0.5  # seconds between looks at whether a stop was asked
 # that early gets a short grace (services.infra.inbound.StoppableQueueConsumer lets it stop)
 STARTING = 10.0
 STARTING_GRACE = 5.0
+
+
+def niceness(modules: list[str], settings: Settings) -> int:
+    """How much lower the CPU priority of ``modules`` runs: ``NICE_<NAME>`` when they are one
+    process of :data:`PROCESSES`, else 0 (several modules in one ``nameko run``: as started)."""
+    names = [name for name, module in PROCESSES.items() if modules == [module]]
+    return getattr(settings, f"nice_{names[0]}") if names else 0
 
 
 def _die_with_parent() -> None:
@@ -366,18 +375,21 @@ def main() -> None:
     config = load_config(args.config)
     service = autoscale.service_of(args.services)
     try:  # a bad value stops here in one line naming its key, not in a loop of restarts
-        Settings.from_config(config)
+        settings = Settings.from_config(config)
         brokers.nodes(config["AMQP_URI"])
         policy = autoscale.Policy.for_service(service, config) if service else None
     except (ConfigError, ValueError) as error:
         sys.exit(f"mensageria: {error}")
     logging.config.dictConfig(config["LOGGING"])  # the lines nameko run writes, in the same format
     logs.serving("launch")
+    if nice := niceness(args.services, settings):
+        os.nice(nice)  # this supervisor and every process it starts (they inherit it)
+        log.info("%s runs at niceness %d", " ".join(args.services), os.nice(0))
     nameko = str(Path(sys.executable).parent / "nameko")
     command = [nameko, "run", "--config", args.config, *args.services]
     if policy is not None and policy.maximum > 1:
         sys.exit(Pool(command, config, service, policy).run())
-    if args.services == [PROCESSES["gateway"]] and Settings.from_config(config).gateway_processes > 1:
+    if args.services == [PROCESSES["gateway"]] and settings.gateway_processes > 1:
         sys.exit(GatewayProcesses(command, config).run())
     sys.exit(Supervisor(command, config["AMQP_URI"]).run())
 

@@ -52,8 +52,10 @@ class MissingSecret(ConfigError):
     """A secret without a default that this process needs."""
 
 
-def _setting(default: Any, minimum: float | None = None, choices: tuple[str, ...] | None = None) -> Any:
-    return field(default=default, metadata={"minimum": minimum, "choices": choices})
+def _setting(
+    default: Any, minimum: float | None = None, choices: tuple[str, ...] | None = None, maximum: float | None = None
+) -> Any:
+    return field(default=default, metadata={"minimum": minimum, "maximum": maximum, "choices": choices})
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,14 @@ class Settings:
     scale_target: int = _setting(0, minimum=0)
     scale_keep_alive: float = _setting(30.0, minimum=0)
     scale_interval: float = _setting(1.0, minimum=0.1)
+    # CPU priority (tools.launch): added to the niceness each service's processes start with, so
+    # that on shared cores the work that waits for nobody (certificates, mails) yields to status
+    # changes; 0 to 19, as nice(1) takes without privileges
+    nice_students: int = _setting(0, minimum=0, maximum=19)
+    nice_status: int = _setting(0, minimum=0, maximum=19)
+    nice_certificates: int = _setting(10, minimum=0, maximum=19)
+    nice_notifications: int = _setting(10, minimum=0, maximum=19)
+    nice_gateway: int = _setting(0, minimum=0, maximum=19)
     # a scaling launcher's own /metrics (instances, backlog, scale events) per service (0: none)
     metrics_port_launch_students: int = _setting(9191, minimum=0)
     metrics_port_launch_status: int = _setting(9192, minimum=0)
@@ -205,6 +215,9 @@ def _convert(spec: dataclasses.Field, raw: Any) -> Any:
     minimum = spec.metadata.get("minimum")
     if minimum is not None and value < minimum:
         raise ConfigError(f"config: {key} must be at least {minimum:g}, got {raw!r}")
+    maximum = spec.metadata.get("maximum")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"config: {key} must be at most {maximum:g}, got {raw!r}")
     choices = spec.metadata.get("choices")
     if choices is not None and value not in choices:
         raise ConfigError(f"config: {key} must be {' or '.join(choices)}, got {raw!r}")

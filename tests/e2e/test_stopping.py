@@ -138,6 +138,22 @@ def test_every_process_stops_in_time(run_command, target, signum):
     assert "Traceback" not in run_command.log()
 
 
+def test_certificates_and_mail_run_at_a_lower_cpu_priority(run_command):
+    """``NICE_<SERVICE>``'s defaults: certificates and notifications (their supervisors and every
+    ``nameko run`` under them) at niceness +10, the rest as started."""
+    modules = {"services.students": 0, "services.status": 0, "gateway.service": 0}
+    modules.update({"services.certificates": 10, "services.notifications": 10})
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    found: dict[str, set[int]] = {}
+    for pid in run_command.processes():
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            arguments = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            module = next((m for m in modules if m.encode() in arguments), None)
+            if module is not None:
+                found.setdefault(module, set()).add(os.getpriority(os.PRIO_PROCESS, pid) - own)
+    assert found == {module: {nice} for module, nice in modules.items()}
+
+
 @pytest.mark.parametrize("after", [0.5, 1.5, 2.5, 3.0, 3.5, 5.0])
 def test_ctrl_c_while_starting(run_command_stopped, after):
     """SIGINT to the group at some moment of the start: migrating, importing,

@@ -58,6 +58,8 @@ def test_passwords_are_kept_as_written():
         ("SMTP_STARTTLS", "maybe", "SMTP_STARTTLS must be true or false, got 'maybe'"),
         ("MAIL_MAX_ATTEMPTS", 0, "MAIL_MAX_ATTEMPTS must be at least 1, got 0"),
         ("RPC_TIMEOUT", -1, "RPC_TIMEOUT must be at least 0.001, got -1"),
+        ("NICE_CERTIFICATES", 20, "NICE_CERTIFICATES must be at most 19, got 20"),
+        ("NICE_STATUS", -5, "NICE_STATUS must be at least 0, got -5"),
     ],
 )
 def test_bad_values_name_their_key(key, value, message):

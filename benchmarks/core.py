@@ -111,6 +111,7 @@ class Sizes:
     console_streams: int = 10  # (o) live pages held open
     queue_messages: int = 100_000  # (q) messages at rest in the queue whose cost is measured
     scale_completions: int = 400  # (s) course completions in the burst
+    gateway_processes: int = 1  # GATEWAY_PROCESSES of the running system (make run: one per core, at most 4)
 
     @classmethod
     def quick(cls) -> Sizes:

@@ -93,6 +93,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     sizes.add_argument("--console-gets", type=int, help=f"(o) GETs per page (default {d.console_gets})")
     sizes.add_argument("--queue-messages", type=int, help=f"(q) messages at rest (default {d.queue_messages:,})")
     sizes.add_argument("--console-streams", type=int, help=f"(o) live pages held open (default {d.console_streams})")
+    sizes.add_argument(
+        "--gateway-processes",
+        type=int,
+        help=f"GATEWAY_PROCESSES of the system the scenarios run against (default {d.gateway_processes})",
+    )
     parser.add_argument(
         "--brokers",
         default=brokers.DEFAULT,

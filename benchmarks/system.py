@@ -30,10 +30,11 @@ from sqlalchemy.orm import sessionmaker
 from benchmarks.brokers import DEFAULT, BrokerSetup
 from benchmarks.core import SQLITE, Context
 from benchmarks.cpu import CpuMeter, postgres_pids, rabbitmq_pids
-from benchmarks.infra import PYTHON, Cleanup, start_process, wait_for_child
+from benchmarks.infra import PYTHON, Cleanup, descendants, start_process, wait_for_child
 from benchmarks.load import Call, LoadResult, run_load
 from benchmarks.memory import RssMeter
 from gateway.access import store
+from gateway.entrypoints import PROCESS_HEADER
 from services.credentials import generate_signing_key
 from services.infra.db import build_engine
 from tools.launch import PROCESSES
@@ -121,6 +122,7 @@ class System:
             "CERTIFICATE_SIGNING_KEY": _signing_key(log_dir),
             "PUBLIC_BASE_URL": system.base_url,
             "BULK_MAX_ROWS": str(bulk_max_rows),
+            "GATEWAY_PROCESSES": str(ctx.sizes.gateway_processes),
             "BULK_MAX_BYTES": str(max(bulk_max_rows * BULK_BYTES_PER_ROW, 33_554_432)),
             "PYTHONWARNINGS": "ignore",
             "PYTHONUNBUFFERED": "1",
@@ -174,13 +176,19 @@ class System:
         return run_load(self.base_url, plans, expected, headers=self.headers)
 
     def _wait_ready(self) -> None:
-        deadline, last = time.monotonic() + START_TIMEOUT, "no answer"
+        """Until every gateway process has answered ``/ready`` (each request on a new connection,
+        which the kernel gives to any of them)."""
+        deadline, last, ready = time.monotonic() + START_TIMEOUT, "no answer", set()
+        expected = int(self.env.get("GATEWAY_PROCESSES") or 1)
         while time.monotonic() < deadline:
             self.check_alive()
             try:
                 response = requests.get(self.base_url + "/ready", timeout=5)
                 if response.status_code == 200:
-                    return
+                    ready.add(response.headers.get(PROCESS_HEADER))
+                    if len(ready) >= expected:
+                        return
+                    continue
                 last = f"{response.status_code} {response.text[:200]}"
             except requests.RequestException as exc:
                 last = repr(exc)
@@ -270,13 +278,20 @@ class System:
         return plans
 
     def process_groups(self) -> dict:
-        """What the meters watch: each service, RabbitMQ, our PostgreSQL backends, the client."""
-        groups = {name: (lambda pid=pid: [pid]) for name, pid in self.pids.items()}
+        """What the meters watch: each service (every process under its launcher: all gateway
+        processes, all instances), RabbitMQ, our PostgreSQL backends, the client."""
+        groups = {name: (lambda pid=launcher.pid: descendants(pid)) for name, launcher in self.launchers.items()}
         groups["rabbitmq"] = self.rabbit_pids
         if self.backend != SQLITE:
             groups["postgres"] = lambda: postgres_pids([*PG_DATABASES.values(), *MORE_PG_DATABASES.values()])
         groups["client"] = lambda: [os.getpid()]
         return groups
+
+    @property
+    def gateways(self) -> str:
+        """What a row's name adds when the gateway runs as several processes: ``, 2 gateway processes``."""
+        count = int(self.env.get("GATEWAY_PROCESSES") or 1)
+        return f", {count} gateway processes" if count > 1 else ""
 
     def meter(self) -> CpuMeter:
         return CpuMeter(self.process_groups())

@@ -45,7 +45,7 @@ def status_changes(ctx: Context[System], backend: str) -> list[Row]:
         rows.append(
             Row(
                 "c",
-                "POST /students/{id}/status → 202",
+                "POST /students/{id}/status → 202" + system.gateways,
                 backend,
                 clients,
                 result.rate,
@@ -58,7 +58,7 @@ def status_changes(ctx: Context[System], backend: str) -> list[Row]:
         rows.append(
             Row(
                 "c",
-                "status change applied (first POST → last applied)",
+                "status change applied (first POST → last applied)" + system.gateways,
                 backend,
                 clients,
                 result.ok / (settled - result.started),

@@ -19,6 +19,8 @@
   the README's "Autoscaling"). ``1..1``, the default, is the single supervisor above, unchanged.
 - With ``GATEWAY_PROCESSES`` above 1 (``gateway.service`` alone), it runs that many supervised
   gateway processes on the gateway's one address: :class:`GatewayProcesses`.
+- ``GATEWAY_MAX_WORKERS`` (``gateway.service`` alone) is the ``MAX_WORKERS`` of the gateway's
+  processes: the requests each handles at once.
 - ``NICE_<NAME>`` (one process of :data:`PROCESSES` alone) lowers the CPU priority of it and of
   everything it starts by that much: :func:`niceness`.
 """
@@ -74,6 +76,14 @@ def niceness(modules: list[str], settings: Settings) -> int:
     process of :data:`PROCESSES`, else 0 (several modules in one ``nameko run``: as started)."""
     names = [name for name, module in PROCESSES.items() if modules == [module]]
     return getattr(settings, f"nice_{names[0]}") if names else 0
+
+
+def child_environment(modules: list[str], settings: Settings) -> dict[str, str]:
+    """What the processes started for ``modules`` get in their environment beyond ours: the
+    gateway's ``MAX_WORKERS`` is ``GATEWAY_MAX_WORKERS`` (when set)."""
+    if modules == [PROCESSES["gateway"]] and settings.gateway_max_workers:
+        return {"MAX_WORKERS": str(settings.gateway_max_workers)}
+    return {}
 
 
 def _die_with_parent() -> None:
@@ -382,6 +392,7 @@ def main() -> None:
         sys.exit(f"mensageria: {error}")
     logging.config.dictConfig(config["LOGGING"])  # the lines nameko run writes, in the same format
     logs.serving("launch")
+    os.environ.update(child_environment(args.services, settings))  # every process it starts inherits it
     if nice := niceness(args.services, settings):
         os.nice(nice)  # this supervisor and every process it starts (they inherit it)
         log.info("%s runs at niceness %d", " ".join(args.services), os.nice(0))

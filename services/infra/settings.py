@@ -72,6 +72,10 @@ class Settings:
     # connections), and the directory where they tell each other of their writes (set by the
     # launcher for its processes; gateway/siblings.py)
     gateway_processes: int = _setting(1, minimum=1)
+    # requests one gateway process handles at once (tools.launch gives it as MAX_WORKERS to the
+    # gateway's processes; 0: MAX_WORKERS). A request mostly waits for RPC answers and publisher
+    # confirms, so a gateway holds more at once than a service's workers do
+    gateway_max_workers: int = _setting(64, minimum=0)
     gateway_siblings_dir: str | None = None
     ready_timeout: float = _setting(2.0, minimum=0.001)
     max_body_bytes: int = _setting(65536, minimum=1)

@@ -15,7 +15,7 @@ import pytest
 from gateway.siblings import Siblings
 from gateway.student_reads import StudentReads
 from services.infra.settings import ConfigError, Settings
-from tools.launch import gateway_env
+from tools.launch import child_environment, gateway_env
 
 
 def student(student_id: int = 1, version: int = 1, name: str = "Ada") -> dict:
@@ -183,3 +183,12 @@ def test_a_message_not_understood_is_logged_and_changes_nothing(two_processes, c
     b.catch_up()
     assert b.get(1) is not None
     assert caplog.text.count("not understood") == 2
+
+
+def test_the_gateways_processes_take_gateway_max_workers_as_their_max_workers():
+    gateway, status = ["gateway.service"], ["services.status"]
+    assert child_environment(gateway, Settings()) == {"MAX_WORKERS": "64"}
+    assert child_environment(gateway, Settings.from_config({"GATEWAY_MAX_WORKERS": "200"})) == {"MAX_WORKERS": "200"}
+    assert child_environment(gateway, Settings.from_config({"GATEWAY_MAX_WORKERS": "0"})) == {}, "0: MAX_WORKERS"
+    assert child_environment(status, Settings.from_config({"GATEWAY_MAX_WORKERS": "200"})) == {}
+    assert child_environment([*gateway, *status], Settings()) == {}, "several modules in one process: as started"

@@ -34,7 +34,7 @@ LINE = f"^[{_SPACE}]*{_CONTENT}[{_SPACE}]*$"
 FREE_TEXT = r"^[^\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f]*$"
 # lone surrogates: JSON can carry one ("\\ud800"), UTF-8 cannot (a pair is one character
 # in Python); and what each rule refuses inside the text, to say why
-_SURROGATE = re.compile("[\ud800-\udfff]")
+SURROGATE = _SURROGATE = re.compile("[\ud800-\udfff]")
 _REFUSED_IN_LINE = re.compile(f"[{_CONTROL}{_SEPARATOR}\ud800-\udfff]")
 _REFUSED_IN_TEXT = re.compile("[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f-\u009f\ud800-\udfff]")
 

@@ -89,8 +89,12 @@ class MailSender(BackgroundLoop):
         return gauges.read(self.Session)
 
     def step(self) -> bool:
-        with self.Session.begin() as session:
-            batch = repo.claim_due(session, utcnow(), self.batch_size, self.lease)
+        try:
+            with self.Session.begin() as session:
+                batch = repo.claim_due(session, utcnow(), self.batch_size, self.lease)
+        except Exception:  # the loop backs off: no SMTP connection is left open meanwhile
+            self.transport.close()
+            raise
         sent: list[Outgoing] = []
         unsent: list[int] = []
         full = len(batch) == self.batch_size

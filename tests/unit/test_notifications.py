@@ -643,3 +643,17 @@ class TestSender:
         assert [recorded[i] for i in ids] == [("sent", 1), ("sent", 1), ("pending", 0), ("pending", 0)]
         with db.begin() as session:  # given back: due again at once, not after the lease
             assert [m.message_id for m in repo.claim_due(session, datetime.now(UTC), 10, loop.lease)] == ids[2:]
+
+    def test_a_failed_claim_leaves_no_connection_open_while_the_loop_backs_off(self, db, monkeypatch):
+        ids = record_mails(db, 4)
+        transport = RecordingTransport()
+        loop = a_sender(db, transport)
+        assert loop.step() is True and transport.sent == ids and transport.closes == 0
+
+        def database_away(*args, **kwargs):
+            raise OSError("database away")
+
+        monkeypatch.setattr(repo, "claim_due", database_away)
+        with pytest.raises(OSError):
+            loop.step()
+        assert transport.closes == 1

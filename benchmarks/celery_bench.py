@@ -31,9 +31,11 @@ START_TIMEOUT = 60.0
 POLL = 0.02
 
 
-def database(ctx: Context, backend: str, cleanup: Cleanup) -> str:
+def database(ctx: Context, backend: str, cleanup: Cleanup, name: str = "celery") -> str:
+    """The baseline's database: on SQLite a file of its own per ``name`` ((b) and (f) each start
+    from empty tables in one run), on PostgreSQL one created for the scenario and dropped after it."""
     if backend == SQLITE:
-        return f"sqlite:///{ctx.workdir}/celery.db"
+        return f"sqlite:///{ctx.workdir}/{name}.db"
     return ctx.postgres.create_database(cleanup, PG_DATABASE)
 
 

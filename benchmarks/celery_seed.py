@@ -39,7 +39,7 @@ def run(ctx: Context, backend: str) -> list[Row]:
 def _run(ctx: Context, backend: str, cleanup: Cleanup) -> list[Row]:
     count = ctx.sizes.completions
     amqp_uri = ctx.broker.create_vhost(cleanup, "celery_seed")
-    db_uri = database(ctx, backend, cleanup)
+    db_uri = database(ctx, backend, cleanup, name="celery_seed")
     engine = build_engine(db_uri)
     cleanup.push("dispose celery engine", engine.dispose)
     tag = secrets.token_hex(4)

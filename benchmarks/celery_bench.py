@@ -64,7 +64,14 @@ def _wait_for_worker(worker, log_path, ready: Path) -> None:
 
 def celery_producer(amqp_uri: str, cleanup: Cleanup):
     """A producer on ``amqp_uri``'s vhost, for ``apply_async(producer=...)``."""
-    celery_app.app.conf.broker_url = amqp_uri
+    app = celery_app.app
+    app.conf.broker_url = amqp_uri
+    # A chain's first task is published through the app's producer pool even when a producer is given, and
+    # send_task evaluates that pool on every call: a pool made during an earlier run points at that run's
+    # vhost, deleted since. Forget both pools (Celery's own after-fork reset) so they follow broker_url.
+    if app._pool is not None:
+        app._pool.force_close_all()
+    app._after_fork()
     connection = celery_app.app.connection_for_write()  # not the app's pool: each run has its own vhost
     cleanup.push("close celery connection", connection.release)
     return connection.Producer()

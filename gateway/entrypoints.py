@@ -21,7 +21,7 @@ import orjson
 from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest, ContainerBeingKilled, IncorrectSignature
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import WebServer, WsgiApp
+from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.routing import BaseConverter, Map
@@ -210,6 +210,19 @@ class JsonWebServer(WebServer):
         self._sock.settimeout(None)  # as nameko does: https://github.com/celery/kombu/issues/838
         self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
         self._gt = self.container.spawn_managed_thread(self.run)
+
+    def get_wsgi_server(self, sock: Any, wsgi_app: Any, protocol: Any = HttpOnlyProtocol, debug: bool = False) -> Any:
+        """nameko's server; eventlet's access line per request only with ``GATEWAY_ACCESS_LOG``: the
+        worker line (``services.infra.logs``) already says what each request was and how it ended."""
+        return eventlet_wsgi.Server(
+            sock,
+            sock.getsockname(),
+            wsgi_app,
+            protocol=protocol,
+            debug=debug,
+            log=logging.getLogger("nameko.web.server"),
+            log_output=Settings.from_config(self.container.config).gateway_access_log,
+        )
 
     def context_data_from_headers(self, request: Request) -> dict:
         # the worker runs under the request's correlation id (and its span, while traces are on),

@@ -51,6 +51,10 @@ REDACTED = "[redacted]"
 
 worker_log = logging.getLogger("mensageria.worker")
 
+# No format here prints a thread's name, and under eventlet finding it is the dearest part of a record:
+# each worker is a new green thread, whose first ``threading.current_thread()`` lists every thread.
+logging.logThreads = False
+
 _process_services: list[str] = []  # the services this process runs, in the order they were created
 _service: ContextVar[str | None] = ContextVar("service", default=None)
 _ids: ContextVar[Mapping[str, Any] | None] = ContextVar("log_ids", default=None)
@@ -100,6 +104,9 @@ class LogContext(DependencyProvider):
             outcome, extra["http_status"] = str(status), status
         else:
             outcome = "done"
+        client = getattr(worker_ctx.args[0], "remote_addr", None) if worker_ctx.args else None
+        if isinstance(client, str):  # an HTTP request's
+            extra["client"] = client
         worker_log.info("%s: %s in %.1f ms", correlation.describe(worker_ctx), outcome, duration_ms, extra=extra)
 
     def worker_teardown(self, worker_ctx: Any) -> None:
@@ -257,6 +264,7 @@ def _stand_in(value: Any) -> Any:
     return value
 
 
+_PLAIN = frozenset({int, float, bool, type(None)})
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -281,9 +289,11 @@ class Redaction(logging.Filter):
             record.exc_text = redact(record.exc_text, self.secrets)
         if record.stack_info:
             record.stack_info = redact(record.stack_info, self.secrets)
-        for name, value in list(record.__dict__.items()):
-            if name not in _STANDARD and not name.startswith("_"):
-                setattr(record, name, _redacted_value(value, self.secrets))
+        fields = record.__dict__
+        for name in fields.keys() - _STANDARD:  # the added fields
+            value = fields[name]
+            if type(value) not in _PLAIN and not name.startswith("_"):  # numbers and None hold no secret
+                fields[name] = _redacted_value(value, self.secrets)
         return True
 
     @staticmethod

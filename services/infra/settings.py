@@ -77,6 +77,9 @@ class Settings:
     # confirms, so a gateway holds more at once than a service's workers do
     gateway_max_workers: int = _setting(64, minimum=0)
     gateway_siblings_dir: str | None = None
+    # eventlet's access log line per request (client address, path, status, bytes, seconds), beside the
+    # worker line every request logs (route, status, milliseconds, correlation id, client address)
+    gateway_access_log: bool = False
     ready_timeout: float = _setting(2.0, minimum=0.001)
     max_body_bytes: int = _setting(65536, minimum=1)
     # secrets without a default: `make run` generates them into the data directory;

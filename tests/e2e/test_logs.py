@@ -100,7 +100,7 @@ def test_a_request_s_correlation_id_is_in_every_process_s_log_and_its_mail(syste
             if line["logger"] == "mensageria.worker" and line["entrypoint"].startswith("http ")
         ]
         assert answered["http_status"] == 202 and answered["duration_ms"] > 0, answered
-        assert answered["student_id"] == student["id"], answered
+        assert answered["student_id"] == student["id"] and answered["client"] == "127.0.0.1", answered
 
     # every line of every process: JSON, with the fields every line has, and no API key
     for name in MODULES:

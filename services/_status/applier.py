@@ -33,10 +33,11 @@ from services.infra.background import BackgroundLoop
 from services.infra.correlation import working_on
 from services.infra.outbox import OutboxRelay
 from services.infra.rpc import TimedServiceProxy
+from services.infra.settings import Settings
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 500
+BATCH_SIZE = 2000
 BACKLOG_RESOLVE_INTERVAL = 5.0  # seconds between unknown-student checks while batches are full
 
 
@@ -109,6 +110,8 @@ class StatusApplier(BackgroundLoop):
         self.directory = StudentDirectory(students.background(), students.timeout)
         self.resolve_after = 0.0
         self.backlog = False
+        # events in messages the consumers take, whatever their MAX_MESSAGE_BYTES
+        self.message_bytes = min(batches.MESSAGE_BYTES, Settings.from_config(config).max_message_bytes // 2)
         super().start()
 
     def get_dependency(self, worker_ctx: Any) -> StatusApplier:
@@ -130,7 +133,7 @@ class StatusApplier(BackgroundLoop):
         result = None
         try:
             with self.Session.begin() as session:
-                result = batches.apply_pending(session, self.batch_size)
+                result = batches.apply_pending(session, self.batch_size, message_bytes=self.message_bytes)
         except Exception as exc:  # rolled back: applied by a later batch, under new spans
             tracing.end(result.spans if result is not None else (), exc)
             raise

@@ -81,14 +81,21 @@ def reject_unknown(session: Session, student_id: int) -> int:
     ).rowcount
 
 
-def apply_pending(session: Session, limit: int, now: datetime | None = None) -> BatchResult:
+# the most a batch's events put in one message, as encoded (JSON, non-ASCII escaped): well under what
+# consumers take (MAX_MESSAGE_BYTES, 4 MiB by default) whatever the reasons, actors and courses hold
+MESSAGE_BYTES = 1024 * 1024
+
+
+def apply_pending(
+    session: Session, limit: int, now: datetime | None = None, message_bytes: int = MESSAGE_BYTES
+) -> BatchResult:
     """Apply up to ``limit`` pending requests, oldest first, in this transaction.
 
     Status rows are locked in student-id order (``FOR UPDATE`` on PostgreSQL;
     SQLite serialises writers), so two status instances never apply a
     transition from a stale status and never deadlock on each other. Writes are
-    executemany statements (requests, statuses, history) and one outbox row
-    carrying the batch's events in order.
+    executemany statements (requests, statuses, history) and outbox rows
+    carrying the batch's events in order, as few as fit ``message_bytes`` each.
     """
     now = now or utcnow()
     result = BatchResult()
@@ -206,18 +213,59 @@ def apply_pending(session: Session, limit: int, now: datetime | None = None) -> 
                 .execution_options(synchronize_session=False)
             )
         session.execute(insert(StatusHistory.__table__), history)
-        # one message for the batch: its header carries the first change's id, each change its own
-        session.add(
+        # one message for the batch (more if it would be too large): its header carries its first
+        # change's id, each change its own
+        session.add_all(
             StatusOutbox(
                 event_type="student_status_changed",
-                payload={"changes": changes},
-                correlation_id=next((c["correlation_id"] for c in changes if c["correlation_id"]), None),
-                traceparent=next((c["traceparent"] for c in changes if c.get("traceparent")), None),
+                payload={"changes": part},
+                correlation_id=next((c["correlation_id"] for c in part if c["correlation_id"]), None),
+                traceparent=next((c["traceparent"] for c in part if c.get("traceparent")), None),
                 created_at=now,
             )
+            for part in split_by_size(changes, message_bytes)
         )
         result.events = len(changes)
     return result
+
+
+def split_by_size(changes: list[dict], limit: int) -> list[list[dict]]:
+    """``changes`` in order, in runs whose ``{"changes": [...]}`` encodes to at most ``limit`` bytes
+    (a change larger than that alone goes alone)."""
+    parts: list[list[dict]] = []
+    part: list[dict] = []
+    size = _ENVELOPE
+    for change in changes:
+        bound = _encoded_bound(change)
+        if part and size + bound > limit:
+            parts.append(part)
+            part, size = [], _ENVELOPE
+        part.append(change)
+        size += bound
+    if part:
+        parts.append(part)
+    return parts
+
+
+_ENVELOPE = len('{"changes": []}')
+_NUMBER = 24  # null, true, a float's repr, or an integer of up to 64 bits, with a sign
+
+
+def _encoded_bound(change: dict) -> int:
+    """At least the bytes ``change`` takes in a JSON list (``, {"key": value, ...}``), cheaply: printable
+    ASCII text takes its length plus quotes and escapes; other text at most 12 bytes a character (a
+    character beyond the BMP is two ``\\uXXXX`` escapes)."""
+    size = 4  # ", " before it, and its braces
+    for key, value in change.items():
+        size += len(key) + 6  # quotes, ": " and ", "
+        if isinstance(value, str):
+            if value.isascii() and value.isprintable():
+                size += len(value) + 2 + value.count('"') + value.count("\\")
+            else:
+                size += 12 * len(value) + 2
+        else:
+            size += _NUMBER
+    return size
 
 
 def _in_turn(session: Session, requests: list) -> list:

@@ -4,11 +4,14 @@ duplicates refused, progress counted, interrupted uploads started afresh."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from kombu.utils import json as kombu_json
 
 from services import jobs
 from services._status import batches, jobs_repo
 from services._status import repo as status_repo
-from services._status.models import StatusBase
+from services._status.models import StatusBase, StatusOutbox
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
 from services.schemas import JobRowSchema
 from tests.unit.test_services import make_session_factory, track
@@ -142,3 +145,40 @@ def test_rpc_rows_are_checked_and_emails_resolved_in_batches():
         (6, "VALIDATION_ERROR"),
     ]
     assert lookups == [["ana@example.org", "nobody@example.org"]]
+
+
+def test_a_batch_s_events_are_split_into_messages_the_consumers_take(db):
+    """Long reasons beyond ASCII (12 bytes a character once escaped) make one batch several messages,
+    each within the size given, the changes in order across them."""
+    track(db, *range(1, 11))
+    reasons = ["😀" * 1000, "ç" * 1000, 'a"\\\n' * 250, None, "x" * 1000] * 2
+    rows = [[n, n, "active", reason] for n, reason in enumerate(reasons, start=1)]
+    job = upload(db, rows)
+    with db.begin() as session:
+        jobs_repo.seal(session, job.job_id, job.upload, len(rows))
+    with db.begin() as session:
+        assert batches.apply_pending(session, 100, message_bytes=30_000).events == 10
+    with db() as session:
+        messages = [row.payload for row in session.query(StatusOutbox).order_by(StatusOutbox.id)]
+    assert len(messages) > 1
+    assert all(len(kombu_json.dumps(payload).encode()) <= 30_000 for payload in messages)
+    changes = [change for payload in messages for change in payload["changes"]]
+    assert [(c["student_id"], c["reason"]) for c in changes] == [(n, reason) for n, _, _, reason in rows]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    changes=st.lists(
+        st.dictionaries(
+            st.sampled_from(["student_id", "reason", "actor", "course", "version", "traceparent"]),
+            st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.floats(), st.text(max_size=300)),
+        ),
+        max_size=40,
+    ),
+    limit=st.integers(100, 20_000),
+)
+def test_split_by_size_keeps_every_change_in_order_and_each_part_within_the_limit(changes, limit):
+    parts = batches.split_by_size(changes, limit)
+    assert [change for part in parts for change in part] == changes
+    for part in parts:
+        assert len(part) == 1 or len(kombu_json.dumps({"changes": part}).encode()) <= limit

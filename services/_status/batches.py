@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from kombu.utils import json as kombu_json
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -141,6 +142,7 @@ def apply_pending(
     if not requests:
         return result
     outcomes, history, changes, changed = [], [], [], {}
+    occurred_at = now.isoformat()
     started_ns = time.time_ns()
     for request in requests:
         span = _apply_span(request, started_ns)
@@ -175,7 +177,7 @@ def apply_pending(
         elif decision.outcome == "noop":
             result.noops += 1
         else:
-            change = _change(request, row, now, tracing.traceparent_of(span) if span is not None else None)
+            change = _change(request, row, occurred_at, tracing.traceparent_of(span) if span is not None else None)
             history.append(_history_row(change, request, now))
             changes.append(change)
             row["status"], row["version"] = request.target_status, change["version"]
@@ -230,42 +232,13 @@ def apply_pending(
 
 
 def split_by_size(changes: list[dict], limit: int) -> list[list[dict]]:
-    """``changes`` in order, in runs whose ``{"changes": [...]}`` encodes to at most ``limit`` bytes
-    (a change larger than that alone goes alone)."""
-    parts: list[list[dict]] = []
-    part: list[dict] = []
-    size = _ENVELOPE
-    for change in changes:
-        bound = _encoded_bound(change)
-        if part and size + bound > limit:
-            parts.append(part)
-            part, size = [], _ENVELOPE
-        part.append(change)
-        size += bound
-    if part:
-        parts.append(part)
-    return parts
-
-
-_ENVELOPE = len('{"changes": []}')
-_NUMBER = 24  # null, true, a float's repr, or an integer of up to 64 bits, with a sign
-
-
-def _encoded_bound(change: dict) -> int:
-    """At least the bytes ``change`` takes in a JSON list (``, {"key": value, ...}``), cheaply: printable
-    ASCII text takes its length plus quotes and escapes; other text at most 12 bytes a character (a
-    character beyond the BMP is two ``\\uXXXX`` escapes)."""
-    size = 4  # ", " before it, and its braces
-    for key, value in change.items():
-        size += len(key) + 6  # quotes, ": " and ", "
-        if isinstance(value, str):
-            if value.isascii() and value.isprintable():
-                size += len(value) + 2 + value.count('"') + value.count("\\")
-            else:
-                size += 12 * len(value) + 2
-        else:
-            size += _NUMBER
-    return size
+    """``changes`` in order, in runs whose ``{"changes": [...]}`` encodes (as the relay publishes it) to
+    at most ``limit`` bytes; a change larger than that goes alone. One encoding of the batch when it
+    fits, the usual case; halves until they fit when it does not."""
+    if len(changes) <= 1 or len(kombu_json.dumps({"changes": changes})) <= limit:  # ASCII: chars are bytes
+        return [changes]
+    half = len(changes) // 2
+    return split_by_size(changes[:half], limit) + split_by_size(changes[half:], limit)
 
 
 def _in_turn(session: Session, requests: list) -> list:
@@ -309,8 +282,17 @@ def _grouped(items, key, field: str) -> list[tuple[tuple, list]]:
 def _history_row(change: dict, request: Any, now: datetime) -> dict:
     """The history row of an applied change: its event less ``course`` and ``correlation_id``, plus
     ``on_behalf_of`` (kept in the history, not published: the event's payload is unchanged)."""
-    row = {k: v for k, v in change.items() if k not in ("course", "correlation_id", "traceparent", "occurred_at")}
-    return row | {"on_behalf_of": request.on_behalf_of, "occurred_at": now}
+    return {
+        "student_id": change["student_id"],
+        "from_status": change["from_status"],
+        "to_status": change["to_status"],
+        "reason": change["reason"],
+        "actor": change["actor"],
+        "request_id": change["request_id"],
+        "version": change["version"],
+        "on_behalf_of": request.on_behalf_of,
+        "occurred_at": now,
+    }
 
 
 def _apply_span(request: Any, started_ns: int) -> Any:
@@ -327,7 +309,7 @@ def _apply_span(request: Any, started_ns: int) -> Any:
     )
 
 
-def _change(request: Any, row: dict, now: datetime, traceparent: str | None = None) -> dict:
+def _change(request: Any, row: dict, occurred_at: str, traceparent: str | None = None) -> dict:
     """One ``student_status_changed`` event (and most of its history row: :func:`_history_row`);
     ``traceparent``: the span that applied it (traces on), which its handlers continue."""
     change = {
@@ -339,7 +321,7 @@ def _change(request: Any, row: dict, now: datetime, traceparent: str | None = No
         "request_id": request.id,
         "course": request.course,
         "version": row["version"] + 1,
-        "occurred_at": now.isoformat(),
+        "occurred_at": occurred_at,
         "correlation_id": request.correlation_id,
     }
     if traceparent:

@@ -100,6 +100,10 @@ class Settings:
     student_cache_seconds: float = _setting(30.0, minimum=0)
     # how many students each gateway process keeps for GET /students/{id} (0: none, every read asks)
     student_read_cache_size: int = _setting(10_000, minimum=0)
+    # pending requests the status service's applier takes into one transaction (and one message of
+    # events, split when it would pass 1 MiB): more is faster through a backlog or a bulk job, a
+    # longer write each time on the status database
+    status_batch_size: int = _setting(2000, minimum=1)
     bulk_max_rows: int = _setting(100_000, minimum=1)
     bulk_max_bytes: int = _setting(32 * 1024 * 1024, minimum=1)
     job_errors_shown: int = _setting(100, minimum=0)

@@ -142,8 +142,9 @@ def _rabbitmq_cli_available():
 
 def test_bulk_job_survives_a_status_restart_mid_job(make_system, unique):
     """A 5,000-row job; the status service is SIGKILLed as soon as the job is
-    accepted (rows still pending, some being applied) and started again."""
-    system = make_system("sqlite")
+    accepted (rows still pending, some being applied) and started again. Batches of 50
+    keep the job being applied for a while (the default applies 5,000 rows in three)."""
+    system = make_system("sqlite", STATUS_BATCH_SIZE="50")
     workload = Workload(system)
     workload.create_students(STUDENTS, unique)
     job = workload.submit_job(rows_per_student=25)

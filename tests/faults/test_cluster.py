@@ -94,7 +94,8 @@ def test_status_queue_leader_killed_mid_run(cluster, make_system, unique):
 
 def test_status_queue_leader_killed_while_a_bulk_job_is_applied(cluster, make_system, unique):
     total = STUDENTS * BULK_ROWS_PER_STUDENT
-    system = start_on(cluster, make_system, BULK_MAX_ROWS=str(total))
+    # batches of 200: the job is still being applied when the kill comes (the default takes 2,000 a time)
+    system = start_on(cluster, make_system, BULK_MAX_ROWS=str(total), STATUS_BATCH_SIZE="200")
     workload = Workload(system)
     workload.create_students(STUDENTS, unique)
     job = workload.submit_job(rows_per_student=BULK_ROWS_PER_STUDENT)

@@ -30,7 +30,7 @@ def test_two_status_instances_share_the_work(make_system, rabbit_manager, unique
 
 
 def test_two_status_instances_apply_one_bulk_job(make_system, rabbit_manager, unique):
-    system = make_system("postgresql")
+    system = make_system("postgresql", STATUS_BATCH_SIZE="50")  # 40 batches for the two to share
     system.processes["status-2"] = start_process("services.status", system.env, system.log_path("status-2"))
     vhost = system.env["AMQP_URI"].rsplit("/", 1)[1]
     poll(

@@ -4,7 +4,7 @@ duplicates refused, progress counted, interrupted uploads started afresh."""
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from kombu.utils import json as kombu_json
 
@@ -171,12 +171,19 @@ def test_a_batch_s_events_are_split_into_messages_the_consumers_take(db):
     changes=st.lists(
         st.dictionaries(
             st.sampled_from(["student_id", "reason", "actor", "course", "version", "traceparent"]),
-            st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1), st.floats(), st.text(max_size=300)),
+            st.one_of(
+                st.none(),
+                st.integers(-(2**70), 2**70),  # past 64 bits too: no shortcut there
+                st.text(max_size=300),
+                st.text(alphabet=st.sampled_from('a"\\\x00\x1f\x7f\x80ç€😀:,'), max_size=300),
+            ),
         ),
         max_size=40,
     ),
     limit=st.integers(100, 20_000),
 )
+@example(changes=[{"reason": "\x7f" * 100}] * 2, limit=400)  # DEL: one byte compact, six escaped
+@example(changes=[{"reason": "😀" * 100}] * 2, limit=2000)  # four bytes in UTF-8, twelve escaped
 def test_split_by_size_keeps_every_change_in_order_and_each_part_within_the_limit(changes, limit):
     parts = batches.split_by_size(changes, limit)
     assert [change for part in parts for change in part] == changes

@@ -18,11 +18,13 @@ waited on by another greenthread of the same process forever.
 
 from __future__ import annotations
 
+import json
 import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -48,6 +50,8 @@ def build_engine(uri: str, sqlite_synchronous: str = "full", **options: Any) -> 
     commits before a power loss or an OS crash can be undone after the broker was told they
     were done (the README's Configuration)."""
     url = make_url(uri)
+    options.setdefault("json_serializer", json_dumps)
+    options.setdefault("json_deserializer", json_loads)
     if url.get_backend_name() == "sqlite":
         if sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             raise ValueError(f"sqlite_synchronous must be one of {SQLITE_SYNCHRONOUS}, not {sqlite_synchronous!r}")
@@ -64,6 +68,24 @@ def build_engine(uri: str, sqlite_synchronous: str = "full", **options: Any) -> 
         options.setdefault("pool_size", 10)
         options.setdefault("max_overflow", 10)
     return create_engine(url, **options)
+
+
+def json_dumps(value: Any) -> str:
+    """JSON columns' encoder (outbox payloads, audit targets, job errors): orjson, a tenth of the
+    standard library's cost for a batch's events; the standard library for what orjson refuses
+    (an integer beyond 64 bits)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> Any:
+    """JSON columns' decoder: orjson; the standard library for what only it reads (``NaN``)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any, synchronous: str) -> None:

@@ -205,8 +205,8 @@ class JsonWebServer(WebServer):
         if self._starting:
             return
         self._starting = True
-        shared = Settings.from_config(self.container.config).gateway_processes > 1
-        self._sock = eventlet.listen(self.bind_addr, reuse_port=shared)
+        self.settings = Settings.from_config(self.container.config)
+        self._sock = eventlet.listen(self.bind_addr, reuse_port=self.settings.gateway_processes > 1)
         self._sock.settimeout(None)  # as nameko does: https://github.com/celery/kombu/issues/838
         self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
         self._gt = self.container.spawn_managed_thread(self.run)
@@ -221,7 +221,7 @@ class JsonWebServer(WebServer):
             protocol=protocol,
             debug=debug,
             log=logging.getLogger("nameko.web.server"),
-            log_output=Settings.from_config(self.container.config).gateway_access_log,
+            log_output=self.settings.gateway_access_log,
         )
 
     def context_data_from_headers(self, request: Request) -> dict:

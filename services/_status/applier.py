@@ -17,14 +17,12 @@ RPC, with a timeout; while it cannot answer, their requests stay pending.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 import eventlet
-from eventlet.queue import Empty, LightQueue
 from nameko.extensions import DependencyProvider
 from prometheus_client.core import Metric
 
@@ -32,7 +30,7 @@ from services._status import batches, gauges, repo
 from services._status.models import StatusOutbox
 from services.exceptions import BackendTimeout, ServiceUnavailable
 from services.infra import metrics, tracing
-from services.infra.background import MAX_BACKOFF, STOP_GRACE, BackgroundLoop
+from services.infra.background import STOP_GRACE, BackgroundLoop, Loop
 from services.infra.correlation import working_on
 from services.infra.outbox import OutboxRelay
 from services.infra.rpc import TimedServiceProxy
@@ -93,7 +91,7 @@ class RecentResults(DependencyProvider):
         return result
 
 
-class RelayThread:
+class RelayThread(Loop):
     """The outbox relay in a greenthread of its own: a batch's events are published and confirmed
     while the applier applies the next batch (a transaction never spans a publish, so the two never
     hold the database at once). Woken after every commit, and every ``poll_interval`` for rows left
@@ -102,48 +100,19 @@ class RelayThread:
     def __init__(self, relay: OutboxRelay, poll_interval: float):
         self.relay = relay
         self.poll_interval = poll_interval
-        self.wakeups: LightQueue = LightQueue(maxsize=1)
-        self.running = False
-        self.gt: Any = None
 
-    def start(self, spawn: Callable) -> None:
-        self.running = True
-        self.gt = spawn(self._run)
+    def step(self) -> bool:
+        self.relay.flush()
+        return False
 
-    def wake(self) -> None:
-        if self.wakeups.qsize() == 0:
-            self.wakeups.put_nowait(None)
-
-    def _run(self) -> None:
-        backoff = 0.5
-        while self.running:
-            try:
-                self.relay.flush()
-                backoff = 0.5
-                timeout = self.poll_interval
-            except Exception:
-                if not self.running:
-                    return
-                log.exception("publishing the outbox failed; retrying in %.1fs", backoff)
-                timeout, backoff = backoff, min(backoff * 2, MAX_BACKOFF)
-            with contextlib.suppress(Empty):
-                self.wakeups.get(timeout=timeout)
-
-    def stop(self, grace: float) -> None:
+    def end(self, grace: float = STOP_GRACE) -> bool:
         """Let the flush in hand finish, then publish what the last batches left (within ``grace``)."""
-        self.running = False
-        self.wake()
         with eventlet.Timeout(grace, False):
-            self.gt.wait()
-            self.relay.flush()  # only once the loop has ended: two flushes at once would publish twice
-            return
-        self.gt.kill()
+            if super().end(grace):
+                self.relay.flush()  # only once the loop has ended: two flushes at once would publish twice
+                return True
         log.warning("the outbox was not published within %.0fs of stopping; it is published at the next start", grace)
-
-    def kill(self) -> None:
-        self.running = False
-        if self.gt is not None:
-            self.gt.kill()
+        return False
 
 
 class StatusApplier(BackgroundLoop):
@@ -151,10 +120,9 @@ class StatusApplier(BackgroundLoop):
 
     poll_interval = 0.5
 
-    def __init__(self, db_attr: str = "db", students_attr: str = "students", batch_size: int | None = None):
+    def __init__(self, db_attr: str = "db", students_attr: str = "students"):
         self.db_attr = db_attr
         self.students_attr = students_attr
-        self.given_batch_size = batch_size  # None: STATUS_BATCH_SIZE
 
     def start(self) -> None:
         config = self.container.config
@@ -167,16 +135,16 @@ class StatusApplier(BackgroundLoop):
         self.backlog = False
         # events in messages the consumers take, whatever their MAX_MESSAGE_BYTES
         settings = Settings.from_config(config)
-        self.batch_size = self.given_batch_size or settings.status_batch_size
+        self.batch_size = settings.status_batch_size
         self.message_bytes = min(batches.MESSAGE_BYTES, settings.max_message_bytes // 2)
         self.publisher = RelayThread(self.relay, self.poll_interval)
-        self.publisher.start(self.container.spawn_managed_thread)
+        self.publisher.begin(self.container.spawn_managed_thread)
         super().start()
 
     def stop(self) -> None:
         super().stop()  # the batch in hand is committed first
         try:
-            self.publisher.stop(STOP_GRACE)
+            self.publisher.end(STOP_GRACE)
         except Exception:  # broker away: the events wait in the outbox for the next start
             log.exception("publishing the outbox while stopping failed; it is published at the next start")
 

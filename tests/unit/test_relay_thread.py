@@ -43,7 +43,7 @@ def wait_until(predicate, timeout: float = 5.0) -> None:
 def test_a_wake_flushes_once_more_and_a_stop_finishes_the_flush_in_hand_then_flushes_what_is_left():
     relay = RecordingRelay()
     thread = RelayThread(relay, poll_interval=60)  # no poll in the test's time: wakes only
-    thread.start(eventlet.spawn)
+    thread.begin(eventlet.spawn)
     wait_until(lambda: relay.flushes == 1)  # at start: what a predecessor left
 
     relay.release = Event()
@@ -51,7 +51,7 @@ def test_a_wake_flushes_once_more_and_a_stop_finishes_the_flush_in_hand_then_flu
     wait_until(lambda: relay.running == 1)  # a flush in hand, held
     thread.wake()  # wakes while it runs coalesce
     thread.wake()
-    stopping = eventlet.spawn(thread.stop, 5.0)
+    stopping = eventlet.spawn(thread.end, 5.0)
     eventlet.sleep(0.05)
     assert not stopping.dead, "stop waits for the flush in hand"
     relay.release.send(None)
@@ -65,7 +65,7 @@ def test_a_wake_flushes_once_more_and_a_stop_finishes_the_flush_in_hand_then_flu
 def test_a_failed_flush_is_retried_with_a_pause():
     relay = RecordingRelay(failures=2)
     thread = RelayThread(relay, poll_interval=60)
-    thread.start(eventlet.spawn)
+    thread.begin(eventlet.spawn)
     wait_until(lambda: relay.flushes == 1, timeout=5.0)  # after two failures (0.5 s, then 1 s)
     thread.kill()
     assert relay.failures == 0 and not relay.overlapped

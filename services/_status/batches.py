@@ -11,13 +11,14 @@ from typing import Any
 
 import orjson
 from kombu.utils import json as kombu_json
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services import lifecycle
 from services._status.models import StatusHistory, StatusJob, StatusOutbox, StatusRequest, StudentStatus
 from services._status.repo import APPLIED, PENDING, REJECTED, STUDENT_NOT_FOUND
 from services.infra import tracing
+from services.infra.db import insert_many
 from services.infra.models import utcnow
 
 
@@ -216,7 +217,7 @@ def apply_pending(
                 .values(status=status, version=StudentStatus.version + steps, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
-        session.execute(insert(StatusHistory.__table__), history)
+        insert_many(session, StatusHistory.__table__, history)
         # one message for the batch (more if it would be too large): its header carries its first
         # change's id, each change its own
         session.add_all(

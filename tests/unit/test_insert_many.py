@@ -1,0 +1,87 @@
+"""Rows written through the driver by ``insert_many`` read back as SQLAlchemy's own insert writes them
+(timestamps, JSON, text beyond ASCII, defaults for columns left out), in a real SQLite file and in the
+test run's PostgreSQL; duplicates skipped only when asked."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import sessionmaker
+
+from services.infra.db import build_engine, insert_many
+from services.infra.models import UTCDateTime, utcnow
+from tests.conftest import pg_admin_uri
+
+AT = datetime(2026, 12, 6, 8, 30, 15, 123456, tzinfo=UTC)
+ROWS = [
+    {"name": "Zé 😀", "at": AT, "data": {"changes": [1, 2]}, "flag": True},
+    {"name": "second", "at": AT, "data": 1, "flag": False},  # 1 and True: equal in Python, not in JSON
+    {"name": "third", "at": AT.astimezone(timezone(timedelta(hours=-3))), "data": True, "flag": True},
+    {"name": 'quote " and \\', "at": AT + timedelta(microseconds=1), "data": None, "flag": False},
+]
+
+
+def a_table(name: str) -> Table:
+    return Table(
+        name,
+        MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("name", String(50), unique=True),
+        Column("at", UTCDateTime),
+        Column("data", JSON),
+        Column("flag", Boolean),
+        Column("count", Integer, default=7),  # left out of the rows: defaults fill them
+        Column("created_at", UTCDateTime, default=utcnow),
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path, unique):
+    if request.param == "sqlite":
+        engine = build_engine(f"sqlite:///{tmp_path}/insert.db")
+    else:
+        engine = build_engine(pg_admin_uri())  # the test run's PostgreSQL (tables of its own, dropped)
+    tables = [a_table(f"{kind}_{unique}".replace("-", "_")) for kind in ("fast", "core")]
+    for table in tables:
+        table.create(engine)
+    yield sessionmaker(bind=engine), *tables
+    for table in tables:
+        table.drop(engine)
+    engine.dispose()
+
+
+def read(session, table: Table) -> list[tuple]:
+    c = table.c
+    return session.execute(select(c.id, c.name, c.at, c.data, c.flag, c.count).order_by(c.id)).all()
+
+
+def test_rows_read_back_as_sqlalchemy_s_insert_writes_them(db):
+    Session, fast, core = db
+    before = utcnow()
+    with Session.begin() as session:
+        insert_many(session, fast, ROWS)
+        session.execute(insert(core), ROWS)
+    with Session() as session:
+        written, expected = read(session, fast), read(session, core)
+        created = session.scalars(select(fast.c.created_at)).all()
+    assert written == expected
+    assert [row.data for row in written] == [{"changes": [1, 2]}, 1, True, None]
+    assert written[2].at == AT and written[2].at.tzinfo is not None
+    assert {row.count for row in written} == {7}
+    assert all(at >= before.replace(microsecond=0) for at in created)
+
+
+def test_duplicates_are_skipped_only_when_asked(db):
+    Session, fast, _ = db
+    with Session.begin() as session:
+        insert_many(session, fast, ROWS[:2])
+    with Session.begin() as session:
+        insert_many(session, fast, ROWS, ignore_duplicates=True)
+    with pytest.raises(IntegrityError), Session.begin() as session:
+        insert_many(session, fast, [{**ROWS[0], "name": "new"}, ROWS[3]])
+    with Session() as session:
+        names = [row.name for row in read(session, fast)]
+    assert names == [row["name"] for row in ROWS]  # the refused batch left nothing

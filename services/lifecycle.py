@@ -11,6 +11,7 @@ No I/O and no framework imports, so every rule is testable on its own::
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 ENROLLED = "enrolled"
@@ -50,6 +51,7 @@ def is_allowed(from_status: str, to_status: str) -> bool:
     return to_status in TRANSITIONS.get(from_status, ())
 
 
+@lru_cache(maxsize=256)  # a handful of pairs, asked once per request of every batch
 def decide(current: str, target: str) -> Decision:
     """What to do with a request to move from ``current`` to ``target``.
 

@@ -147,8 +147,9 @@ def apply_pending(
     outcomes, history, changes, changed = [], [], [], {}
     occurred_at = now.isoformat()
     started_ns = time.time_ns()
+    traced = tracing.enabled()
     for request in requests:
-        span = _apply_span(request, started_ns)
+        span = _apply_span(request, started_ns) if traced and request.traceparent else None
         if span is not None:
             result.spans.append(span)
         row = statuses[request.student_id]
@@ -316,9 +317,7 @@ def _history_row(change: dict, request: Any, now: datetime) -> dict:
 
 
 def _apply_span(request: Any, started_ns: int) -> Any:
-    """The ``apply status change`` span of a request recorded under a span (traces on), else None."""
-    if not (request.traceparent and tracing.enabled()):
-        return None
+    """The ``apply status change`` span of a request recorded under a span (asked only while traces are on)."""
     attributes = {
         "mensageria.status_request.id": request.id,
         "mensageria.student.id": request.student_id,

@@ -28,7 +28,7 @@ from services._status.repo import APPLIED, FAILED, PENDING, REJECTED
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
 from services.infra import correlation
 from services.infra.db import insert_ignoring_duplicates
-from services.infra.ids import uuid7
+from services.infra.ids import uuid7_texts
 from services.infra.models import utcnow
 from services.infra.pagination import MAX_ID
 
@@ -108,7 +108,7 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
         StatusRequest.__table__,
         [
             {
-                "id": str(uuid7()),  # time-ordered: a large job fills the index at its end
+                "id": request_id,  # time-ordered: a large job fills the index at its end
                 "student_id": student_id,
                 "target_status": status,
                 "reason": reason,
@@ -122,7 +122,7 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
                 "created_at": now,
                 "updated_at": now,
             }
-            for row_no, student_id, status, reason in rows
+            for request_id, (row_no, student_id, status, reason) in zip(uuid7_texts(len(rows)), rows, strict=True)
         ],
     )
     insert_ignoring_duplicates(

@@ -20,15 +20,40 @@ _last = [0, 0]  # the last id's millisecond and counter
 
 
 def uuid7() -> uuid.UUID:
+    return uuid.UUID(int=_values(1)[0])
+
+
+def uuid7_texts(count: int) -> list[str]:
+    """``count`` ids at once, as the text a string column holds (a job's chunk of rows: one lock,
+    one read of the random source, no ``UUID`` objects)."""
+    texts = []
+    for value in _values(count):
+        h = f"{value:032x}"
+        texts.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return texts
+
+
+def _values(count: int) -> list[int]:
+    """The next ``count`` ids of this process, as integers."""
+    stamps = []
+    now = time.time_ns() // 1_000_000  # the batch's millisecond: its ids count on from there
     with _lock:
-        millis = time.time_ns() // 1_000_000
-        if millis <= _last[0]:  # the same millisecond (or the clock stepped back): count on
-            millis, counter = _last[0], _last[1] + 1
-            if counter > 0xFFF:  # 4,096 ids in one millisecond: borrow the next one
-                millis, counter = millis + 1, 0
-        else:
-            counter = 0
+        millis, counter = _last
+        for _ in range(count):
+            if now <= millis:  # the same millisecond (or the clock stepped back): count on
+                counter += 1
+                if counter > 0xFFF:  # 4,096 ids in one millisecond: borrow the next one
+                    millis, counter = millis + 1, 0
+            else:
+                millis, counter = now, 0
+            stamps.append((millis, counter))
         _last[0], _last[1] = millis, counter
-    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-    value = (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand_b
-    return uuid.UUID(int=value)
+    random = os.urandom(8 * count)
+    return [
+        (millis & ((1 << 48) - 1)) << 80
+        | 0x7 << 76
+        | counter << 64
+        | 0b10 << 62
+        | int.from_bytes(random[8 * n : 8 * n + 8], "big") & ((1 << 62) - 1)
+        for n, (millis, counter) in enumerate(stamps)
+    ]

@@ -77,7 +77,10 @@ def test_run_migrates_starts_everything_and_stops_on_sigterm(rabbit_config, tmp_
         assert stat.S_IMODE((data / "certificate-signing-key.pem").stat().st_mode) == 0o600
         assert b"PRIVATE KEY" in (data / "certificate-signing-key.pem").read_bytes()
         # the certificates service is not among /ready's checks: on a busy machine it may still be starting
-        jwks = wait_for(lambda: (r := requests.get(f"{base}/.well-known/jwks.json", timeout=5)).ok and r.json())
+        # (read timeout past the gateway's RPC timeout, 5 s: until the service answers, the gateway does, 503)
+        jwks = wait_for(
+            lambda: (r := requests.get(f"{base}/.well-known/jwks.json", timeout=15)).ok and r.json(), timeout=60
+        )
         assert [key["kty"] for key in jwks["keys"]] == ["RSA"] and "d" not in jwks["keys"][0]
         key = (data / "admin.key").read_text().strip()
         assert requests.get(f"{base}/ready", timeout=5).status_code == 200

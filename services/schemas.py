@@ -312,12 +312,22 @@ class StudentStatusChangesSchema(Schema):
     changes = fields.List(fields.Nested(StudentStatusChangedSchema(unknown=EXCLUDE)), required=True)
 
 
+_status_changes, _status_changed = StudentStatusChangesSchema(), StudentStatusChangedSchema(unknown=EXCLUDE)
+
+
 def status_changes(payload: Any) -> list[dict]:
     """The changes a ``student_status_changed`` event carries; a single change
     (the form of one event per change) is read as a batch of one."""
     if isinstance(payload, dict) and "changes" in payload:
-        return load(StudentStatusChangesSchema(), payload)["changes"]
-    return [load(StudentStatusChangedSchema(unknown=EXCLUDE), payload)]
+        items = payload["changes"]
+        if len(payload) == 1 and type(items) is list:
+            times: dict[str, Any] = {}  # a batch's changes share their time: read once
+            quick = [quick_status_changed(item, times) for item in items]
+            if None not in quick:
+                return quick
+        return load(_status_changes, payload)["changes"]
+    quick = quick_status_changed(payload, {})
+    return [quick] if quick is not None else [load(_status_changed, payload)]
 
 
 class StatusChangeBatchSchema(Schema):
@@ -423,6 +433,59 @@ def quick_status_change(data: Any) -> dict | None:
     if not (isinstance(traceparent, str) and TraceParent.PATTERN.fullmatch(traceparent)):
         traceparent = None
     loaded.update(request_id=request_id, correlation_id=correlation_id, traceparent=traceparent)
+    return loaded
+
+
+_OCCURRED_AT = fields.AwareDateTime()
+_CHANGED_TEXT = ("from_status", "request_id")  # text when present: null is refused
+_CHANGED_NULLABLE = ("reason", "actor")  # text or null when present
+
+
+def quick_status_changed(data: Any, times: dict[str, Any]) -> dict | None:
+    """``StudentStatusChangedSchema(unknown=EXCLUDE).load(data)`` for a plain valid change (as the
+    status service publishes them); None: ask the schema. ``times``: the ``occurred_at`` values
+    read so far, by their text (the changes of a batch share theirs)."""
+    if type(data) is not dict:
+        return None
+    student_id, to_status, version = data.get("student_id"), data.get("to_status"), data.get("version")
+    if type(student_id) is not int or student_id < 1 or type(version) is not int or version < 1:
+        return None
+    if type(to_status) is not str or to_status not in lifecycle.STATUSES:
+        return None
+    loaded = {"student_id": student_id, "to_status": to_status, "version": version}
+    for key in _CHANGED_TEXT:
+        if key in data:
+            if type(data[key]) is not str:
+                return None
+            loaded[key] = data[key]
+    for key in _CHANGED_NULLABLE:
+        if key in data:
+            if data[key] is not None and type(data[key]) is not str:
+                return None
+            loaded[key] = data[key]
+    course, correlation_id = data.get("course"), data.get("correlation_id")
+    if course is not None and type(course) is not str:
+        return None
+    if correlation_id is not None and (
+        type(correlation_id) is not str or not _CORRELATION_ID.fullmatch(correlation_id)
+    ):
+        return None
+    traceparent = data.get("traceparent")
+    if not (type(traceparent) is str and TraceParent.PATTERN.fullmatch(traceparent)):
+        traceparent = None
+    loaded.update(course=course, correlation_id=correlation_id, traceparent=traceparent)
+    if "occurred_at" in data:
+        text = data["occurred_at"]
+        if type(text) is not str:
+            return None
+        if text not in times:
+            try:
+                times[text] = _OCCURRED_AT.deserialize(text)
+            except ValidationError:
+                times[text] = None
+        if times[text] is None:
+            return None
+        loaded["occurred_at"] = times[text]
     return loaded
 
 

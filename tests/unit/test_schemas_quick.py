@@ -1,6 +1,7 @@
-"""The quick path of the status change schemas (``services.schemas.quick_status_change`` and
-``quick_status_change_body``) against the schemas themselves, on generated input: whatever the
-quick path loads, the schema loads to the same; what it declines, the schema decides."""
+"""The quick paths of the status change schemas (``services.schemas.quick_status_change``,
+``quick_status_change_body`` and, for the events, ``quick_status_changed``) against the schemas
+themselves, on generated input: whatever the quick path loads, the schema loads to the same; what it
+declines, the schema decides."""
 
 from __future__ import annotations
 
@@ -9,19 +10,24 @@ import uuid
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from marshmallow import ValidationError
+from marshmallow import EXCLUDE, ValidationError
 
 from services import lifecycle
 from services.exceptions import ValidationFailed
 from services.schemas import (
     StatusChangeBodySchema,
     StatusChangeSchema,
+    StudentStatusChangedSchema,
+    StudentStatusChangesSchema,
     quick_status_change,
     quick_status_change_body,
+    quick_status_changed,
     status_change_requests,
+    status_changes,
 )
 
 CHANGE, BODY = StatusChangeSchema(), StatusChangeBodySchema()
+CHANGED, CHANGED_BATCH = StudentStatusChangedSchema(unknown=EXCLUDE), StudentStatusChangesSchema()
 
 # requests as a client sends them, then up to two keys changed to an awkward or a wrong value,
 # removed, or one key added: near the edge of what the schema accepts, where the two could differ
@@ -73,6 +79,42 @@ def near_valid(draw, fields: dict) -> dict:
 
 
 CHANGES = near_valid(CHANGE_FIELDS)
+CHANGED_FIELDS = {  # a student_status_changed change, as the status service publishes one
+    "student_id": st.integers(1, 2**40),
+    "from_status": st.sampled_from(lifecycle.STATUSES),
+    "to_status": st.sampled_from(lifecycle.STATUSES),
+    "reason": optional_text,
+    "actor": optional_text,
+    "request_id": st.uuids().map(str),
+    "course": optional_text,
+    "version": st.integers(1, 2**40),
+    "occurred_at": st.sampled_from(
+        [
+            "2026-12-06T08:30:15.123456+00:00",
+            "2026-12-06T08:30:15Z",
+            "2026-12-06T08:30:15",
+            "06/12/2026",
+            "2026-13-01T00:00:00+00:00",
+        ]
+    ),
+    "correlation_id": st.one_of(st.none(), st.uuids().map(str)),
+    "traceparent": st.one_of(st.none(), st.just("00-" + "a" * 32 + "-" + "b" * 16 + "-01")),
+}
+
+
+@st.composite
+def near_valid_changed(draw) -> dict:
+    data = draw(st.fixed_dictionaries({}, optional=CHANGED_FIELDS))
+    data.update({key: draw(CHANGED_FIELDS[key]) for key in ("student_id", "to_status", "version")})
+    keys = st.sampled_from([*CHANGED_FIELDS, "unexpected"])
+    for key, value in draw(st.lists(st.tuples(keys, st.one_of(awkward, st.just(REMOVED))), max_size=2)):
+        if value is REMOVED:
+            data.pop(key, None)
+        else:
+            data[key] = value
+    return data
+
+
 BODIES = near_valid({"status": CHANGE_FIELDS["status"], "reason": optional_text})
 
 
@@ -134,3 +176,40 @@ def test_what_the_quick_path_declines_is_still_refused_with_the_schemas_message(
     with pytest.raises(ValidationError) as schemas:
         CHANGE.load(batch["requests"][1])
     assert refused.value.details == {"requests": {"1": schemas.value.messages}}
+
+
+@SETTINGS
+@given(near_valid_changed())
+def test_a_published_change_loads_quickly_only_as_the_schema_loads_it(data):
+    quick = quick_status_changed(data, {})
+    if quick is not None:
+        assert schema_load(CHANGED, data) == quick
+
+
+@SETTINGS
+@given(st.lists(near_valid_changed(), max_size=4))
+def test_a_batch_of_changes_loads_as_the_batch_schema_loads_it(changes):
+    expected = schema_load(CHANGED_BATCH, {"changes": changes})
+    if expected is ValidationError:
+        with pytest.raises(ValidationFailed):
+            status_changes({"changes": changes})
+    else:
+        assert status_changes({"changes": changes}) == expected["changes"]
+
+
+def test_what_the_status_service_publishes_takes_the_quick_path():
+    change = {
+        "student_id": 7,
+        "from_status": "active",
+        "to_status": "completed",
+        "reason": "passed",
+        "actor": "key:registrar",
+        "request_id": str(uuid.uuid4()),
+        "course": "Física",
+        "version": 3,
+        "occurred_at": "2026-12-06T08:30:15.123456+00:00",
+        "correlation_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+    }
+    quick = quick_status_changed(change, {})
+    assert quick is not None and quick == CHANGED.load(change)
+    assert quick["occurred_at"].tzinfo is not None and quick["traceparent"] is None

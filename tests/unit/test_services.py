@@ -290,6 +290,19 @@ class TestStatusChangedReadCopy:
             students.handle_student_status_changed(status_event(student_id, to_status, version))
             assert students.get_student(student_id)["status"] == expected, (version, to_status)
 
+    def test_a_batch_leaves_each_student_at_its_latest_change_in_any_order(self, students):
+        first, second = new_student(students, 1)["id"], new_student(students, 2)["id"]
+        students.handle_student_status_changed(status_event(second, "active", 5))
+        changes = [
+            status_event(first, "active", 2),
+            status_event(second, "suspended", 4),  # older than the copy: ignored
+            status_event(first, "completed", 4),
+            status_event(first, "suspended", 3),  # after a later one in the batch: ignored
+        ]
+        students.handle_student_status_changed({"changes": changes})
+        assert students.get_student(first)["status"] == "completed"
+        assert students.get_student(second)["status"] == "active"
+
     def test_profile_version_is_not_touched(self, students):
         student = new_student(students, 1)
 

@@ -92,7 +92,7 @@ class StatusService(dead_letters.DeadLetterRpc):
         request, created = repo.submit(self.db, command)
         if created:
             STATUS_RECORDED.labels("rpc").inc()
-            self.applier.wake()
+            self.applier.recorded()
         return request_schema.dump(request)
 
     @rpc
@@ -242,7 +242,7 @@ class StatusService(dead_letters.DeadLetterRpc):
         with self.db.begin() as session:
             jobs_repo.seal(session, job_id, upload, total)
         STATUS_RECORDED.labels("job").inc(total)  # from now on its rows are the applier's
-        self.applier.wake()
+        self.applier.recorded()
         return {"job_id": job_id, "total": total}
 
     @rpc
@@ -259,7 +259,7 @@ class StatusService(dead_letters.DeadLetterRpc):
         with tracing.adopted(commands, "record status change"):  # each request in its own trace
             repo.submit_many(self.db, commands)
         STATUS_RECORDED.labels("event").inc(len(commands))  # a redelivered message counts again
-        self.applier.wake()  # a redelivered message wakes it for nothing, harmlessly
+        self.applier.recorded()  # a redelivered message wakes it for nothing, harmlessly
 
     @reliable_event_handler("students", "student_created")
     def handle_student_created(self, payload: dict) -> None:

@@ -347,7 +347,7 @@ class TestRequestStatusChange:
             "state": "pending",
         }
         assert request["error"] is None
-        status.applier.wake.assert_called_once_with()
+        status.applier.recorded.assert_called_once_with()
         with status_db() as session:
             row = session.scalar(select(StatusRequest))
         assert (row.id, row.state, row.target_status) == (request["request_id"], "pending", "active")
@@ -358,7 +358,7 @@ class TestRequestStatusChange:
 
         assert again == first
         assert count(status_db, StatusRequest) == 1
-        status.applier.wake.assert_called_once_with()
+        status.applier.recorded.assert_called_once_with()
 
     def test_idempotency_key_is_scoped_per_student(self, status, status_db):
         first = status.request_status_change(5, "active", idempotency_key="k1")
@@ -373,7 +373,7 @@ class TestRequestStatusChange:
 
         assert first["request_id"] != second["request_id"]
         assert count(status_db, StatusRequest) == 2
-        assert status.applier.wake.call_count == 2
+        assert status.applier.recorded.call_count == 2
 
     def test_reused_key_with_another_status_is_refused(self, status, status_db):
         first = status.request_status_change(5, "active", idempotency_key="k1")
@@ -394,7 +394,7 @@ class TestRequestStatusChange:
 
         assert set(info.value.details) == {field}
         assert count(status_db, StatusRequest) == 0
-        status.applier.wake.assert_not_called()
+        status.applier.recorded.assert_not_called()
 
 
 # --- status: applying a batch -----------------------------------------------

@@ -107,8 +107,9 @@ class RelayThread(Loop):
 
     def end(self, grace: float = STOP_GRACE) -> bool:
         """Let the flush in hand finish, then publish what the last batches left (within ``grace``)."""
-        with eventlet.Timeout(grace, False):
-            if super().end(grace):
+        deadline = time.monotonic() + grace
+        if super().end(grace):
+            with eventlet.Timeout(max(deadline - time.monotonic(), 0.001), False):
                 self.relay.flush()  # only once the loop has ended: two flushes at once would publish twice
                 return True
         log.warning("the outbox was not published within %.0fs of stopping; it is published at the next start", grace)

@@ -102,7 +102,14 @@ def test_a_consumer_that_gives_no_sign_of_life_is_taken_for_stuck(container_fact
                 eventlet.sleep(0.1)
         assert STALLED[0] > StuckConsumer.liveness_timeout
     finally:
-        STUCK_GATE.send(None)  # let the thread go, so the container can be stopped
+        STUCK_GATE.send(None)  # let the thread go, so the container can be stopped ...
+        consumer = next(e for e in container.subextensions if isinstance(e, StuckConsumer))
+        with eventlet.Timeout(30):
+            # ... once it has declared its queue: a quorum queue declared while the test's vhost is
+            # being deleted makes RabbitMQ 3.10's dead-letter workers fail until their supervisor
+            # gives up, and then no queue that dead-letters at least once can be declared on the
+            # broker until it is restarted (seen: every later test's services failed to start)
+            consumer._consumers_ready.wait()
 
 
 def test_a_consumer_that_waits_for_messages_is_alive(container_factory, rabbit_config, tmp_path, request):

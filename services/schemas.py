@@ -424,16 +424,24 @@ def quick_status_change(data: Any) -> dict | None:
         if type(request_id) is not str or _UUID.fullmatch(request_id) is None:
             return None
         request_id = uuid.UUID(request_id)
-    correlation_id = data.get("correlation_id")
-    if correlation_id is not None and (
-        type(correlation_id) is not str or not _CORRELATION_ID.fullmatch(correlation_id)
-    ):
+    correlation_id = _correlation_id(data.get("correlation_id"))
+    if correlation_id is _MISSING:
         return None
-    traceparent = data.get("traceparent")
-    if not (isinstance(traceparent, str) and TraceParent.PATTERN.fullmatch(traceparent)):
-        traceparent = None
-    loaded.update(request_id=request_id, correlation_id=correlation_id, traceparent=traceparent)
+    loaded.update(request_id=request_id, correlation_id=correlation_id, traceparent=_traceparent(data))
     return loaded
+
+
+def _correlation_id(value: Any) -> Any:
+    """``CorrelationId``'s result (None allowed), or _MISSING if it is not a valid one."""
+    if value is None or (type(value) is str and _CORRELATION_ID.fullmatch(value)):
+        return value
+    return _MISSING
+
+
+def _traceparent(data: dict) -> str | None:
+    """``TraceParent``'s result: the item's trace context, or None for anything else."""
+    value = data.get("traceparent")
+    return value if isinstance(value, str) and TraceParent.PATTERN.fullmatch(value) else None
 
 
 _OCCURRED_AT = fields.AwareDateTime()
@@ -463,17 +471,10 @@ def quick_status_changed(data: Any, times: dict[str, Any]) -> dict | None:
             if data[key] is not None and type(data[key]) is not str:
                 return None
             loaded[key] = data[key]
-    course, correlation_id = data.get("course"), data.get("correlation_id")
-    if course is not None and type(course) is not str:
+    course, correlation_id = data.get("course"), _correlation_id(data.get("correlation_id"))
+    if (course is not None and type(course) is not str) or correlation_id is _MISSING:
         return None
-    if correlation_id is not None and (
-        type(correlation_id) is not str or not _CORRELATION_ID.fullmatch(correlation_id)
-    ):
-        return None
-    traceparent = data.get("traceparent")
-    if not (type(traceparent) is str and TraceParent.PATTERN.fullmatch(traceparent)):
-        traceparent = None
-    loaded.update(course=course, correlation_id=correlation_id, traceparent=traceparent)
+    loaded.update(course=course, correlation_id=correlation_id, traceparent=_traceparent(data))
     if "occurred_at" in data:
         text = data["occurred_at"]
         if type(text) is not str:

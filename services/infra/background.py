@@ -100,6 +100,3 @@ class BackgroundLoop(Loop, DependencyProvider):
 
     def stop(self) -> None:
         self.end(STOP_GRACE)
-
-    def kill(self) -> None:
-        Loop.kill(self)

@@ -51,8 +51,11 @@ class Loop:
 
     def end(self, grace: float = STOP_GRACE) -> bool:
         """Let the step in hand end (a step stuck on a dead peer is killed after ``grace``
-        seconds, so it cannot block the stop): whether it ended in time."""
+        seconds, so it cannot block the stop): whether it ended in time. A loop never begun
+        (its service stopped while starting) has nothing to end."""
         self.running = False
+        if self.gt is None:
+            return True
         self.wake()
         with eventlet.Timeout(grace, False):
             self.gt.wait()

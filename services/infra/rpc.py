@@ -43,7 +43,7 @@ from kombu.exceptions import OperationalError
 from nameko.amqp.publish import Publisher, UndeliverableMessage
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from nameko.containers import WorkerContext
-from nameko.exceptions import RemoteError, UnknownService
+from nameko.exceptions import MethodNotFound, RemoteError, UnknownService
 from nameko.extensions import Entrypoint
 from nameko.rpc import (
     RPC_REPLY_QUEUE_TEMPLATE,
@@ -116,6 +116,11 @@ class TimedServiceProxy:
         except UnknownService:
             raise ServiceUnavailable(
                 f"The {self._service} service is not running.", {"service": self._service}
+            ) from None
+        except MethodNotFound:  # an instance that is stopping has withdrawn its entrypoints
+            raise ServiceUnavailable(
+                f"The {self._service} service is stopping or does not offer {method}.",
+                {"service": self._service, "method": method},
             ) from None
         except BROKER_ERRORS as exc:
             raise ServiceUnavailable("The message broker is unreachable.", {"reason": str(exc)}) from None

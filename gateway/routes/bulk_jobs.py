@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import islice
+from typing import Any
 
+import eventlet
 from werkzeug.wrappers import Request, Response
 
 from gateway import bulk
@@ -86,14 +89,26 @@ class BulkJobRoutes:
         return json_response(202, job, {"Location": f"/jobs/{job_id}"})
 
     def _upload_rows(self, job_id: str, token: str, rows: Iterator) -> int:
-        """Send the rows in chunks, e-mails resolved; returns how many rows there were."""
-        total = 0
-        while chunk := list(islice(rows, CHUNK_ROWS)):
-            total += len(chunk)
-            valid = [r for r in chunk if isinstance(r, bulk.BulkRow)]  # the fields of jobs.Row
-            refused = [jobs.invalid(r.row, r.details) for r in chunk if not isinstance(r, bulk.BulkRow)]
-            accepted, unknown = jobs.resolve(valid, self.students.resolve_student_emails)
-            self.status.add_job_rows(job_id, token, accepted, refused + unknown)
+        """Send the rows in chunks, e-mails resolved; returns how many rows there were. A chunk is
+        read and resolved while the one before it is being stored: one call in flight, so the status
+        service still receives the chunks one at a time, in order; when reading fails, the chunk in
+        flight is waited for before the error goes on (a discard never races a chunk)."""
+        total, sending = 0, None
+        try:
+            while chunk := list(islice(rows, CHUNK_ROWS)):
+                total += len(chunk)
+                valid = [r for r in chunk if isinstance(r, bulk.BulkRow)]  # the fields of jobs.Row
+                refused = [jobs.invalid(r.row, r.details) for r in chunk if not isinstance(r, bulk.BulkRow)]
+                accepted, unknown = jobs.resolve(valid, self.students.resolve_student_emails)
+                if sending is not None:
+                    sending.result()  # its error (the job superseded, the service away) ends the upload
+                sending = InFlight(self.status.add_job_rows, job_id, token, accepted, refused + unknown)
+            if sending is not None:
+                sending.result()
+        except BaseException:
+            if sending is not None:
+                sending.wait()
+            raise
         return total
 
     def _discard(self, job_id: str, token: str) -> None:
@@ -117,3 +132,29 @@ class BulkJobRoutes:
                   schema: JobSchema
         """
         return json_response(200, self.status.get_job(job_id, self.settings.job_errors_shown))
+
+
+class InFlight:
+    """``function(*args)`` started at once in a greenthread that keeps the caller's context (its
+    correlation id and span); ``result()`` waits for it and returns its value or raises its error."""
+
+    def __init__(self, function: Callable, *args: Any):
+        context = contextvars.copy_context()
+        self._thread = eventlet.spawn(self._outcome, context.run, function, *args)
+        eventlet.sleep(0)  # the call is on its way
+
+    @staticmethod
+    def _outcome(run: Callable, *args: Any) -> tuple[Any, BaseException | None]:
+        try:
+            return run(*args), None
+        except Exception as exc:  # kept for result(): not a traceback from the hub
+            return None, exc
+
+    def wait(self) -> None:
+        self._thread.wait()
+
+    def result(self) -> Any:
+        value, error = self._thread.wait()
+        if error is not None:
+            raise error
+        return value

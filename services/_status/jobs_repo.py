@@ -205,8 +205,8 @@ def _reject_duplicates(session: Session, job_id: str, now: datetime) -> None:
 
 
 def discard(session: Session, job_id: str, upload: str) -> None:
-    """Forget an upload that failed before it was complete."""
-    job = session.get(StatusJob, job_id)
+    """Forget an upload that failed before it was complete (after a chunk being recorded: its lock)."""
+    job = session.get(StatusJob, job_id, with_for_update=True)
     if job is None or job.upload != upload or job.sealed_at is not None:
         return
     _drop_rows(session, job_id)

@@ -112,3 +112,25 @@ def test_uploads_refused_as_a_whole_apply_nothing(system: System, unique: str) -
     assert accepted.status_code == 202, accepted.text
     assert job_when_done(system, accepted.headers["Location"])["applied"] == 1
     assert [h["to_status"] for h in system.history(fay["id"])] == ["active"]
+
+
+def test_a_job_of_several_chunks_is_applied_in_row_order(system: System, unique: str) -> None:
+    """The gateway stores a chunk while it reads the next: the rows still arrive, and are applied, in
+    their order (a row after ``withdrawn`` would be refused), and row numbers run on across chunks."""
+    gus = system.create_student(f"gus-{unique}")
+    total, invalid = BULK_MAX_ROWS - 1, {2001, 4002}  # three chunks; the first row of the second refused
+    lines, valid = ["student_id,status"], 0
+    for row in range(1, total + 1):
+        if row in invalid:
+            lines.append(f"{gus['id']},retired")
+        elif row == total:
+            lines.append(f"{gus['id']},withdrawn")
+        else:
+            valid += 1
+            lines.append(f"{gus['id']},{'active' if valid % 2 else 'suspended'}")
+    accepted = upload(system, "\n".join(lines) + "\n", "text/csv")
+    assert accepted.status_code == 202, accepted.text
+    job = job_when_done(system, accepted.headers["Location"])
+    assert (job["total"], job["applied"], job["rejected"]) == (total, total - 2, 2), job
+    assert [(e["row"], e["code"]) for e in job["errors"]] == [(2001, "VALIDATION_ERROR"), (4002, "VALIDATION_ERROR")]
+    poll(lambda: statuses(system, gus), lambda found: found == ["withdrawn"])

@@ -5,11 +5,14 @@ from __future__ import annotations
 import io
 import json
 
+import eventlet
 import pytest
 
 from gateway.bulk import BulkRow, RowError, read_rows
 from gateway.exceptions import MalformedJson, PayloadTooLarge, UnsupportedMediaType
-from services.exceptions import ValidationFailed
+from gateway.routes.bulk_jobs import InFlight
+from services.exceptions import JobUploadSuperseded, ValidationFailed
+from services.infra import correlation
 from services.infra.pagination import MAX_ID
 
 JSON, CSV = "application/json", "text/csv"
@@ -295,3 +298,25 @@ def test_rows_come_out_before_the_body_is_read(mimetype):
     assert stream.tell() <= 128
     assert sum(1 for _ in items) == 9_999
     assert stream.tell() == len(body)
+
+
+def test_a_chunk_in_flight_keeps_the_callers_context_and_hands_back_its_error(capfd):
+    """The gateway stores a chunk in a greenthread while it reads the next one."""
+    seen = []
+
+    def store(rows: list) -> int:
+        seen.append(correlation.current())
+        eventlet.sleep(0.01)  # the caller goes on meanwhile
+        if not rows:
+            raise JobUploadSuperseded("replaced", {"job_id": "j"})
+        return len(rows)
+
+    with correlation.working_on("upload-1"):
+        first = InFlight(store, [1, 2])
+        second = InFlight(store, [])
+    assert seen == ["upload-1", "upload-1"]  # both started at once, under the caller's id
+    assert first.result() == 2
+    with pytest.raises(JobUploadSuperseded):
+        second.result()
+    second.wait()  # waiting again is harmless
+    assert "Traceback" not in capfd.readouterr().err  # the error went to the caller, not to the hub

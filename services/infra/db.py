@@ -18,15 +18,21 @@ waited on by another greenthread of the same process forever.
 
 from __future__ import annotations
 
+import io
 import json
+import uuid
 import warnings
+import zlib
+from datetime import date, datetime
+from decimal import Decimal
 from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import exc as exc_module
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -138,16 +144,19 @@ def insert_ignoring_duplicates(session: Session, table: Table, rows: list[dict])
 
 
 VALUES_PAGE = 1000  # rows in one multi-row INSERT on PostgreSQL
+COPY_ROWS = 200  # from this many rows, PostgreSQL is sent them by COPY (about 2.5 times faster)
 
 
 def insert_many(session: Session, table: Table, rows: list[dict], ignore_duplicates: bool = False) -> None:
     """``rows`` (dicts with the same keys) into ``table`` in this session's transaction, each value
-    bound as its column's type binds it, as one statement for the driver: SQLite's ``executemany``,
-    elsewhere a multi-row ``VALUES`` a page at a time. SQLAlchemy's own executemany builds and
-    converts every row's parameters one by one (30 to 45% of the cost of recording a job's rows);
-    here a column's conversion runs once per distinct value of the batch (a batch's timestamps are
-    one value). Columns left out take their defaults, as with SQLAlchemy's insert. With
-    ``ignore_duplicates``, a row that breaks a unique constraint is skipped."""
+    bound as its column's type binds it, as one statement for the driver: SQLite's ``executemany``;
+    on PostgreSQL ``COPY`` from ``COPY_ROWS`` rows (through a temporary table when duplicates are
+    skipped), a multi-row ``VALUES`` a page at a time below that. SQLAlchemy's own executemany
+    builds and converts every row's parameters one by one (30 to 45% of the cost of recording a
+    job's rows); here a column's conversion runs once per distinct value of the batch (a batch's
+    timestamps are one value). Columns left out take their defaults, as with SQLAlchemy's insert;
+    rows are inserted in their order (a serial key numbers them so). With ``ignore_duplicates``,
+    a row that breaks a unique constraint is skipped."""
     if not rows:
         return
     connection = session.connection()
@@ -172,9 +181,91 @@ def insert_many(session: Session, table: Table, rows: list[dict], ignore_duplica
     if dialect.name == "sqlite":
         connection.exec_driver_sql(f"{head}{one}{tail}", tuples)
         return
+    if dialect.driver == "psycopg2" and len(tuples) >= COPY_ROWS:
+        data = _copy_data(tuples, numbered=ignore_duplicates)
+        if data is not None:
+            _copy(connection, preparer.format_table(table), names, data, ignore_duplicates)
+            return
     for first in range(0, len(tuples), VALUES_PAGE):  # one statement a page, as its driver spells it
         page = tuples[first : first + VALUES_PAGE]
         connection.exec_driver_sql(f"{head}{', '.join([one] * len(page))}{tail}", tuple(chain.from_iterable(page)))
+
+
+def _copy(connection: Connection, table: str, names: str, data: str, ignore_duplicates: bool) -> None:
+    """``data`` (COPY text, one line a row) into ``table``: straight in, or when duplicates are
+    skipped through a temporary table of the session (emptied after use and at every commit) and
+    ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` in the rows' order."""
+    if not ignore_duplicates:
+        _copy_expert(connection, f"COPY {table} ({names}) FROM STDIN", data)
+        return
+    stage = f"_stage_{zlib.crc32(f'{table}({names})'.encode()):08x}"
+    connection.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS {stage} ON COMMIT DELETE ROWS AS "
+        f"SELECT 0 AS _n, {names} FROM {table} WITH NO DATA"
+    )
+    _copy_expert(connection, f"COPY {stage} FROM STDIN", data)
+    connection.exec_driver_sql(
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} ORDER BY _n ON CONFLICT DO NOTHING"
+    )
+    connection.exec_driver_sql(f"DELETE FROM {stage}")
+
+
+def _copy_expert(connection: Connection, statement: str, data: str) -> None:
+    """psycopg2 refuses COPY in green mode (the wait callback that lets other greenthreads run while
+    it waits): the COPY runs without it, holding this thread as SQLite's writes do (tens of ms for
+    a job's chunk); no other greenthread runs meanwhile, so none sees the callback away."""
+    from psycopg2 import extensions
+
+    cursor = connection.connection.driver_connection.cursor()
+    callback = extensions.get_wait_callback()
+    extensions.set_wait_callback(None)
+    try:
+        cursor.copy_expert(statement, io.StringIO(data))
+    except connection.dialect.loaded_dbapi.Error as exc:  # as SQLAlchemy wraps what its statements raise
+        raise exc_module.DBAPIError.instance(statement, None, exc, connection.dialect.loaded_dbapi.Error) from exc
+    finally:
+        extensions.set_wait_callback(callback)
+        cursor.close()
+
+
+def _copy_data(tuples: list[tuple], numbered: bool) -> str | None:
+    """The rows in COPY's text format (tab between fields, ``\\N`` for NULL, backslash escapes),
+    each first numbered if asked, or None if a value is of a type it is not written for here (the
+    rows then go as ``VALUES``)."""
+    texts: dict = {}
+    lines = []
+    for n, row in enumerate(tuples):
+        fields = [str(n)] if numbered else []
+        for value in row:
+            key = (type(value), value)
+            try:
+                fields.append(texts[key])
+            except KeyError:
+                text = _copy_text(value)
+                if text is None:
+                    return None
+                fields.append(texts.setdefault(key, text))
+            except TypeError:  # unhashable
+                return None
+        lines.append("\t".join(fields))
+    return "\n".join(lines) + "\n"
+
+
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _copy_text(value: Any) -> str | None:
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | float | Decimal | uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return None
 
 
 _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # a positional parameter, by DBAPI paramstyle

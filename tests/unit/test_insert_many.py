@@ -11,6 +11,7 @@ from sqlalchemy import JSON, Boolean, Column, Integer, MetaData, String, Table, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import sessionmaker
 
+from services.infra import db as db_module
 from services.infra.db import build_engine, insert_many
 from services.infra.models import UTCDateTime, utcnow
 from tests.conftest import pg_admin_uri
@@ -21,6 +22,8 @@ ROWS = [
     {"name": "second", "at": AT, "data": 1, "flag": False},  # 1 and True: equal in Python, not in JSON
     {"name": "third", "at": AT.astimezone(timezone(timedelta(hours=-3))), "data": True, "flag": True},
     {"name": 'quote " and \\', "at": AT + timedelta(microseconds=1), "data": None, "flag": False},
+    {"name": "tab\tnew\nline\rCR \\N \\. \x0b\u2028", "at": None, "data": "\\N", "flag": None},
+    {"name": "", "at": AT, "data": {"k": "a\tb\\"}, "flag": True},  # empty text, not NULL
 ]
 
 
@@ -38,8 +41,10 @@ def a_table(name: str) -> Table:
     )
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request, tmp_path, unique):
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-copy"])
+def db(request, tmp_path, unique, monkeypatch):
+    if request.param == "postgresql-copy":  # the rows go by COPY however few they are
+        monkeypatch.setattr(db_module, "COPY_ROWS", 1)
     if request.param == "sqlite":
         engine = build_engine(f"sqlite:///{tmp_path}/insert.db")
     else:
@@ -68,7 +73,8 @@ def test_rows_read_back_as_sqlalchemy_s_insert_writes_them(db):
         written, expected = read(session, fast), read(session, core)
         created = session.scalars(select(fast.c.created_at)).all()
     assert written == expected
-    assert [row.data for row in written] == [{"changes": [1, 2]}, 1, True, None]
+    assert [row.data for row in written] == [{"changes": [1, 2]}, 1, True, None, "\\N", {"k": "a\tb\\"}]
+    assert [row.name for row in written] == [row["name"] for row in ROWS]
     assert written[2].at == AT and written[2].at.tzinfo is not None
     assert {row.count for row in written} == {7}
     assert all(at >= before.replace(microsecond=0) for at in created)
@@ -85,3 +91,16 @@ def test_duplicates_are_skipped_only_when_asked(db):
     with Session() as session:
         names = [row.name for row in read(session, fast)]
     assert names == [row["name"] for row in ROWS]  # the refused batch left nothing
+
+
+def test_a_large_batch_goes_whole_and_in_order(db):
+    """Megabytes at once (by COPY on PostgreSQL), repeats skipped, the serial key in the rows' order."""
+    Session, fast, _ = db
+    rows = [{"name": f"row {n:05d} " + "x" * 30, "at": AT, "data": {"n": n}, "flag": n % 2 == 0} for n in range(20_000)]
+    with Session.begin() as session:
+        insert_many(session, fast, rows[:5])
+        insert_many(session, fast, rows[3:] + rows[:2], ignore_duplicates=True)
+    with Session() as session:
+        written = read(session, fast)
+    assert [row.name for row in written] == [row["name"] for row in rows]
+    assert [row.data["n"] for row in written] == list(range(20_000))

@@ -7,7 +7,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from kombu.utils import json as kombu_json
@@ -20,6 +20,21 @@ from services._status.repo import APPLIED, PENDING, REJECTED, STUDENT_NOT_FOUND
 from services.infra import tracing
 from services.infra.db import insert_many
 from services.infra.models import utcnow
+
+
+class Pending(NamedTuple):
+    """A pending request as the applier reads it."""
+
+    seq: int
+    id: str
+    student_id: int
+    target_status: str
+    reason: str | None
+    actor: str | None
+    on_behalf_of: str | None
+    course: str | None
+    correlation_id: str | None
+    traceparent: str | None
 
 
 @dataclass
@@ -104,18 +119,7 @@ def apply_pending(
     now = now or utcnow()
     result = BatchResult()
     requests = session.execute(
-        select(
-            StatusRequest.seq,
-            StatusRequest.id,
-            StatusRequest.student_id,
-            StatusRequest.target_status,
-            StatusRequest.reason,
-            StatusRequest.actor,
-            StatusRequest.on_behalf_of,
-            StatusRequest.course,
-            StatusRequest.correlation_id,
-            StatusRequest.traceparent,
-        )
+        select(*(getattr(StatusRequest, name) for name in Pending._fields))
         # only students already tracked: unknown ones wait for resolution
         # without holding up everyone else
         .join(StudentStatus, StudentStatus.student_id == StatusRequest.student_id)
@@ -126,15 +130,16 @@ def apply_pending(
     ).all()
     if not requests:
         return result
+    requests = list(map(Pending._make, requests))  # a row's attributes cost ~0.5 µs each, a tuple's 0.03
     statuses = {
-        row.student_id: {
-            "student_id": row.student_id,
-            "status": row.status,
-            "version": row.version,
-            "read_version": row.version,
-            "deleted": row.deleted,
+        student_id: {
+            "student_id": student_id,
+            "status": status,
+            "version": version,
+            "read_version": version,
+            "deleted": deleted,
         }
-        for row in session.execute(
+        for student_id, status, version, deleted in session.execute(
             select(StudentStatus.student_id, StudentStatus.status, StudentStatus.version, StudentStatus.deleted)
             .where(StudentStatus.student_id.in_(sorted({r.student_id for r in requests})))
             .order_by(StudentStatus.student_id)

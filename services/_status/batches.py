@@ -3,14 +3,11 @@ applied in one transaction (statuses, history, outbox), and students it does not
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple
 
-import orjson
-from kombu.utils import json as kombu_json
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
@@ -18,7 +15,7 @@ from services import lifecycle
 from services._status.models import StatusHistory, StatusJob, StatusOutbox, StatusRequest, StudentStatus
 from services._status.repo import APPLIED, PENDING, REJECTED, STUDENT_NOT_FOUND
 from services.infra import tracing
-from services.infra.db import insert_many
+from services.infra.db import insert_many, json_dumps
 from services.infra.models import utcnow
 
 
@@ -241,30 +238,14 @@ def apply_pending(
 
 
 def split_by_size(changes: list[dict], limit: int) -> list[list[dict]]:
-    """``changes`` (their values text, integers or None) in order, in runs whose ``{"changes": [...]}``
-    encodes as the relay publishes it (kombu's JSON: non-ASCII escaped, ``", "`` and ``": "`` between
-    items) to at most ``limit`` bytes; a change larger than that goes alone. The usual batch is
-    checked by a bound from its compact UTF-8 encoding (orjson, a tenth of the cost); one near or
-    over the limit is encoded exactly, and halved until its parts fit."""
-    if len(changes) <= 1 or _size_bound(changes) <= limit:
-        return [changes]
-    if len(kombu_json.dumps({"changes": changes})) <= limit:  # escaped to ASCII: characters are bytes
+    """``changes`` in order, in runs whose ``{"changes": [...]}`` takes at most ``limit`` bytes as
+    the outbox stores it and its relay publishes it (``services.infra.db.json_dumps``: compact
+    UTF-8); a change larger than that goes alone, and a run over the limit is halved until its
+    parts fit."""
+    if len(changes) <= 1 or len(json_dumps({"changes": changes}).encode()) <= limit:
         return [changes]
     half = len(changes) // 2
     return split_by_size(changes[:half], limit) + split_by_size(changes[half:], limit)
-
-
-def _size_bound(changes: list[dict]) -> int:
-    """At least the size of the relay's encoding of ``{"changes": changes}``: the compact encoding plus
-    a space after every ``:`` and ``,`` in it, and when it holds more than printable ASCII six times
-    its size (a DEL becomes ``\\u007f``; a non-ASCII UTF-8 byte takes at most three once escaped)."""
-    try:
-        compact = orjson.dumps({"changes": changes})
-    except TypeError:  # what orjson does not encode (an integer beyond 64 bits): no shortcut
-        return sys.maxsize
-    spaces = compact.count(b":") + compact.count(b",")
-    plain = compact.isascii() and b"\x7f" not in compact  # kombu escapes DEL too: six bytes for one
-    return (len(compact) if plain else 6 * len(compact)) + spaces
 
 
 def _in_turn(session: Session, requests: list) -> list:

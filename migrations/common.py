@@ -30,3 +30,23 @@ def run(metadata: MetaData, uri_key: str) -> None:
         with context.begin_transaction():
             context.run_migrations()
     engine.dispose()
+
+
+def drop_sent_outbox_rows() -> None:
+    """Outbox rows are deleted once published: the ones kept as sent go, and with them the
+    ``published_at`` column and its index (every row left is waiting)."""
+    from alembic import op
+
+    op.execute("DELETE FROM outbox WHERE published_at IS NOT NULL")
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_published_at")
+        batch_op.drop_column("published_at")
+
+
+def restore_outbox_published_at() -> None:
+    import sqlalchemy as sa
+    from alembic import op
+
+    with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("published_at", sa.DateTime(), nullable=True))
+        batch_op.create_index("ix_outbox_published_at", ["published_at"], unique=False)

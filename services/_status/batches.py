@@ -97,7 +97,7 @@ def reject_unknown(session: Session, student_id: int) -> int:
     ).rowcount
 
 
-# the most a batch's events put in one message, as encoded (JSON, non-ASCII escaped): well under what
+# the most a batch's events put in one message, as stored and published (compact UTF-8 JSON): well under what
 # consumers take (MAX_MESSAGE_BYTES, 4 MiB by default) whatever the reasons, actors and courses hold
 MESSAGE_BYTES = 1024 * 1024
 

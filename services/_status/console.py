@@ -42,9 +42,8 @@ def overview(session: Session) -> dict[str, Any]:
     waiting = (StatusRequest.state == PENDING, released())
     pending = session.scalar(select(func.count()).select_from(StatusRequest).where(*waiting)) or 0
     oldest = session.scalar(select(StatusRequest.created_at).where(*waiting).order_by(StatusRequest.seq).limit(1))
-    unsent = StatusOutbox.published_at.is_(None)
-    outbox = session.scalar(select(func.count()).select_from(StatusOutbox).where(unsent)) or 0
-    outbox_oldest = session.scalar(select(func.min(StatusOutbox.created_at)).where(unsent))
+    outbox = session.scalar(select(func.count()).select_from(StatusOutbox)) or 0  # every row is unsent
+    outbox_oldest = session.scalar(select(func.min(StatusOutbox.created_at)))
     return {
         # running totals (ids only grow): the console's rates are their differences over time
         "recorded_total": session.scalar(select(func.max(StatusRequest.seq))) or 0,

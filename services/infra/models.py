@@ -31,7 +31,8 @@ class UTCDateTime(TypeDecorator):
 
 
 class OutboxMixin:
-    """Events written in the same transaction as the change that caused them."""
+    """Events written in the same transaction as the change that caused them; every row is
+    waiting: the relay deletes a row once the broker has confirmed its message."""
 
     __tablename__ = "outbox"
 
@@ -39,7 +40,6 @@ class OutboxMixin:
     event_type: Mapped[str] = mapped_column(String(100))
     payload: Mapped[dict] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     # of the work that wrote the row; published as the message's header nameko.correlation_id
     correlation_id: Mapped[str | None] = mapped_column(String(128))
     # the span that wrote it (traces on): its publish is that span's child, as nameko.traceparent

@@ -1,10 +1,11 @@
 """Transactional outbox: events are rows written in the same transaction as the
 change that caused them, and a relay publishes them (persistent, with publisher
-confirms) in order, marking each batch as sent.
+confirms) in order, and deletes each batch once the broker has confirmed it: the
+table holds only what waits, and a message goes out as the JSON text its row stores.
 
-A crash between commit and publish loses nothing: the rows are still unsent and
+A crash between commit and publish loses nothing: the rows are still there and
 the next flush publishes them (subscribers are idempotent, so a repeat after a
-crash between publish and mark is harmless). Each row keeps the correlation id of
+crash between publish and delete is harmless). Each row keeps the correlation id of
 the work that wrote it and is published with it (the AMQP header
 ``nameko.correlation_id``), so the worker that handles the event runs under it; while
 traces are on, likewise the span that wrote it (``nameko.traceparent`` of a PRODUCER span)::
@@ -27,7 +28,7 @@ from typing import Any
 from nameko.amqp.publish import Publisher, get_connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from prometheus_client.core import Metric
-from sqlalchemy import Text, cast, func, select, update
+from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.infra import correlation, metrics, tracing
@@ -75,7 +76,6 @@ class OutboxRelay:
                         self.model.correlation_id,
                         self.model.traceparent,
                     )
-                    .where(self.model.published_at.is_(None))
                     .order_by(self.model.id)
                     .limit(BATCH_SIZE)
                 ).all()
@@ -95,9 +95,7 @@ class OutboxRelay:
                         content_encoding="utf-8",  # and encoding it again (a tenth of a relay's work)
                     )
             with self.Session.begin() as session:
-                session.execute(
-                    update(self.model).where(self.model.id.in_([row.id for row in rows])).values(published_at=utcnow())
-                )
+                session.execute(delete(self.model).where(self.model.id.in_([row.id for row in rows])))
             published += len(rows)
 
     def _span(self, row: Any):
@@ -117,9 +115,7 @@ class OutboxRelay:
     def gauges(self, service: str) -> list[Metric]:
         """Rows waiting to be published and the age of the oldest, for ``/metrics``."""
         with self.Session() as session:
-            waiting, oldest = session.execute(
-                select(func.count(), func.min(self.model.created_at)).where(self.model.published_at.is_(None))
-            ).one()
+            waiting, oldest = session.execute(select(func.count(), func.min(self.model.created_at))).one()
         age = (utcnow() - oldest).total_seconds() if oldest is not None else 0.0
         return [
             metrics.OUTBOX_PENDING.family({(service,): waiting}),

@@ -213,5 +213,12 @@ def test_outbox_rows_are_published_with_their_id_as_header(status_db):
 
     assert relay.flush() == 2
 
-    headers = [call.kwargs["extra_headers"] for call in relay.publisher.publish.call_args_list]
-    assert headers == [{"nameko.correlation_id": "c-1"}, {}]
+    calls = relay.publisher.publish.call_args_list
+    assert [call.kwargs["extra_headers"] for call in calls] == [{"nameko.correlation_id": "c-1"}, {}]
+    # the stored JSON text goes out as it is, and a published row is gone
+    assert [(call.args[0], call.kwargs["content_type"]) for call in calls] == [
+        ('{"changes":[]}', "application/json")
+    ] * 2
+    with status_db() as session:
+        assert session.query(StatusOutbox).count() == 0
+    assert relay.flush() == 0

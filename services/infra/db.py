@@ -182,7 +182,7 @@ def insert_many(session: Session, table: Table, rows: list[dict], ignore_duplica
         connection.exec_driver_sql(f"{head}{one}{tail}", tuples)
         return
     if dialect.driver == "psycopg2" and len(tuples) >= COPY_ROWS:
-        data = _copy_data(tuples, numbered=ignore_duplicates)
+        data = _copy_data(values, numbered=ignore_duplicates)
         if data is not None:
             _copy(connection, preparer.format_table(table), names, data, ignore_duplicates)
             return
@@ -228,27 +228,16 @@ def _copy_expert(connection: Connection, statement: str, data: str) -> None:
         cursor.close()
 
 
-def _copy_data(tuples: list[tuple], numbered: bool) -> str | None:
-    """The rows in COPY's text format (tab between fields, ``\\N`` for NULL, backslash escapes),
-    each first numbered if asked, or None if a value is of a type it is not written for here (the
-    rows then go as ``VALUES``)."""
-    texts: dict = {}
-    lines = []
-    for n, row in enumerate(tuples):
-        fields = [str(n)] if numbered else []
-        for value in row:
-            key = (type(value), value)
-            try:
-                fields.append(texts[key])
-            except KeyError:
-                text = _copy_text(value)
-                if text is None:
-                    return None
-                fields.append(texts.setdefault(key, text))
-            except TypeError:  # unhashable
-                return None
-        lines.append("\t".join(fields))
-    return "\n".join(lines) + "\n"
+def _copy_data(values: list[list], numbered: bool) -> str | None:
+    """The rows of column-wise ``values`` in COPY's text format (tab between fields, ``\\N`` for
+    NULL, backslash escapes), each first numbered if asked, or None if a value is of a type it is
+    not written for here (the rows then go as ``VALUES``)."""
+    columns = [_bound(_copy_text, column) for column in values]
+    if any(None in column for column in columns):
+        return None
+    if numbered:
+        columns.insert(0, [str(n) for n in range(len(columns[0]))])
+    return "".join("\t".join(row) + "\n" for row in zip(*columns, strict=True))
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
@@ -272,7 +261,7 @@ _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}  # a positional para
 
 
 def _bound(processor: Any, values: list) -> list:
-    """``values`` as the driver takes them: ``processor`` (a column type's bind conversion, or None)
+    """``values`` as the driver takes them: ``processor`` (a column type's bind conversion, COPY's text, or None)
     applied once per distinct value (of one type: ``1`` and ``True`` are equal, not the same JSON)."""
     if processor is None:
         return values

@@ -7,7 +7,9 @@ message's context), in the order they arrived; while that worker runs, the next 
 One batch at a time per handler and process, so batches are handled in arrival order too.
 
 - When the method returns (its transaction committed), every message of the batch is acked;
-  none before.
+  none before. One ``basic.ack`` with ``multiple`` acks the whole batch when no other message of
+  the channel older than the batch's last is still unsettled (a malformed one being parked, say);
+  otherwise each of the batch's messages is acked on its own.
 - When it raises, nothing of the batch is acked and its messages are handled again one by one,
   each by a worker of its own, in order: each that fails again retries or is parked exactly as
   under ``reliable_event_handler``, so one poison message never takes its batch-mates with it.
@@ -30,6 +32,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from amqp.exceptions import ConnectionError as AmqpConnectionError
 from eventlet.event import Event
 from nameko.exceptions import ContainerBeingKilled
 
@@ -62,7 +65,15 @@ class Delivery:
 
 class BatchingQueueConsumer(GuardedQueueConsumer):
     """The guarded consumer on a connection of its own, for batched handlers: its prefetch is theirs,
-    and a delivery is handed to its handler at once (the handler spawns the workers)."""
+    a delivery is handed to its handler at once (the handler spawns the workers), and a batch is
+    acked with one ``basic.ack`` where that acks nothing else (:meth:`ack_messages`).
+
+    A multiple ack settles every delivery of the channel up to its tag, so the consumer keeps the
+    tags it has received and not yet settled (acked or requeued), per channel."""
+
+    def setup(self) -> None:
+        super().setup()
+        self.unsettled: dict[Any, set[int]] = {}  # channel -> delivery tags received, not yet settled
 
     @property
     def prefetch_count(self) -> int:
@@ -70,6 +81,64 @@ class BatchingQueueConsumer(GuardedQueueConsumer):
 
     def handle_message(self, provider: Any, body: Any, message: Any) -> None:
         provider.handle_message(body, message)
+
+    def on_raw_message(self, provider: Any, message: Any) -> None:
+        self._received(message)
+        super().on_raw_message(provider, message)
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self._received(message)
+        super().on_decode_error(message, exc)
+
+    def _received(self, message: Any) -> None:
+        channel = message.channel
+        if channel not in self.unsettled:  # a new channel: those of lost connections are done with
+            for gone in [c for c in self.unsettled if c.connection is None]:
+                del self.unsettled[gone]
+            self.unsettled[channel] = set()
+        self.unsettled[channel].add(message.delivery_tag)
+
+    def _settled(self, message: Any) -> None:
+        tags = self.unsettled.get(message.channel)
+        if tags is not None:
+            tags.discard(message.delivery_tag)
+
+    def ack_message(self, message: Any) -> None:
+        self._settled(message)
+        super().ack_message(message)
+
+    def requeue_message(self, message: Any) -> None:
+        self._settled(message)
+        super().requeue_message(message)
+
+    def ack_messages(self, messages: list) -> None:
+        """Ack ``messages`` (a batch, in delivery order): per channel, one ``basic.ack`` with
+        ``multiple`` up to the last one's tag when every unsettled delivery up to it is one of
+        them, else one ``basic.ack`` each. A channel whose connection is gone is skipped, as
+        nameko's ``ack_message`` does: the broker has taken those messages back."""
+        by_channel: dict[Any, list] = {}
+        for message in messages:
+            by_channel.setdefault(message.channel, []).append(message)
+        for channel, batch in by_channel.items():
+            if len(batch) == 1 or not self._ack_together(channel, batch):
+                for message in batch:
+                    self.ack_message(message)
+
+    def _ack_together(self, channel: Any, batch: list) -> bool:
+        tags = {message.delivery_tag for message in batch}
+        last = max(tags)
+        unsettled = self.unsettled.get(channel, set())
+        if any(tag < last for tag in unsettled - tags):
+            return False  # an older delivery not in the batch is still being handled
+        unsettled -= tags
+        if channel.connection:
+            try:
+                channel.basic_ack(last, multiple=True)
+            except AmqpConnectionError:  # the connection closed meanwhile: the broker takes them back
+                return True
+            for message in batch:
+                message._state = "ACK"  # as kombu's own ack marks it: a second ack would raise here
+        return True
 
 
 class BatchingEventHandler(ReliableEventHandler):
@@ -144,8 +213,7 @@ class BatchingEventHandler(ReliableEventHandler):
     ):
         try:
             if exc_info is None:
-                for message in messages:
-                    self.queue_consumer.ack_message(message)
+                self.queue_consumer.ack_messages(messages)
                 self.consumed[ACKED].inc(len(messages))
                 _log_batch_mates(worker_ctx, deliveries)
             elif len(messages) == 1:

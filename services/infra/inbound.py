@@ -53,9 +53,20 @@ LIVENESS_TIMEOUT = 60.0
 EXIT_STALLED = 70  # EX_SOFTWARE: the supervisor restarts a service that exits with it
 
 
+def raw_body(message: Any) -> bytes:
+    """The message's body as it travelled. py-amqp hands over the body of a message that names a
+    ``content_encoding`` (as kombu's and nameko's publishers do) decoded to ``str`` where it could:
+    encoded back by the same codec, those are the same bytes."""
+    body = message.body or b""
+    if isinstance(body, str):
+        return body.encode(message.content_encoding or "utf-8")
+    return bytes(body)
+
+
 def refusal(message: Any, limit: int, rpc: bool) -> tuple[Any, str | None]:
     """``(body, None)`` for a message fit to handle, else ``(None, reason)``."""
-    size = len(message.body or b"")
+    body = message.body or b""
+    size = len(raw_body(message)) if isinstance(body, str) and not body.isascii() else len(body)
     if size > limit:
         return None, f"Message of {size} bytes is larger than the limit of {limit} bytes."
     if message.content_type != JSON:
@@ -73,7 +84,7 @@ def refusal(message: Any, limit: int, rpc: bool) -> tuple[Any, str | None]:
 
 def parked_body(message: Any, limit: int) -> dict:
     """The dead letter's body: the raw bytes (base64, cut at ``limit``) and their description."""
-    raw = bytes(message.body or b"")
+    raw = raw_body(message)
     return {
         "raw_body": base64.b64encode(raw[:limit]).decode(),
         "raw_bytes": len(raw),

@@ -14,6 +14,7 @@ from unittest.mock import patch
 
 import pytest
 from eventlet.event import Event
+from nameko.amqp.publish import Publisher
 from nameko.standalone.events import event_dispatcher
 from nameko.standalone.rpc import ClusterRpcProxy
 from sqlalchemy import func, select
@@ -24,6 +25,7 @@ from services._status.models import StatusHistory, StatusRequest
 from services.infra import correlation, logs
 from services.infra.batching import BatchingEventHandler
 from services.infra.db import build_engine
+from services.infra.inbound import GuardedQueueConsumer
 from services.status import StatusService
 from tests.integration.conftest import wait_for
 from tests.unit.test_services import track
@@ -176,3 +178,47 @@ def test_every_message_of_a_batch_is_logged_under_its_own_correlation_id(config,
     for correlation_id in ids:
         [line] = [r for r in records if r.correlation_id == correlation_id]
         assert line.entrypoint == "event gateway.status_change_requested", line.__dict__
+
+
+def test_a_batch_never_acks_a_malformed_message_still_being_parked(
+    config, container_factory, status_db, rabbit_config, rabbit_manager
+):
+    """A batch is acked with one multiple ack only when nothing older on the channel is unsettled:
+    a malformed message delivered first, whose parking is held, stays unacked while the batches
+    after it are applied and acked, and is parked and acked once when its parking goes on."""
+    track(status_db, *range(1, 31))
+    sent = [request(student, "active") for student in range(1, 31)]
+    parking, park = Event(), GuardedQueueConsumer._park
+
+    def held_park(consumer, *args):
+        parking.wait()
+        park(consumer, *args)
+
+    with patch.object(GuardedQueueConsumer, "_park", held_park):
+        container = container_factory(StatusService, config)
+        container.start()
+        Publisher(config["AMQP_URI"]).publish(  # not JSON: refused and parked
+            b"{not json",
+            exchange="gateway.events",
+            routing_key="status_change_requested",
+            content_type="application/json",
+            content_encoding="utf-8",
+        )
+        publish(config, sent)
+        wait_for(lambda: len(applied(status_db)) == len(sent))
+
+        [batched] = [e for e in container.entrypoints if isinstance(e, BatchingEventHandler)]
+
+        def queue() -> dict:
+            return rabbit_manager.get_queue(rabbit_config["vhost"], batched.queue.name)
+
+        # the batches are acked, the malformed message is not: the management API shows it alone unacked
+        wait_for(lambda: queue().get("messages_unacknowledged") == 1 and queue().get("messages") == 1, timeout=30)
+        parking.send(None)
+        with ClusterRpcProxy(config, timeout=10) as rpc:
+            [letter] = wait_for(rpc.status.list_dead_letters)
+        wait_for(lambda: queue().get("messages") == 0, timeout=30)
+
+    assert letter["malformed"], letter
+    assert recorded(status_db) == len(sent), "no batch came again: its channel stayed open"
+    assert [tags for tags in batched.queue_consumer.unsettled.values()] == [set()]

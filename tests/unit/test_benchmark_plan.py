@@ -70,3 +70,14 @@ def test_a_row_on_a_named_set_up_is_compared_with_celery_on_its_database():
     assert rows[2].ratio_b == pytest.approx(4.0)
     assert rows[3].ratio_a == pytest.approx(0.5)
     assert rows[3].ratio_b is None
+
+
+def test_the_applier_benchmark_names_statements_by_verb_and_table():
+    from benchmarks.applier import Statements
+
+    assert Statements.kind("UPDATE status_requests SET state=%(state)s WHERE status_requests.seq IN (1, 2)") == (
+        "UPDATE status_requests"
+    )
+    assert Statements.kind("INSERT INTO outbox (event_type) VALUES (?)") == "INSERT outbox"
+    assert Statements.kind('SELECT a FROM "student_statuses" JOIN x') == "SELECT student_statuses"
+    assert Statements.kind("SAVEPOINT sa_1") == "SAVEPOINT"

@@ -8,13 +8,13 @@ longer pending), which the runner polls every 20 ms after the last 202.
 from __future__ import annotations
 
 import json
-import uuid
 
 from benchmarks import profiling
 from benchmarks.core import Context, Row
 from benchmarks.cpu import format_cpu
 from benchmarks.raw_pika import PipelinedPublisher
 from benchmarks.system import System
+from gateway import request_ids
 from services.infra import brokers
 
 EVENT = "status_change_requested"  # gateway.events → the status service's durable queue
@@ -88,7 +88,9 @@ def status_backlog(ctx: Context[System], backend: str) -> list[Row]:
     bodies = []
     for n in range(total):
         student = system.student_ids[n % len(system.student_ids)]
-        event = {"request_id": str(uuid.uuid4()), "student_id": student, "status": system.next_target(student)}
+        # as the gateway would send it: an id it issued (time-ordered), no correlation id (the service makes one)
+        request_id = request_ids.issue("benchmark", student)
+        event = {"request_id": request_id, "student_id": student, "status": system.next_target(student)}
         event.update(reason="benchmark", actor="benchmark", idempotency_key=None, course=None)
         bodies.append(json.dumps(event).encode())
     after_seq = system.last_seq()

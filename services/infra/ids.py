@@ -26,16 +26,14 @@ def uuid7() -> uuid.UUID:
 def uuid7_texts(count: int) -> list[str]:
     """``count`` ids at once, as the text a string column holds (a job's chunk of rows: one lock,
     one read of the random source, no ``UUID`` objects)."""
-    texts = []
-    for value in _values(count):
-        h = f"{value:032x}"
-        texts.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return texts
+    return [text(value) for value in _values(count)]
 
 
-def _values(count: int) -> list[int]:
-    """The next ``count`` ids of this process, as integers."""
-    stamps = []
+def stamps(count: int) -> list[tuple[int, int]]:
+    """The next ``count`` (millisecond, counter) pairs of this process: each pair differs from every
+    other this process has made, and they sort in the order they were made (version 7's first 64
+    bits, less the version)."""
+    made = []
     now = time.time_ns() // 1_000_000  # the batch's millisecond: its ids count on from there
     with _lock:
         millis, counter = _last
@@ -46,14 +44,26 @@ def _values(count: int) -> list[int]:
                     millis, counter = millis + 1, 0
             else:
                 millis, counter = now, 0
-            stamps.append((millis, counter))
+            made.append((millis, counter))
         _last[0], _last[1] = millis, counter
+    return made
+
+
+def version7(millis: int, counter: int, rest: int) -> int:
+    """A version 7 UUID as an integer: ``millis`` (48 bits), ``counter`` (12), ``rest`` (62)."""
+    return (millis & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rest & ((1 << 62) - 1)
+
+
+def text(value: int) -> str:
+    """A UUID's integer as its text, without a ``UUID`` object."""
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _values(count: int) -> list[int]:
+    """The next ``count`` ids of this process, as integers."""
     random = os.urandom(8 * count)
     return [
-        (millis & ((1 << 48) - 1)) << 80
-        | 0x7 << 76
-        | counter << 64
-        | 0b10 << 62
-        | int.from_bytes(random[8 * n : 8 * n + 8], "big") & ((1 << 62) - 1)
-        for n, (millis, counter) in enumerate(stamps)
+        version7(millis, counter, int.from_bytes(random[8 * n : 8 * n + 8], "big"))
+        for n, (millis, counter) in enumerate(stamps(count))
     ]

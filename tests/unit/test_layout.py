@@ -2,8 +2,9 @@
 inside functions and under ``TYPE_CHECKING``):
 
 - a service's private package ``services/_<x>/`` is imported only by its entrypoint
-  module ``services/<x>.py``, by itself, by ``migrations/<x>/``, by tests, and by the one
-  benchmark that measures a part of it alone (``benchmarks/applier.py``: the status applier);
+  module ``services/<x>.py``, by itself, by ``migrations/<x>/``, by tests, and by the
+  benchmarks that measure a part of it alone (``benchmarks/applier.py``: the status applier;
+  ``benchmarks/recording.py``: recording requests);
 - the pika client imports nothing of the services, nameko or eventlet;
 - no module imports, directly or through others, a module that imports it.
 """
@@ -69,7 +70,10 @@ def may_import_private(importer: str, service: str) -> bool:
     )
 
 
-ALONE = {("benchmarks.applier", "status")}  # benchmarks of one part of a service, without the system
+ALONE = {
+    ("benchmarks.applier", "status"),
+    ("benchmarks.recording", "status"),
+}  # benchmarks of one part of a service, without the system
 
 
 def test_the_rules_see_every_service():

@@ -17,7 +17,6 @@ On PostgreSQL each run has a database of its own (``mensageria_bench_applier``, 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
-from benchmarks.infra import Cleanup, Postgres
+from benchmarks.infra import Cleanup, add_database_arguments, fresh_database
 from services._status import batches, jobs_repo
 from services._status import repo as status_repo
 from services._status.models import StatusBase
@@ -117,12 +116,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--students", type=int, default=512)
     parser.add_argument("--batch-sizes", default="500,2000", help="comma-separated")
-    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument(
-        "--postgres-uri",
-        default=os.environ.get("TEST_POSTGRES_URI", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
-        help="an admin connection that may create and drop databases",
-    )
+    add_database_arguments(parser)
     parser.add_argument("--statements", action="store_true", help="the apply's time per kind of statement")
     args = parser.parse_args()
     sizes = [int(size) for size in args.batch_sizes.split(",")]
@@ -132,10 +126,7 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="mensageria-applier-") as workdir:
             for size in sizes:
-                if args.backend == "postgresql":
-                    uri = Postgres(args.postgres_uri).create_database(cleanup, "mensageria_bench_applier")
-                else:
-                    uri = f"sqlite:///{Path(workdir)}/status-{size}.db"
+                uri = fresh_database(args, cleanup, Path(workdir), "mensageria_bench_applier")
                 recorded, applied, spent = one_run(uri, args.rows, args.students, size, args.statements)
                 cleanup.close()
                 print(

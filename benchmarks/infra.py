@@ -8,6 +8,7 @@ runner's ``finally``, from ``atexit``, and on SIGTERM/SIGINT.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import signal
@@ -141,6 +142,31 @@ class Postgres:
 
     def check(self) -> None:
         self._admin("SELECT 1")
+
+
+def add_postgres_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--postgres-uri",
+        default=os.environ.get("TEST_POSTGRES_URI", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
+        help="an admin connection that may create and drop databases",
+    )
+
+
+def add_database_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--postgres-uri`` of a benchmark that runs on one database alone."""
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    add_postgres_argument(parser)
+
+
+def fresh_database(args: argparse.Namespace, cleanup: Cleanup, workdir: Path, name: str) -> str:
+    """A new, empty database for one run (a SQLite file in ``workdir``, or a PostgreSQL database
+    ``name`` dropped by ``cleanup``); its URI."""
+    if args.backend == "postgresql":
+        return Postgres(args.postgres_uri).create_database(cleanup, name)
+    path = workdir / f"{name}.db"
+    for leftover in (path, path.with_name(f"{path.name}-wal"), path.with_name(f"{path.name}-shm")):
+        leftover.unlink(missing_ok=True)
+    return f"sqlite:///{path}"
 
 
 # --- processes -------------------------------------------------------------------

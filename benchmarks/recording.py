@@ -16,7 +16,6 @@ No broker, no other process. PostgreSQL: a database of its own per run, dropped 
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 import uuid
@@ -24,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
-from benchmarks.infra import Cleanup, Postgres
+from benchmarks.infra import Cleanup, add_database_arguments, fresh_database
 from gateway import request_ids
 from services._status import repo
 from services._status.models import StatusBase
@@ -77,12 +76,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=60_000)
     parser.add_argument("--batch", type=int, default=1_000)
     parser.add_argument("--runs", type=int, default=2, help="runs per kind of id, alternating")
-    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
-    parser.add_argument(
-        "--postgres-uri",
-        default=os.environ.get("TEST_POSTGRES_URI", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
-        help="an admin connection that may create and drop databases",
-    )
+    add_database_arguments(parser)
     args = parser.parse_args()
     print(f"{args.backend}, {args.earlier:,} earlier requests, {args.requests:,} timed, {args.batch:,} a transaction:")
     print("| ids | µs per request recorded, each run |\n|---|---|")
@@ -90,12 +84,9 @@ def main() -> None:
     cleanup = Cleanup()
     try:
         with tempfile.TemporaryDirectory(prefix="mensageria-recording-") as workdir:
-            for run in range(args.runs):
+            for _ in range(args.runs):
                 for kind, ids in KINDS.items():
-                    if args.backend == "postgresql":
-                        uri = Postgres(args.postgres_uri).create_database(cleanup, "mensageria_bench_recording")
-                    else:
-                        uri = f"sqlite:///{Path(workdir)}/status-{run}-{len(results[kind])}-{hash(kind)}.db"
+                    uri = fresh_database(args, cleanup, Path(workdir), "mensageria_bench_recording")
                     results[kind].append(one_run(uri, ids, args.earlier, args.requests, args.batch))
                     cleanup.close()
     finally:

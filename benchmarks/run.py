@@ -42,7 +42,7 @@ from benchmarks import (
 )
 from benchmarks.core import BACKENDS, NO_BACKEND, POSTGRESQL, Context, Row, Scenario, Sizes, plan
 from benchmarks.cpu import machine_busy_percent, wait_quiet
-from benchmarks.infra import Broker, Cleanup, Postgres
+from benchmarks.infra import Broker, Cleanup, Postgres, add_postgres_argument
 from benchmarks.report import RESULTS, add_ratios, append_csv, machine_info, table
 from benchmarks.system import System
 
@@ -121,11 +121,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--rabbit-api-uri", default=os.environ.get("RABBIT_API_URI", "http://guest:guest@localhost:15672")
     )
-    parser.add_argument(
-        "--postgres-uri",
-        default=os.environ.get("TEST_POSTGRES_URI", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"),
-        help="an admin connection that may create and drop databases",
-    )
+    add_postgres_argument(parser)
     return parser.parse_args(argv)
 
 

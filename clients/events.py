@@ -21,7 +21,7 @@ Nameko ``EventDispatcher`` (or the services' outbox) dispatches::
 
 Every event carries a correlation id, the header ``nameko.correlation_id``:
 :meth:`EventPublisher.publish` sends one (its ``correlation_id=``, the publisher's
-``context_data``'s, or a new UUID) and returns it, and a subscriber's callback that
+``context_data``'s, or a new, time-ordered UUID) and returns it, and a subscriber's callback that
 has a parameter named ``correlation_id`` receives the event's (None if it came
 without one). A message carrying a batch (``student_status_changed``'s
 ``{"changes": [...]}``) has the first change's id in its header; each change names

@@ -59,7 +59,10 @@ def raw_body(message: Any) -> bytes:
     encoded back by the same codec, those are the same bytes."""
     body = message.body or b""
     if isinstance(body, str):
-        return body.encode(message.content_encoding or "utf-8")
+        try:
+            return body.encode(message.content_encoding or "utf-8")
+        except (LookupError, UnicodeError, TypeError, ValueError):  # a codec that will not go back
+            return body.encode("utf-8", "surrogatepass")
     return bytes(body)
 
 

@@ -32,3 +32,9 @@ def test_the_size_limit_counts_bytes_not_characters():
     for message in (delivered(TEXT), delivered(raw)):
         assert refusal(message, limit=len(raw) - 1, rpc=False)[1].startswith(f"Message of {len(raw)} bytes")
         assert refusal(message, limit=len(raw), rpc=False)[1].startswith("Body is not valid JSON")
+
+
+def test_a_body_whose_codec_will_not_encode_it_back_is_still_parked():
+    message = delivered("\udcff not json", content_encoding="ascii")  # as no ascii decode could give
+    letter = parked_body(message, limit=100)
+    assert base64.b64decode(letter["raw_body"]) == "\udcff not json".encode("utf-8", "surrogatepass")

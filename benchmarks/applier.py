@@ -26,7 +26,7 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
-from benchmarks.infra import Cleanup, add_database_arguments, fresh_database
+from benchmarks.infra import Cleanup, add_database_arguments, count, counts, fresh_database
 from services._status import batches, jobs_repo
 from services._status import repo as status_repo
 from services._status.models import StatusBase
@@ -113,13 +113,13 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--students", type=int, default=512)
-    parser.add_argument("--batch-sizes", default="500,2000", help="comma-separated")
+    parser.add_argument("--rows", type=count, default=100_000)
+    parser.add_argument("--students", type=count, default=512)
+    parser.add_argument("--batch-sizes", type=counts, default=[500, 2000], help="comma-separated")
     add_database_arguments(parser)
     parser.add_argument("--statements", action="store_true", help="the apply's time per kind of statement")
     args = parser.parse_args()
-    sizes = [int(size) for size in args.batch_sizes.split(",")]
+    sizes = args.batch_sizes
     print(f"{args.backend}:")
     print("| batch | rows | record rows/s | record µs/row | apply rows/s | apply µs/row |\n|--:|--:|--:|--:|--:|--:|")
     cleanup = Cleanup()

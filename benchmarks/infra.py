@@ -144,6 +144,22 @@ class Postgres:
         self._admin("SELECT 1")
 
 
+def count(text: str) -> int:
+    """An argument that counts something: a whole number, at least 1 (argparse's ``type``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def counts(text: str) -> list[int]:
+    """A comma-separated list of :func:`count` values."""
+    return [count(part) for part in text.split(",")]
+
+
 def add_postgres_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--postgres-uri",

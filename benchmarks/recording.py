@@ -23,7 +23,7 @@ from pathlib import Path
 
 from sqlalchemy.orm import sessionmaker
 
-from benchmarks.infra import Cleanup, add_database_arguments, fresh_database
+from benchmarks.infra import Cleanup, add_database_arguments, count, fresh_database
 from gateway import request_ids
 from services._status import repo
 from services._status.models import StatusBase
@@ -73,9 +73,9 @@ def one_run(uri: str, ids, earlier: int, count: int, batch: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--earlier", type=int, default=100_000)
-    parser.add_argument("--requests", type=int, default=60_000)
-    parser.add_argument("--batch", type=int, default=1_000)
-    parser.add_argument("--runs", type=int, default=2, help="runs per kind of id, alternating")
+    parser.add_argument("--requests", type=count, default=60_000)
+    parser.add_argument("--batch", type=count, default=1_000)
+    parser.add_argument("--runs", type=count, default=2, help="runs per kind of id, alternating")
     add_database_arguments(parser)
     args = parser.parse_args()
     print(f"{args.backend}, {args.earlier:,} earlier requests, {args.requests:,} timed, {args.batch:,} a transaction:")

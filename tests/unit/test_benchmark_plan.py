@@ -81,3 +81,16 @@ def test_the_applier_benchmark_names_statements_by_verb_and_table():
     assert Statements.kind("INSERT INTO outbox (event_type) VALUES (?)") == "INSERT outbox"
     assert Statements.kind('SELECT a FROM "student_statuses" JOIN x') == "SELECT student_statuses"
     assert Statements.kind("SAVEPOINT sa_1") == "SAVEPOINT"
+
+
+def test_the_benchmarks_counts_refuse_what_counts_nothing():
+    import argparse
+
+    from benchmarks.infra import count, counts
+
+    assert count("2000") == 2000 and counts("500,2000") == [500, 2000]
+    for bad in ("0", "-1", "x", "1.5", ""):
+        with pytest.raises(argparse.ArgumentTypeError):
+            count(bad)
+    with pytest.raises(argparse.ArgumentTypeError):
+        counts("500,x")

@@ -15,7 +15,7 @@ from services import lifecycle
 from services._status.models import StatusHistory, StatusJob, StatusOutbox, StatusRequest, StudentStatus
 from services._status.repo import APPLIED, PENDING, REJECTED, STUDENT_NOT_FOUND
 from services.infra import tracing
-from services.infra.db import insert_many, json_dumps
+from services.infra.db import among, insert_many, json_dumps
 from services.infra.models import utcnow
 
 
@@ -138,7 +138,7 @@ def apply_pending(
         }
         for student_id, status, version, deleted in session.execute(
             select(StudentStatus.student_id, StudentStatus.status, StudentStatus.version, StudentStatus.deleted)
-            .where(StudentStatus.student_id.in_(sorted({r.student_id for r in requests})))
+            .where(among(session, StudentStatus.student_id, sorted({r.student_id for r in requests})))
             .order_by(StudentStatus.student_id)
             .with_for_update()
         )
@@ -199,7 +199,7 @@ def apply_pending(
     ):
         session.execute(
             update(StatusRequest)
-            .where(StatusRequest.seq.in_(seqs))
+            .where(among(session, StatusRequest.seq, seqs))
             .values(
                 state=state,
                 from_status=from_status,
@@ -216,7 +216,7 @@ def apply_pending(
         ):
             session.execute(
                 update(StudentStatus)
-                .where(StudentStatus.student_id.in_(student_ids))
+                .where(among(session, StudentStatus.student_id, student_ids))
                 .values(status=status, version=StudentStatus.version + steps, updated_at=now)
                 .execution_options(synchronize_session=False)
             )
@@ -268,7 +268,7 @@ def _in_turn(session: Session, requests: list) -> list:
             .where(
                 StatusRequest.state == PENDING,
                 StatusRequest.seq < max(first_seq.values()),
-                StatusRequest.student_id.in_(first_seq),
+                among(session, StatusRequest.student_id, list(first_seq)),
                 released(),
             )
             .group_by(StatusRequest.student_id)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import uuid
 import warnings
 import zlib
@@ -31,12 +32,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Table, create_engine, event
+from sqlalchemy import Connection, Engine, Integer, Table, any_, bindparam, create_engine, event
 from sqlalchemy import exc as exc_module
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.sql.elements import ColumnElement
 
 from services.infra.settings import Settings
 
@@ -137,6 +139,15 @@ def insert_or_ignore(session: Session, table: Table) -> Insert:
     return insert(table).on_conflict_do_nothing()
 
 
+def among(session: Session, column: Any, values: list[int]) -> ColumnElement[bool]:
+    """``column IN values`` for an integer column; on PostgreSQL ``column = ANY(array)``: one parameter
+    for the driver instead of one per value (SQLAlchemy renders and binds an ``IN`` of 2,000 values
+    one by one on every execution, ≈ 2 µs a value, as much as the database takes to update its row)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(Integer)))
+    return column.in_(values)
+
+
 def insert_ignoring_duplicates(session: Session, table: Table, rows: list[dict]) -> None:
     """Many rows in one executemany: a redelivered or repeated row is skipped
     instead of failing the batch."""
@@ -232,7 +243,7 @@ def _copy_data(values: list[list], numbered: bool) -> str | None:
     """The rows of column-wise ``values`` in COPY's text format (tab between fields, ``\\N`` for
     NULL, backslash escapes), each first numbered if asked, or None if a value is of a type it is
     not written for here (the rows then go as ``VALUES``)."""
-    columns = [_bound(_copy_text, column) for column in values]
+    columns = [_copy_column(column) for column in values]
     if any(None in column for column in columns):
         return None
     if numbered:
@@ -241,6 +252,22 @@ def _copy_data(values: list[list], numbered: bool) -> str | None:
 
 
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_COPY_SPECIAL = re.compile(r"[\\\t\n\r]")
+
+
+def _copy_column(values: list) -> list:
+    """A column's values in COPY's text format (None for a value of a type not written for here):
+    columns of text (and NULLs) or of integers, the usual ones, converted in a few passes over the
+    column; the others a distinct value at a time."""
+    kinds = set(map(type, values))
+    if kinds <= {str, type(None)}:
+        texts = [value for value in values if value is not None] if type(None) in kinds else values
+        if _COPY_SPECIAL.search("".join(texts)):
+            return [_copy_text(value) for value in values]
+        return ["\\N" if value is None else value for value in values] if type(None) in kinds else values
+    if kinds == {int}:
+        return list(map(str, values))
+    return _bound(_copy_text, values)
 
 
 def _copy_text(value: Any) -> str | None:

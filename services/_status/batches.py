@@ -12,7 +12,14 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from services import lifecycle
-from services._status.models import StatusHistory, StatusJob, StatusOutbox, StatusRequest, StudentStatus
+from services._status.models import (
+    StatusHistory,
+    StatusJob,
+    StatusOutbox,
+    StatusPending,
+    StatusRequest,
+    StudentStatus,
+)
 from services._status.repo import APPLIED, PENDING, REJECTED, STUDENT_NOT_FOUND
 from services.infra import tracing
 from services.infra.db import among, insert_many, json_dumps
@@ -51,10 +58,23 @@ class BatchResult:
 
 
 def released():
-    """Pending requests the applier may take: not rows of a bulk job whose
-    upload is still going on (those wait for its seal, all together)."""
+    """Pending requests (rows of ``status_pending``) the applier may take: not rows of a bulk
+    job whose upload is still going on (those wait for its seal, all together)."""
     receiving = select(StatusJob.id).where(StatusJob.sealed_at.is_(None))
-    return or_(StatusRequest.job_id.is_(None), StatusRequest.job_id.not_in(receiving))
+    return or_(StatusPending.job_id.is_(None), StatusPending.job_id.not_in(receiving))
+
+
+def waiting(session: Session) -> tuple[int, datetime | None]:
+    """How many pending requests the applier may take, and when the oldest of them was recorded."""
+    count = session.scalar(select(func.count()).select_from(StatusPending).where(released())) or 0
+    oldest = session.scalar(
+        select(StatusRequest.created_at)
+        .join(StatusPending, StatusPending.seq == StatusRequest.seq)
+        .where(released())
+        .order_by(StatusPending.seq)
+        .limit(1)
+    )
+    return count, oldest
 
 
 UNKNOWN_SCAN = 100_000  # pending requests looked at per round for students not tracked yet
@@ -62,16 +82,9 @@ UNKNOWN_SCAN = 100_000  # pending requests looked at per round for students not 
 
 def due_unknown_students(session: Session, limit: int) -> set[int]:
     """Students with pending requests that the status service does not track yet, among the
-    oldest ``UNKNOWN_SCAN`` pending requests. The pending requests are read in arrival order
-    first, so that every database walks the partial index of pending requests: asked in one
-    flat query, SQLite preferred to walk every request ever recorded for the ``DISTINCT``
-    (2 s with a million applied ones, on every applier round)."""
+    oldest ``UNKNOWN_SCAN`` pending requests, read in arrival order from the queue."""
     pending = (
-        select(StatusRequest.student_id)
-        .where(StatusRequest.state == PENDING, released())
-        .order_by(StatusRequest.seq)
-        .limit(UNKNOWN_SCAN)
-        .subquery()
+        select(StatusPending.student_id).where(released()).order_by(StatusPending.seq).limit(UNKNOWN_SCAN).subquery()
     )
     rows = session.execute(
         select(pending.c.student_id)
@@ -84,10 +97,16 @@ def due_unknown_students(session: Session, limit: int) -> set[int]:
 
 
 def reject_unknown(session: Session, student_id: int) -> int:
-    """Reject the pending requests of a student who does not exist; how many."""
+    """Reject the pending requests of a student who does not exist; how many. Their places in the
+    queue are locked first, as the applier locks the ones it takes."""
+    seqs = session.scalars(
+        select(StatusPending.seq).where(StatusPending.student_id == student_id, released()).with_for_update()
+    ).all()
+    if not seqs:
+        return 0
     return session.execute(
         update(StatusRequest)
-        .where(StatusRequest.student_id == student_id, StatusRequest.state == PENDING, released())
+        .where(among(session, StatusRequest.seq, seqs), StatusRequest.state == PENDING)
         .values(
             state=REJECTED,
             error_code=STUDENT_NOT_FOUND,
@@ -117,13 +136,16 @@ def apply_pending(
     result = BatchResult()
     requests = session.execute(
         select(*(getattr(StatusRequest, name) for name in Pending._fields))
+        .select_from(StatusPending)
+        .join(StatusRequest, StatusRequest.seq == StatusPending.seq)
         # only students already tracked: unknown ones wait for resolution
         # without holding up everyone else
-        .join(StudentStatus, StudentStatus.student_id == StatusRequest.student_id)
-        .where(StatusRequest.state == PENDING, released())
-        .order_by(StatusRequest.seq)
+        .join(StudentStatus, StudentStatus.student_id == StatusPending.student_id)
+        .where(released())
+        .order_by(StatusPending.seq)
         .limit(limit)
-        .with_for_update(skip_locked=True, of=StatusRequest)
+        # their places in the queue: another instance passes them over
+        .with_for_update(skip_locked=True, of=StatusPending)
     ).all()
     if not requests:
         return result
@@ -260,18 +282,17 @@ def _in_turn(session: Session, requests: list) -> list:
     for request in requests:
         first_seq.setdefault(request.student_id, request.seq)
     # only requests older than the batch's can hold a student back: bounded by ``seq``, the query
-    # walks the pending index from the batch's start (the batch and what SKIP LOCKED passed over),
-    # not every pending request of the batch's students (2,000 each in a 1,000,000-row job)
+    # walks the queue from the batch's start (the batch and what SKIP LOCKED passed over), not
+    # every pending request of the batch's students (2,000 each in a 1,000,000-row job)
     earliest = dict(
         session.execute(
-            select(StatusRequest.student_id, func.min(StatusRequest.seq))
+            select(StatusPending.student_id, func.min(StatusPending.seq))
             .where(
-                StatusRequest.state == PENDING,
-                StatusRequest.seq < max(first_seq.values()),
-                among(session, StatusRequest.student_id, list(first_seq)),
+                StatusPending.seq < max(first_seq.values()),
+                among(session, StatusPending.student_id, list(first_seq)),
                 released(),
             )
-            .group_by(StatusRequest.student_id)
+            .group_by(StatusPending.student_id)
         ).all()
     )
     held = {student for student, seq in first_seq.items() if earliest.get(student, seq) < seq}

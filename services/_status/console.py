@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from services._status.batches import released
-from services._status.models import StatusHistory, StatusOutbox, StatusRequest
+from services._status.batches import waiting
+from services._status.models import StatusHistory, StatusOutbox, StatusPending, StatusRequest
 from services._status.repo import PENDING
 from services.infra.models import utcnow
 from services.infra.pagination import decode_cursor, encode_cursor
@@ -27,6 +27,8 @@ def search(session: Session, filters: dict[str, Any]) -> tuple[list[StatusReques
     for column in ("correlation_id", "student_id", "state"):
         if filters.get(column) is not None:
             query = query.where(getattr(StatusRequest, column) == filters[column])
+    if filters.get("state") == PENDING:  # the queue's rows: no scan of the requests for the few pending
+        query = query.where(StatusRequest.seq.in_(select(StatusPending.seq)))
     if filters.get("since") is not None:
         query = query.where(StatusRequest.created_at >= filters["since"])
     if filters.get("until") is not None:
@@ -39,9 +41,7 @@ def search(session: Session, filters: dict[str, Any]) -> tuple[list[StatusReques
 def overview(session: Session) -> dict[str, Any]:
     """The applier's backlog and the outbox: one cheap query each, on their indexes."""
     now = utcnow()
-    waiting = (StatusRequest.state == PENDING, released())
-    pending = session.scalar(select(func.count()).select_from(StatusRequest).where(*waiting)) or 0
-    oldest = session.scalar(select(StatusRequest.created_at).where(*waiting).order_by(StatusRequest.seq).limit(1))
+    pending, oldest = waiting(session)
     outbox = session.scalar(select(func.count()).select_from(StatusOutbox)) or 0  # every row is unsent
     outbox_oldest = session.scalar(select(func.min(StatusOutbox.created_at)))
     return {

@@ -23,8 +23,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from services import lifecycle
-from services._status.models import StatusJob, StatusJobError, StatusRequest
-from services._status.repo import APPLIED, FAILED, PENDING, REJECTED
+from services._status.models import StatusJob, StatusJobError, StatusPending, StatusRequest
+from services._status.repo import FAILED, PENDING, REJECTED, enqueue
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
 from services.infra import correlation
 from services.infra.db import insert_ignoring_duplicates
@@ -125,6 +125,9 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
             for request_id, (row_no, student_id, status, reason) in zip(uuid7_texts(len(rows)), rows, strict=True)
         ],
     )
+    if rows:
+        numbers = [row[0] for row in rows]
+        enqueue(session, StatusRequest.job_id == job_id, StatusRequest.row_no.between(min(numbers), max(numbers)))
     insert_ignoring_duplicates(
         session,
         StatusJobError.__table__,
@@ -170,9 +173,9 @@ def seal(session: Session, job_id: str, upload: str, total: int) -> None:
     _reject_duplicates(session, job_id, now)
     job.total, job.sealed_at = total, now
     if session.get_bind().dialect.name == "postgresql":
-        # a large job changes the table's shape at once: fresh statistics keep the
-        # applier's query on the pending-requests index instead of sorting them all
-        session.execute(text("ANALYZE status_requests"))
+        # a large job changes the tables' shape at once: fresh statistics keep the
+        # applier's query on the queue's order instead of sorting it all
+        session.execute(text("ANALYZE status_pending, status_requests"))
 
 
 def _reject_duplicates(session: Session, job_id: str, now: datetime) -> None:
@@ -222,26 +225,36 @@ def _count(session: Session, model: type, job_id: str) -> int:
     return session.scalar(select(func.count()).select_from(model).where(model.job_id == job_id)) or 0
 
 
+def row_counts(session: Session, job: StatusJob) -> tuple[dict[str, int], int]:
+    """A job's rows by state, and how many it has received: pending ones counted in the queue,
+    rejected and failed ones through the partial index of requests with an error (rows refused
+    before they became requests are rejected too), applied ones the rest of its requests (a
+    sealed job's requests are its total less the refused rows: the seal checked they add up)."""
+    pending = session.scalar(select(func.count()).select_from(StatusPending).where(StatusPending.job_id == job.id)) or 0
+    errored = dict(
+        session.execute(
+            select(StatusRequest.state, func.count())
+            .where(StatusRequest.job_id == job.id, StatusRequest.error_code.is_not(None))
+            .group_by(StatusRequest.state)
+        ).all()
+    )
+    refused = _count(session, StatusJobError, job.id)
+    requests = job.total - refused if job.total is not None else _count(session, StatusRequest, job.id)
+    counts = {
+        "pending": pending,
+        "applied": requests - pending - sum(errored.values()),
+        "rejected": errored.get(REJECTED, 0) + refused,
+        "failed": errored.get(FAILED, 0),
+    }
+    return counts, requests + refused
+
+
 def progress(session: Session, job_id: str, errors_shown: int) -> dict[str, Any]:
     """Counts, rate and the first ``errors_shown`` row errors of a job."""
     job = session.get(StatusJob, job_id)
     if job is None:
         raise JobNotFound(f"Job {job_id} not found.", {"job_id": job_id})
-    states = dict(
-        session.execute(
-            select(StatusRequest.state, func.count())
-            .where(StatusRequest.job_id == job_id)
-            .group_by(StatusRequest.state)
-        ).all()
-    )
-    refused = _count(session, StatusJobError, job_id)
-    counts = {
-        "pending": states.get(PENDING, 0),
-        "applied": states.get(APPLIED, 0),
-        "rejected": states.get(REJECTED, 0) + refused,
-        "failed": states.get(FAILED, 0),
-    }
-    received = sum(states.values()) + refused
+    counts, received = row_counts(session, job)
     finished_at = None
     if job.sealed_at is None:
         state = RECEIVING
@@ -313,7 +326,7 @@ def _first_errors(session: Session, job_id: str, limit: int, after_row: int = 0)
             )
             .where(
                 StatusRequest.job_id == job_id,
-                StatusRequest.state.in_((REJECTED, FAILED)),
+                StatusRequest.error_code.is_not(None),  # rejected or failed
                 StatusRequest.row_no > after_row,
             )
             .order_by(StatusRequest.row_no)

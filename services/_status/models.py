@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, UniqueConstraint, text
+from sqlalchemy import JSON, Boolean, Index, Integer, String, Text, UniqueConstraint, event, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.infra.models import OutboxMixin, UTCDateTime, utcnow
@@ -31,16 +31,18 @@ class StatusRequest(StatusBase):
     __table_args__ = (
         UniqueConstraint("student_id", "idempotency_key"),
         UniqueConstraint("job_id", "row_no", name="uq_status_requests_job_row"),
-        Index("ix_status_requests_job_state", "job_id", "state"),  # a job's progress, counted in the index
         Index("ix_status_requests_correlation_id", "correlation_id"),  # the console finds a request's path
-        # the applier's queue: pending requests in arrival order, without scanning
-        # the applied ones that precede them in ``seq``
+        # a job's refused rows, in row order (applied ones have no error_code: not in it)
         Index(
-            "ix_status_requests_pending_seq",
-            "seq",
-            sqlite_where=text("state = 'pending'"),
-            postgresql_where=text("state = 'pending'"),
+            "ix_status_requests_job_errors",
+            "job_id",
+            "row_no",
+            sqlite_where=text("error_code IS NOT NULL"),
+            postgresql_where=text("error_code IS NOT NULL"),
         ),
+        # no index names ``state``: applying a request changes no indexed column, so PostgreSQL
+        # updates the row in place on its page (a HOT update, fillfactor 50) instead of adding an
+        # entry to every index; the pending ones are found through ``status_pending``
     )
 
     # ``seq`` orders requests (per student, first come first applied)
@@ -55,7 +57,8 @@ class StatusRequest(StatusBase):
     idempotency_key: Mapped[str | None] = mapped_column(String(200))
     # the course a completion is for (None: the student's own course)
     course: Mapped[str | None] = mapped_column(String(200))
-    # pending ones through the partial index below; a job's through (job_id, state)
+    # pending (also a row of status_pending), applied, rejected or failed; a rejected or failed
+    # request has an error_code, an applied one none
     state: Mapped[str] = mapped_column(String(10))
     from_status: Mapped[str | None] = mapped_column(String(20))
     error_code: Mapped[str | None] = mapped_column(String(50))
@@ -70,6 +73,61 @@ class StatusRequest(StatusBase):
     traceparent: Mapped[str | None] = mapped_column(String(55))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StatusPending(StatusBase):
+    """The applier's queue: one row per pending request (its ``seq``), in arrival order. A request
+    recorded pending is added by the statement that follows its insert (``repo.enqueue``); one
+    whose state changes or that is deleted leaves by the database's triggers (:data:`PENDING_QUEUE`),
+    whichever statement did it. ``student_id`` and ``job_id`` are the request's, so that the
+    queue is read without the requests' table."""
+
+    __tablename__ = "status_pending"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    student_id: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str | None] = mapped_column(String(36), index=True)  # a job's rows still pending
+
+
+# A request leaves ``status_pending`` by triggers on ``status_requests``, so that every statement
+# that settles (any UPDATE of its state) or deletes requests keeps the queue exact. PostgreSQL:
+# statement-level triggers over transition tables (one statement per batch, not a call per row),
+# deleting by ``= ANY(array)`` so that the plan is the primary key's whatever the queue's size.
+PENDING_QUEUE = {
+    "postgresql": [
+        """CREATE OR REPLACE FUNCTION status_pending_settled() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM status_pending WHERE seq = ANY(ARRAY(SELECT seq FROM settled WHERE state <> 'pending'));
+    RETURN NULL;
+END $$""",
+        """CREATE OR REPLACE FUNCTION status_pending_dropped() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM status_pending WHERE seq = ANY(ARRAY(SELECT seq FROM dropped));
+    RETURN NULL;
+END $$""",
+        "CREATE OR REPLACE TRIGGER status_pending_settled AFTER UPDATE ON status_requests"
+        " REFERENCING NEW TABLE AS settled FOR EACH STATEMENT EXECUTE FUNCTION status_pending_settled()",
+        "CREATE OR REPLACE TRIGGER status_pending_dropped AFTER DELETE ON status_requests"
+        " REFERENCING OLD TABLE AS dropped FOR EACH STATEMENT EXECUTE FUNCTION status_pending_dropped()",
+        # room on each page for its rows' next version: an applied request is updated in place (HOT)
+        "ALTER TABLE status_requests SET (fillfactor = 50)",
+    ],
+    "sqlite": [
+        "CREATE TRIGGER IF NOT EXISTS status_pending_settled AFTER UPDATE OF state ON status_requests"
+        " WHEN NEW.state <> 'pending' BEGIN DELETE FROM status_pending WHERE seq = NEW.seq; END",
+        "CREATE TRIGGER IF NOT EXISTS status_pending_dropped AFTER DELETE ON status_requests BEGIN"
+        " DELETE FROM status_pending WHERE seq = OLD.seq; END",
+    ],
+}
+
+
+@event.listens_for(StatusBase.metadata, "after_create")
+def _create_pending_queue(metadata, connection, **kw) -> None:
+    """``create_all`` makes the triggers as migration 0009 does."""
+    if not any(table.name == StatusRequest.__tablename__ for table in kw.get("tables", ())):
+        return
+    for statement in PENDING_QUEUE.get(connection.dialect.name, ()):
+        connection.exec_driver_sql(statement)
 
 
 class StatusJob(StatusBase):

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Integer, Table, any_, bindparam, create_engine, event
+from sqlalchemy import Connection, Engine, Table, any_, bindparam, create_engine, event
 from sqlalchemy import exc as exc_module
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -139,12 +139,12 @@ def insert_or_ignore(session: Session, table: Table) -> Insert:
     return insert(table).on_conflict_do_nothing()
 
 
-def among(session: Session, column: Any, values: list[int]) -> ColumnElement[bool]:
-    """``column IN values`` for an integer column; on PostgreSQL ``column = ANY(array)``: one parameter
+def among(session: Session, column: Any, values: list) -> ColumnElement[bool]:
+    """``column IN values`` (integers or text); on PostgreSQL ``column = ANY(array)``: one parameter
     for the driver instead of one per value (SQLAlchemy renders and binds an ``IN`` of 2,000 values
     one by one on every execution, ≈ 2 µs a value, as much as the database takes to update its row)."""
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(Integer)))
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(column.type)))
     return column.in_(values)
 
 

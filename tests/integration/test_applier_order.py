@@ -10,7 +10,7 @@ from sqlalchemy.orm import sessionmaker
 
 from services._status import batches
 from services._status import repo as status_repo
-from services._status.models import StatusHistory, StatusRequest
+from services._status.models import StatusHistory, StatusPending, StatusRequest
 from services.infra.db import build_engine
 from tests.conftest import make_db_uris
 from tests.unit.test_services import submit, track
@@ -26,8 +26,9 @@ def test_later_requests_wait_while_another_instance_holds_earlier_ones(request, 
         other = submit(factory, 2, "active")
         later = submit(factory, 1, "suspended")  # valid only after `first`
 
-        holder = factory()  # instance A: has taken `first` and not committed yet
-        holder.execute(select(StatusRequest.seq).where(StatusRequest.id == first).with_for_update())
+        holder = factory()  # instance A: has taken `first` (its place in the queue) and not committed yet
+        taken = select(StatusRequest.seq).where(StatusRequest.id == first).scalar_subquery()
+        holder.execute(select(StatusPending.seq).where(StatusPending.seq == taken).with_for_update())
         try:
             with factory.begin() as session:  # instance B
                 taken = batches.apply_pending(session, 10)

@@ -29,6 +29,7 @@ from services._notifications import gauges as mail_gauges
 from services._notifications.models import Notification, NotificationsBase
 from services._notifications.transport import error_kind
 from services._status import gauges as status_gauges
+from services._status import repo as status_repo
 from services._status.models import StatusBase, StatusJob, StatusJobError, StatusOutbox, StatusRequest
 from services.exceptions import BackendTimeout, StudentNotFound
 from services.infra import metrics
@@ -276,6 +277,7 @@ def request_row(seq: int, state: str, created: datetime, job_id: str | None = No
         student_id=seq,
         target_status="active",
         state=state,
+        error_code="INVALID_TRANSITION" if state == "rejected" else None,  # as every rejection has one
         job_id=job_id,
         row_no=seq if job_id else None,
         created_at=created,
@@ -288,7 +290,7 @@ def test_status_gauges_count_the_backlog_and_the_running_jobs(tmp_path):
     with db.begin() as session:
         session.add_all(
             [
-                StatusJob(id="running", upload="u1", total=5, created_at=ago(10), sealed_at=ago(9)),
+                StatusJob(id="running", upload="u1", total=4, created_at=ago(10), sealed_at=ago(9)),  # rows 4-6 and 9
                 StatusJob(id="receiving", upload="u2", created_at=ago(5)),  # upload still going on
                 StatusJob(id="done", upload="u3", total=1, created_at=ago(100), sealed_at=ago(99)),
                 request_row(1, "applied", ago(120)),
@@ -302,6 +304,8 @@ def test_status_gauges_count_the_backlog_and_the_running_jobs(tmp_path):
                 StatusJobError(job_id="running", row_no=9, code="VALIDATION_ERROR", message="bad", details={}),
             ]
         )
+        session.flush()
+        status_repo.enqueue(session)  # the pending ones in the applier's queue, as recording puts them
         session.add(StatusOutbox(event_type="student_status_changed", payload={}, created_at=ago(4)))
         session.add(StatusOutbox(event_type="student_status_changed", payload={}, created_at=ago(2)))
     families = status_gauges.read(db)

@@ -1,0 +1,94 @@
+"""The applier's queue (``status_pending``) stays exact: whichever way requests are
+recorded (one by one, many at once, a job's rows by COPY), settled (applied, rejected, refused as
+a job's duplicate, a student unknown) or dropped (an upload discarded), it holds exactly the
+pending requests, on SQLite and PostgreSQL as the migrations make them. On PostgreSQL applying a
+request updates its row in place (HOT): no indexed column changes."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.orm import sessionmaker
+
+from services._status import batches, jobs_repo
+from services._status import repo as status_repo
+from services._status.models import StatusPending, StatusRequest
+from services.infra.db import build_engine
+from tests.conftest import make_db_uris
+from tests.unit.test_services import submit, track
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def factory(request, tmp_path):
+    engine = build_engine(make_db_uris(request.param, tmp_path, request)["status:StatusBase"])
+    yield sessionmaker(bind=engine, expire_on_commit=False)
+    engine.dispose()
+
+
+def queue_and_pending(factory) -> tuple[list[tuple], list[tuple]]:
+    """The queue's rows, and the pending requests as the queue should hold them."""
+    with factory() as session:
+        queue = session.execute(
+            select(StatusPending.seq, StatusPending.student_id, StatusPending.job_id).order_by(StatusPending.seq)
+        ).all()
+        pending = session.execute(
+            select(StatusRequest.seq, StatusRequest.student_id, StatusRequest.job_id)
+            .where(StatusRequest.state == status_repo.PENDING)
+            .order_by(StatusRequest.seq)
+        ).all()
+    return queue, pending
+
+
+def gateway_command(student_id: int, target: str) -> dict:
+    return {"request_id": str(uuid.uuid4()), "student_id": student_id, "status": target, "actor": "tester"}
+
+
+def test_the_queue_holds_exactly_the_pending_requests(factory):
+    track(factory, 1, 2)
+    submit(factory, 1, "active")  # one by one (the ORM)
+    repeated = gateway_command(2, "active")
+    status_repo.submit_many(factory, [repeated, gateway_command(1, "suspended")])  # many at once
+    status_repo.submit_many(factory, [repeated])  # redelivered: nothing new, in the queue or out
+    job = jobs_repo.create(factory, None, "tester")
+    # students 2 and 7 in turn, each alternating; row 300 repeats student 7's row 298: a duplicate
+    rows = [[n, 2 if n % 2 else 7, ("active", "suspended")[(n // 2) % 2], None] for n in range(1, 301)]
+    rows[-1][2] = rows[-3][2]
+    with factory.begin() as session:  # a job's rows: COPY on PostgreSQL from 200 rows
+        jobs_repo.add_rows(session, job.job_id, job.upload, rows, [])
+    dropped = jobs_repo.create(factory, None, "tester")
+    with factory.begin() as session:
+        jobs_repo.add_rows(session, dropped.job_id, dropped.upload, [[1, 1, "active", None]], [])
+    queue, pending = queue_and_pending(factory)
+    assert len(queue) == 3 + 300 + 1 and queue == pending
+
+    with factory.begin() as session:
+        jobs_repo.discard(session, dropped.job_id, dropped.upload)  # the upload's rows deleted
+        jobs_repo.seal(session, job.job_id, job.upload, 300)  # repeats refused as DUPLICATE_ROW
+    queue, pending = queue_and_pending(factory)
+    assert queue == pending and len(queue) == 3 + 299, "the discarded row and the job's duplicate left the queue"
+
+    with factory.begin() as session:
+        assert batches.reject_unknown(session, 7) == 149  # student 7 does not exist: its rows rejected
+    queue, pending = queue_and_pending(factory)
+    assert queue == pending and {student for _, student, _ in queue} <= {1, 2}
+
+    with factory.begin() as session:
+        batches.apply_pending(session, 1000)
+    assert queue_and_pending(factory) == ([], [])
+
+
+def test_applying_a_request_updates_its_row_in_place_on_postgresql(factory):
+    with factory() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return  # HOT updates are PostgreSQL's; the queue itself is checked above on both
+    track(factory, *range(1, 51))
+    for student_id in range(1, 51):
+        submit(factory, student_id, "active")
+    with factory.begin() as session:
+        assert batches.apply_pending(session, 100).applied == 50
+        updated, in_place = session.execute(
+            text("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'status_requests'")
+        ).one()
+    assert (updated, in_place) == (50, 50)

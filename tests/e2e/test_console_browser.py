@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from nameko.standalone.rpc import ClusterRpcProxy
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -63,10 +63,24 @@ def page_text(driver: webdriver.Chrome) -> str:
     return " ".join(driver.find_element(By.TAG_NAME, "body").text.split())
 
 
+def replaced_while_read(exc: WebDriverException) -> bool:
+    """A page being replaced by the next one (or a part of it by a live update) while it is read:
+    a stale element, or (some Chromium builds) the inspector's word for one."""
+    return isinstance(exc, StaleElementReferenceException | NoSuchElementException) or (
+        "does not belong to the document" in (exc.msg or "")
+    )
+
+
 def until(driver: webdriver.Chrome, condition, what: str):
-    # a page being replaced by the next one while it is read: look again
-    ignored = (StaleElementReferenceException, NoSuchElementException)
-    return WebDriverWait(driver, WAIT, ignored_exceptions=ignored).until(lambda d: condition(d), message=what)
+    def attempt(d: webdriver.Chrome):
+        try:
+            return condition(d)
+        except WebDriverException as exc:
+            if replaced_while_read(exc):
+                return False  # look again
+            raise
+
+    return WebDriverWait(driver, WAIT).until(attempt, message=what)
 
 
 def shot(driver: webdriver.Chrome, name: str) -> None:

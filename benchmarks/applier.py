@@ -11,7 +11,9 @@ row is a real transition (each student goes ``active``, ``suspended``, ``active`
 and µs per row for the recording and for the apply; against (d), the rest is the system around it.
 On PostgreSQL each run has a database of its own (``mensageria_bench_applier``, dropped after).
 ``--statements``: where the apply's time went, per kind of SQL statement (wall time of each
-``execute`` from the client, the server's work included), and in commits.
+``execute`` from the client, the server's work included), and in commits; on PostgreSQL also the
+server's CPU (its processes' and the run's backends', from ``/proc``) and the WAL it wrote, per row,
+for the recording and for the apply.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
+from benchmarks.cpu import _cpu_seconds, postgres_pids
 from benchmarks.infra import Cleanup, add_database_arguments, count, counts, fresh_database
 from services._status import batches, jobs_repo
 from services._status import repo as status_repo
@@ -63,6 +66,26 @@ class Statements:
             self.calls[kind] += 1
 
 
+class Server:
+    """PostgreSQL's CPU seconds (its own processes and this database's backends) and WAL bytes."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.database = engine.url.database
+
+    def read(self) -> tuple[float, int]:
+        with self.engine.connect() as connection:
+            lsn = connection.exec_driver_sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").scalar()
+        return sum(_cpu_seconds(pid) for pid in postgres_pids([self.database])), int(lsn)
+
+    @staticmethod
+    def spent(before: tuple[float, int], after: tuple[float, int], rows: int, phase: str) -> dict:
+        return {
+            f"server CPU, {phase}, µs/row": (after[0] - before[0]) / rows * 1e6,
+            f"WAL, {phase}, bytes/row": (after[1] - before[1]) / rows,
+        }
+
+
 def one_run(uri: str, rows: int, students: int, batch_size: int, statements: bool) -> tuple[float, float, dict]:
     """Seconds to record ``rows`` job rows, and to apply them ``batch_size`` at a time; with
     ``statements``, the apply's seconds per kind of statement and in commits."""
@@ -79,16 +102,25 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
             [n, (n - 1) % students + 1, TARGETS[((n - 1) // students) % 2], "applier benchmark"]
             for n in range(1, rows + 1)
         ]
+        server = Server(engine) if statements and engine.dialect.name == "postgresql" else None
+        at_start = server.read() if server else None
+        timings.on = statements
         started = time.perf_counter()
         for first in range(0, rows, CHUNK):
             with db.begin() as session:
                 jobs_repo.add_rows(session, job.job_id, job.upload, table[first : first + CHUNK], [])
         recorded = time.perf_counter() - started
+        timings.on = False
+        recording = {f"{kind} ({timings.calls[kind]:,} calls)": seconds for kind, seconds in timings.seconds.items()}
+        recording["the rest (Python, COPY, COMMIT)"] = recorded - sum(recording.values())
+        timings.seconds.clear()
+        timings.calls.clear()
         with db.begin() as session:
             jobs_repo.seal(session, job.job_id, job.upload, rows)
         if engine.dialect.name == "postgresql":  # as the service does after a large job's upload
             with engine.connect() as connection:
                 connection.exec_driver_sql("ANALYZE status_requests")
+        recorded_at = server.read() if server else None
         timings.on = statements
         started, applied, committing = time.perf_counter(), 0, 0.0
         while True:
@@ -100,12 +132,19 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
                 break
             applied += result.handled
         elapsed = time.perf_counter() - started
+        applied_at = server.read() if server else None
         if applied != rows or result.rejected:
             raise RuntimeError(f"{applied:,} of {rows:,} rows applied")
         spent = {f"{kind} ({timings.calls[kind]:,} calls)": seconds for kind, seconds in timings.seconds.items()}
         spent["COMMIT"] = committing
         # the rest: the applier's Python, and COPY (psycopg2's copy_expert passes by no cursor event)
         spent["the rest (Python, COPY)"] = elapsed - sum(spent.values())
+        spent["recording"] = recording
+        if server:
+            spent["server"] = {
+                **server.spent(at_start, recorded_at, rows, "record"),
+                **server.spent(recorded_at, applied_at, rows, "apply"),
+            }
         return recorded, elapsed, spent if statements else {}
     finally:
         engine.dispose()
@@ -133,8 +172,13 @@ def main() -> None:
                     f"| {size:,} | {args.rows:,} | {args.rows / recorded:,.0f} | {recorded / args.rows * 1e6:.1f} "
                     f"| {args.rows / applied:,.0f} | {applied / args.rows * 1e6:.1f} |"
                 )
+                server = spent.pop("server", {})
+                for kind, seconds in sorted(spent.pop("recording", {}).items(), key=lambda item: -item[1]):
+                    print(f"    record: {kind}: {seconds / args.rows * 1e6:.1f} µs/row")
                 for kind, seconds in sorted(spent.items(), key=lambda item: -item[1]):
                     print(f"    {kind}: {seconds / args.rows * 1e6:.1f} µs/row ({seconds / applied:.0%} of the apply)")
+                for name, value in server.items():
+                    print(f"    {name}: {value:,.1f}")
     finally:
         cleanup.close()
 

@@ -27,7 +27,7 @@ from services._status.models import StatusJob, StatusJobError, StatusPending, St
 from services._status.repo import FAILED, PENDING, REJECTED, enqueue
 from services.exceptions import JobNotFound, JobUploadSuperseded, ValidationFailed
 from services.infra import correlation
-from services.infra.db import insert_ignoring_duplicates
+from services.infra.db import insert_ignoring_duplicates, insert_many
 from services.infra.ids import uuid7_texts
 from services.infra.models import utcnow
 from services.infra.pagination import MAX_ID
@@ -101,32 +101,33 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
     refused rows ``[row_no, code, message, details]``; a row number already
     recorded is skipped (a repeated chunk adds nothing)."""
     _check_shapes(rows, errors)
-    job = _receiving(session, job_id, upload)
+    job = _receiving(session, job_id, upload)  # locked: no other chunk of this job is recorded meanwhile
+    fresh = _unrecorded(session, job_id, rows)
     now = utcnow()
-    insert_ignoring_duplicates(
-        session,
-        StatusRequest.__table__,
-        [
-            {
-                "id": request_id,  # time-ordered: a large job fills the index at its end
-                "student_id": student_id,
-                "target_status": status,
-                "reason": reason,
-                "actor": job.actor,
-                "on_behalf_of": job.on_behalf_of,
-                "correlation_id": job.correlation_id,
-                "state": PENDING,
-                "attempts": 0,
-                "job_id": job_id,
-                "row_no": row_no,
-                "created_at": now,
-                "updated_at": now,
-            }
-            for request_id, (row_no, student_id, status, reason) in zip(uuid7_texts(len(rows)), rows, strict=True)
-        ],
-    )
-    if rows:
-        numbers = [row[0] for row in rows]
+    requests = [
+        {
+            "id": request_id,  # time-ordered: a large job fills the index at its end
+            "student_id": student_id,
+            "target_status": status,
+            "reason": reason,
+            "actor": job.actor,
+            "on_behalf_of": job.on_behalf_of,
+            "correlation_id": job.correlation_id,
+            "state": PENDING,
+            "attempts": 0,
+            "job_id": job_id,
+            "row_no": row_no,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for request_id, (row_no, student_id, status, reason) in zip(uuid7_texts(len(fresh)), fresh, strict=True)
+    ]
+    if fresh:
+        # PostgreSQL: the job's row lock keeps its other chunks out until this one commits, so the
+        # rows left go straight in by COPY (no staging table, no conflict checks); SQLite takes no
+        # row lock, so its insert still skips a row another instance recorded meanwhile
+        insert_many(session, StatusRequest.__table__, requests, ignore_duplicates=_dialect(session) == "sqlite")
+        numbers = [row[0] for row in fresh]
         enqueue(session, StatusRequest.job_id == job_id, StatusRequest.row_no.between(min(numbers), max(numbers)))
     insert_ignoring_duplicates(
         session,
@@ -137,6 +138,32 @@ def add_rows(session: Session, job_id: str, upload: str, rows: list[list], error
         ],
     )
     return len(rows) + len(errors)
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _unrecorded(session: Session, job_id: str, rows: list[list]) -> list[list]:
+    """``rows`` whose row numbers the job has not recorded yet, the first of any repeated in them."""
+    if not rows:
+        return rows
+    numbers = [row[0] for row in rows]
+    seen = set(
+        session.scalars(
+            select(StatusRequest.row_no).where(
+                StatusRequest.job_id == job_id, StatusRequest.row_no.between(min(numbers), max(numbers))
+            )
+        )
+    )
+    if not seen and len(set(numbers)) == len(numbers):
+        return rows
+    fresh = []
+    for row in rows:
+        if row[0] not in seen:
+            seen.add(row[0])
+            fresh.append(row)
+    return fresh
 
 
 def _check_shapes(rows: list, errors: list) -> None:
@@ -172,7 +199,7 @@ def seal(session: Session, job_id: str, upload: str, total: int) -> None:
     now = utcnow()
     _reject_duplicates(session, job_id, now)
     job.total, job.sealed_at = total, now
-    if session.get_bind().dialect.name == "postgresql":
+    if _dialect(session) == "postgresql":
         # a large job changes the tables' shape at once: fresh statistics keep the
         # applier's query on the queue's order instead of sorting it all
         session.execute(text("ANALYZE status_pending, status_requests"))

@@ -79,6 +79,36 @@ def test_the_queue_holds_exactly_the_pending_requests(factory):
     assert queue_and_pending(factory) == ([], [])
 
 
+def test_a_repeated_or_overlapping_chunk_records_each_row_once(factory):
+    """A job's rows go straight in by COPY on PostgreSQL: a chunk sent again, or one overlapping
+    rows already recorded or repeating a row number within itself, still adds each row number
+    once (its first version) and queues each once."""
+    track(factory, 1, 2)
+    job = jobs_repo.create(factory, None, "tester")
+    first = [[n, 1 + n % 2, "active", f"first {n}"] for n in range(1, 301)]
+    with factory.begin() as session:
+        assert jobs_repo.add_rows(session, job.job_id, job.upload, first, []) == 300
+    with factory.begin() as session:  # the same chunk again (a retried call)
+        jobs_repo.add_rows(session, job.job_id, job.upload, first, [])
+    overlapping = [[n, 1 + n % 2, "suspended", f"second {n}"] for n in range(201, 501)]
+    overlapping.append([450, 1, "completed", "repeated within the chunk"])
+    with factory.begin() as session:
+        jobs_repo.add_rows(session, job.job_id, job.upload, overlapping, [])
+    with factory() as session:
+        recorded = session.execute(
+            select(StatusRequest.row_no, StatusRequest.reason)
+            .where(StatusRequest.job_id == job.job_id)
+            .order_by(StatusRequest.row_no)
+        ).all()
+    assert [row_no for row_no, _ in recorded] == list(range(1, 501))
+    assert {reason for row_no, reason in recorded if row_no <= 300} == {f"first {n}" for n in range(1, 301)}
+    assert {reason for row_no, reason in recorded if row_no > 300} == {f"second {n}" for n in range(301, 501)}
+    queue, pending = queue_and_pending(factory)
+    assert len(queue) == 500 and queue == pending
+    with factory.begin() as session:
+        jobs_repo.seal(session, job.job_id, job.upload, 500)
+
+
 def test_applying_a_request_updates_its_row_in_place_on_postgresql(factory):
     with factory() as session:
         if session.get_bind().dialect.name != "postgresql":

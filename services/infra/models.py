@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Integer, String, TypeDecorator
+from sqlalchemy import DDL, JSON, DateTime, Integer, String, TypeDecorator, event
 from sqlalchemy.orm import Mapped, mapped_column
 
 
@@ -30,11 +30,26 @@ class UTCDateTime(TypeDecorator):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
+# A batch's events are one outbox row (up to 1 MiB of JSON): PostgreSQL compresses such a value
+# before storing it, with pglz by default, 20 ms for a 700 KB batch of 2,000 changes; lz4 takes half
+# that, to the same size (where the server is built with it, as PostgreSQL's packages are).
+OUTBOX_LZ4 = """DO $$ BEGIN
+    IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression' AND 'lz4' = ANY(enumvals)) THEN
+        ALTER TABLE outbox ALTER COLUMN payload SET COMPRESSION lz4;
+    END IF;
+END $$"""
+
+
 class OutboxMixin:
     """Events written in the same transaction as the change that caused them; every row is
     waiting: the relay deletes a row once the broker has confirmed its message."""
 
     __tablename__ = "outbox"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)  # declarative maps the class: its table exists after this
+        # ``create_all`` sets the payload's compression as the migrations do
+        event.listen(cls.__table__, "after_create", DDL(OUTBOX_LZ4).execute_if(dialect="postgresql"))
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_type: Mapped[str] = mapped_column(String(100))

@@ -50,3 +50,18 @@ def restore_outbox_published_at() -> None:
     with op.batch_alter_table("outbox", schema=None) as batch_op:
         batch_op.add_column(sa.Column("published_at", sa.DateTime(), nullable=True))
         batch_op.create_index("ix_outbox_published_at", ["published_at"], unique=False)
+
+
+def outbox_payload_compression(method: str) -> None:
+    """The outbox's payload compressed with ``method`` on PostgreSQL (``lz4`` where the server is
+    built with it, else left as it is; ``pglz``, the default, back). Rows already stored keep theirs;
+    SQLite stores text as it is."""
+    from alembic import op
+
+    if op.get_bind().dialect.name != "postgresql":
+        return
+    op.execute(
+        "DO $$ BEGIN IF EXISTS (SELECT FROM pg_settings WHERE name = 'default_toast_compression'"
+        f" AND '{method}' = ANY(enumvals)) THEN"
+        f" ALTER TABLE outbox ALTER COLUMN payload SET COMPRESSION {method}; END IF; END $$"
+    )

@@ -122,3 +122,29 @@ def test_applying_a_request_updates_its_row_in_place_on_postgresql(factory):
             text("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables WHERE relname = 'status_requests'")
         ).one()
     assert (updated, in_place) == (50, 50)
+
+
+def test_a_batch_reads_its_own_requests_not_the_applied_history(factory):
+    """A batch reads its requests by their keys: however many requests were applied before it,
+    PostgreSQL fetches about as many rows of ``status_requests`` as the batch holds (a join of the
+    queue to the requests could be planned as a merge of their keys, walking every applied one)."""
+    with factory() as session:
+        if session.get_bind().dialect.name != "postgresql":
+            return  # the plans are PostgreSQL's; the batch's result is checked on both above
+    track(factory, 1, 2, 3)
+    job = jobs_repo.create(factory, None, "tester")
+    rows = [[n, 1 + n % 3, ("active", "suspended")[(n // 3) % 2], None] for n in range(1, 6001)]
+    with factory.begin() as session:
+        jobs_repo.add_rows(session, job.job_id, job.upload, rows, [])
+    with factory.begin() as session:
+        jobs_repo.seal(session, job.job_id, job.upload, len(rows))  # fresh statistics, as after any large job
+    for _ in range(5):
+        with factory.begin() as session:
+            assert batches.apply_pending(session, 1000).handled == 1000
+    # read twice in the batch's transaction: the backend's counts not yet reported are in it too
+    read = text("SELECT idx_tup_fetch + seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = 'status_requests'")
+    with factory.begin() as session:
+        before = session.scalar(read)
+        assert batches.apply_pending(session, 100).handled == 100
+        fetched = session.scalar(read) - before
+    assert 100 <= fetched <= 300, f"{fetched} rows of status_requests read for a batch of 100 after 5,000 applied"

@@ -11,7 +11,8 @@ row is a real transition (each student goes ``active``, ``suspended``, ``active`
 and µs per row for the recording and for the apply; against (d), the rest is the system around it.
 On PostgreSQL each run has a database of its own (``mensageria_bench_applier``, dropped after).
 ``--statements``: where the apply's time went, per kind of SQL statement (wall time of each
-``execute`` from the client, the server's work included), and in commits; on PostgreSQL also the
+``execute`` from the client, the server's work included), and in commits; this process's CPU per row
+(on SQLite the database's work too, its fsyncs not); on PostgreSQL also the
 server's CPU (its processes' and the run's backends', from ``/proc``) and the WAL it wrote, per row,
 for the recording and for the apply.
 """
@@ -105,11 +106,12 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
         server = Server(engine) if statements and engine.dialect.name == "postgresql" else None
         at_start = server.read() if server else None
         timings.on = statements
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         for first in range(0, rows, CHUNK):
             with db.begin() as session:
                 jobs_repo.add_rows(session, job.job_id, job.upload, table[first : first + CHUNK], [])
         recorded = time.perf_counter() - started
+        record_cpu = time.process_time() - cpu_started
         timings.on = False
         recording = {f"{kind} ({timings.calls[kind]:,} calls)": seconds for kind, seconds in timings.seconds.items()}
         recording["the rest (Python, COPY, COMMIT)"] = recorded - sum(recording.values())
@@ -123,6 +125,7 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
         recorded_at = server.read() if server else None
         timings.on = statements
         started, applied, committing = time.perf_counter(), 0, 0.0
+        cpu_started = time.process_time()
         while True:
             with db.begin() as session:
                 result = batches.apply_pending(session, batch_size)
@@ -132,6 +135,7 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
                 break
             applied += result.handled
         elapsed = time.perf_counter() - started
+        apply_cpu = time.process_time() - cpu_started
         applied_at = server.read() if server else None
         if applied != rows or result.rejected:
             raise RuntimeError(f"{applied:,} of {rows:,} rows applied")
@@ -140,6 +144,11 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
         # the rest: the applier's Python, and COPY (psycopg2's copy_expert passes by no cursor event)
         spent["the rest (Python, COPY)"] = elapsed - sum(spent.values())
         spent["recording"] = recording
+        # this process's CPU (on SQLite the database's work too; fsyncs and other processes not)
+        spent["cpu"] = {
+            "process CPU, record, µs/row": record_cpu / rows * 1e6,
+            "process CPU, apply, µs/row": apply_cpu / rows * 1e6,
+        }
         if server:
             spent["server"] = {
                 **server.spent(at_start, recorded_at, rows, "record"),
@@ -172,7 +181,7 @@ def main() -> None:
                     f"| {size:,} | {args.rows:,} | {args.rows / recorded:,.0f} | {recorded / args.rows * 1e6:.1f} "
                     f"| {args.rows / applied:,.0f} | {applied / args.rows * 1e6:.1f} |"
                 )
-                server = spent.pop("server", {})
+                server = {**spent.pop("cpu", {}), **spent.pop("server", {})}
                 for kind, seconds in sorted(spent.pop("recording", {}).items(), key=lambda item: -item[1]):
                     print(f"    record: {kind}: {seconds / args.rows * 1e6:.1f} µs/row")
                 for kind, seconds in sorted(spent.items(), key=lambda item: -item[1]):

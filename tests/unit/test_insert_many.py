@@ -130,3 +130,15 @@ def test_among_selects_the_rows_whose_integer_is_in_the_list(db, wanted):
     with Session() as session:
         found = session.scalars(select(fast.c.count).where(among(session, fast.c.count, wanted))).all()
     assert sorted(found) == sorted(n for n in wanted if 1 <= n <= 6)
+
+
+@pytest.mark.parametrize("wanted", [["row 2", 'Zoë\'s "row"', "línea\t3"], ["nowhere", ""], [], ["row 1", "row 1"]])
+def test_among_selects_the_rows_whose_text_is_in_the_list(db, wanted):
+    """Text too, quotes, tabs and letters beyond ASCII included (SQLite reads the list as JSON)."""
+    Session, fast, _ = db
+    names = ["row 1", "row 2", 'Zoë\'s "row"', "línea\t3"]
+    with Session.begin() as session:
+        insert_many(session, fast, [{"name": name, "count": n} for n, name in enumerate(names)])
+    with Session() as session:
+        found = session.scalars(select(fast.c.name).where(among(session, fast.c.name, wanted))).all()
+    assert sorted(found) == sorted(set(wanted) & set(names))

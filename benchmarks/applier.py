@@ -29,7 +29,7 @@ from pathlib import Path
 from sqlalchemy import event
 from sqlalchemy.orm import sessionmaker
 
-from benchmarks.cpu import _cpu_seconds, postgres_pids
+from benchmarks.cpu import CpuMeter, postgres_pids
 from benchmarks.infra import Cleanup, add_database_arguments, count, counts, fresh_database
 from services._status import batches, jobs_repo
 from services._status import repo as status_repo
@@ -66,24 +66,36 @@ class Statements:
             self.seconds[kind] += time.perf_counter() - started
             self.calls[kind] += 1
 
+    def take(self) -> dict[str, float]:
+        """Seconds per kind of statement (with its number of calls) since the last take."""
+        spent = {f"{kind} ({self.calls[kind]:,} calls)": seconds for kind, seconds in self.seconds.items()}
+        self.seconds.clear()
+        self.calls.clear()
+        return spent
+
 
 class Server:
-    """PostgreSQL's CPU seconds (its own processes and this database's backends) and WAL bytes."""
+    """PostgreSQL's CPU (its own processes and this database's backends) and the WAL it wrote,
+    per row, between ``start()`` and ``stop()``."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
-        self.database = engine.url.database
+        self.meter = CpuMeter({"postgres": lambda: postgres_pids([engine.url.database])})
+        self.wal = 0
 
-    def read(self) -> tuple[float, int]:
+    def _wal(self) -> int:
         with self.engine.connect() as connection:
-            lsn = connection.exec_driver_sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").scalar()
-        return sum(_cpu_seconds(pid) for pid in postgres_pids([self.database])), int(lsn)
+            return int(connection.exec_driver_sql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").scalar())
 
-    @staticmethod
-    def spent(before: tuple[float, int], after: tuple[float, int], rows: int, phase: str) -> dict:
+    def start(self) -> None:
+        self.wal = self._wal()
+        self.meter.start()
+
+    def stop(self, rows: int, phase: str) -> dict:
+        seconds = self.meter.stop()["postgres"] / 100 * self.meter.elapsed
         return {
-            f"server CPU, {phase}, µs/row": (after[0] - before[0]) / rows * 1e6,
-            f"WAL, {phase}, bytes/row": (after[1] - before[1]) / rows,
+            f"server CPU, {phase}, µs/row": seconds / rows * 1e6,
+            f"WAL, {phase}, bytes/row": (self._wal() - self.wal) / rows,
         }
 
 
@@ -104,7 +116,9 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
             for n in range(1, rows + 1)
         ]
         server = Server(engine) if statements and engine.dialect.name == "postgresql" else None
-        at_start = server.read() if server else None
+        server_spent = {}
+        if server:
+            server.start()
         timings.on = statements
         started, cpu_started = time.perf_counter(), time.process_time()
         for first in range(0, rows, CHUNK):
@@ -113,16 +127,16 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
         recorded = time.perf_counter() - started
         record_cpu = time.process_time() - cpu_started
         timings.on = False
-        recording = {f"{kind} ({timings.calls[kind]:,} calls)": seconds for kind, seconds in timings.seconds.items()}
+        recording = timings.take()
         recording["the rest (Python, COPY, COMMIT)"] = recorded - sum(recording.values())
-        timings.seconds.clear()
-        timings.calls.clear()
         with db.begin() as session:
             jobs_repo.seal(session, job.job_id, job.upload, rows)
         if engine.dialect.name == "postgresql":  # as the service does after a large job's upload
             with engine.connect() as connection:
                 connection.exec_driver_sql("ANALYZE status_requests")
-        recorded_at = server.read() if server else None
+        if server:
+            server_spent.update(server.stop(rows, "record"))
+            server.start()
         timings.on = statements
         started, applied, committing = time.perf_counter(), 0, 0.0
         cpu_started = time.process_time()
@@ -136,10 +150,11 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
             applied += result.handled
         elapsed = time.perf_counter() - started
         apply_cpu = time.process_time() - cpu_started
-        applied_at = server.read() if server else None
+        if server:
+            server_spent.update(server.stop(rows, "apply"))
         if applied != rows or result.rejected:
             raise RuntimeError(f"{applied:,} of {rows:,} rows applied")
-        spent = {f"{kind} ({timings.calls[kind]:,} calls)": seconds for kind, seconds in timings.seconds.items()}
+        spent = timings.take()
         spent["COMMIT"] = committing
         # the rest: the applier's Python, and COPY (psycopg2's copy_expert passes by no cursor event)
         spent["the rest (Python, COPY)"] = elapsed - sum(spent.values())
@@ -149,11 +164,7 @@ def one_run(uri: str, rows: int, students: int, batch_size: int, statements: boo
             "process CPU, record, µs/row": record_cpu / rows * 1e6,
             "process CPU, apply, µs/row": apply_cpu / rows * 1e6,
         }
-        if server:
-            spent["server"] = {
-                **server.spent(at_start, recorded_at, rows, "record"),
-                **server.spent(recorded_at, applied_at, rows, "apply"),
-            }
+        spent["server"] = server_spent
         return recorded, elapsed, spent if statements else {}
     finally:
         engine.dispose()

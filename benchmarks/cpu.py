@@ -93,6 +93,7 @@ class CpuMeter:
         self.before: dict[str, dict[int, float]] = {}
         self.machine_before = 0.0
         self.started = 0.0
+        self.elapsed = 0.0  # the last start() to stop(), in seconds
 
     def _sample(self) -> dict[str, dict[int, float]]:
         return {name: {pid: _cpu_seconds(pid) for pid in pids()} for name, pids in self.groups.items()}
@@ -105,7 +106,7 @@ class CpuMeter:
     def stop(self) -> dict[str, float]:
         after = self._sample()
         machine = _machine_busy_seconds() - self.machine_before
-        elapsed = max(time.monotonic() - self.started, 1e-9)
+        self.elapsed = elapsed = max(time.monotonic() - self.started, 1e-9)
         usage = {}
         for name, pids in after.items():
             before = self.before.get(name, {})

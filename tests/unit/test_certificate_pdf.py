@@ -97,3 +97,12 @@ def test_the_qr_code_is_the_urls_in_the_smallest_version_that_holds_it():
     assert len(modules) == 29 and all(len(row) == 29 for row in modules)
     assert modules[0][:7] == (True,) * 7  # a finder pattern's top edge, top left
     assert len(qr_modules(URL + "/" + "y" * 60)) > 29
+
+
+def test_reportlab_runs_with_its_c_accelerators():
+    """``rl_accel`` installed: reportlab formats numbers and encodes streams in C (its pure-Python
+    fallbacks made a page 12.7 ms instead of 8.0)."""
+    from reportlab.lib import rl_accel
+
+    assert rl_accel.fp_str.__module__ == "_rl_accel"
+    assert rl_accel.asciiBase85Encode.__module__ == "_rl_accel"

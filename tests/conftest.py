@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import tempfile
 import uuid
@@ -37,6 +38,14 @@ def signing_key_path() -> str:
 
 
 PG_DATABASES = {service: f"mensageria_test_{os.getpid()}_{service}" for service in SERVICES}
+
+
+@pytest.fixture(autouse=True)
+def _collector_takes_back_what_services_froze():
+    """A service container started in this process freezes the heap (``FrozenStartupHeap``): after
+    each test the collector gets it back, so that the test process's own garbage stays collectable."""
+    yield
+    gc.unfreeze()
 
 
 def pytest_collection_modifyitems(items):

@@ -24,7 +24,7 @@ from gateway.exceptions import ServiceUnavailable
 from gateway.openapi import build_spec
 from services.exceptions import ServiceError
 from services.infra.correlation import Correlation
-from services.infra.heap import FrozenStartupHeap
+from services.infra.heap import LeanHeap
 from services.infra.logs import LogContext
 from services.infra.metrics import Metrics
 from services.infra.rpc import TimedRpcProxy
@@ -50,7 +50,7 @@ class GatewayService(
     tracing = Tracing()  # each worker a span (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)
     log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
     metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
-    heap = FrozenStartupHeap()  # what start-up made, out of the garbage collector's passes
+    heap = LeanHeap()  # less for the garbage collector: start-up heap frozen, no cycle per worker
     students = TimedRpcProxy("students")
     status = TimedRpcProxy("status")
     certificates = TimedRpcProxy("certificates")

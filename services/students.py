@@ -15,7 +15,7 @@ from services.exceptions import ValidationFailed
 from services.infra import dead_letters, tracing
 from services.infra.correlation import Correlation
 from services.infra.db import Database
-from services.infra.heap import FrozenStartupHeap
+from services.infra.heap import LeanHeap
 from services.infra.inbound import rpc
 from services.infra.logs import LogContext
 from services.infra.metrics import Metrics
@@ -45,7 +45,7 @@ class StudentsService(dead_letters.DeadLetterRpc):
     tracing = Tracing()  # each worker a span (OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set)
     log_context = LogContext()  # its log lines name the service, the ids in hand, each worker's duration
     metrics = Metrics()  # /metrics on METRICS_PORT_<SERVICE>; times every RPC method and event handler
-    heap = FrozenStartupHeap()  # what start-up made, out of the garbage collector's passes
+    heap = LeanHeap()  # less for the garbage collector: start-up heap frozen, no cycle per worker
     db = Database(StudentsBase, session_options={"expire_on_commit": False})
     outbox = Outbox(StudentsOutbox)
 

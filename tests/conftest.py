@@ -42,10 +42,13 @@ PG_DATABASES = {service: f"mensageria_test_{os.getpid()}_{service}" for service 
 
 @pytest.fixture(autouse=True)
 def _collector_takes_back_what_services_froze():
-    """A service container started in this process freezes the heap (``FrozenStartupHeap``): after
-    each test the collector gets it back, so that the test process's own garbage stays collectable."""
+    """A service container started in this process freezes the heap and raises the collector's
+    threshold (``LeanHeap``): after each test the collector gets both back as they were, so that
+    the test process's own garbage stays collectable."""
+    threshold = gc.get_threshold()
     yield
     gc.unfreeze()
+    gc.set_threshold(*threshold)
 
 
 def pytest_collection_modifyitems(items):

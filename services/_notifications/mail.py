@@ -83,6 +83,8 @@ class Outgoing:
     kind: str = ""  # STATUS_CHANGED or CERTIFICATE_ISSUED
     correlation_id: str | None = None  # sent as the X-Correlation-ID header
     traceparent: str | None = None  # sending it is a span of this one's trace (traces on)
+    # when it was due before it was claimed: given back unsent, it is due then again (its place kept)
+    due_at: datetime | None = None
 
 
 def render(kind: str, language: str, **context: Any) -> tuple[str, str, str]:

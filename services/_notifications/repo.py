@@ -203,7 +203,7 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
             )
     claimed = []
     for row in rows:
-        row.next_attempt_at = now + lease
+        due_at, row.next_attempt_at = row.next_attempt_at, now + lease
         claimed.append(
             Outgoing(
                 id=row.id,
@@ -218,18 +218,25 @@ def claim_due(session: Session, now: datetime, limit: int, lease: timedelta) -> 
                 kind=row.kind,
                 correlation_id=row.correlation_id,
                 traceparent=row.traceparent,
+                due_at=due_at,
             )
         )
     return claimed
 
 
-def release(session: Session, ids: list[int], now: datetime) -> None:
-    """Give claimed notifications back unsent (due at once, no attempt counted)."""
-    if ids:
+def release(session: Session, mails: list[Outgoing], now: datetime) -> None:
+    """Give claimed notifications back unsent, no attempt counted: each due again when it was due
+    before its claim (at the latest ``now``), so it keeps its place before the mails recorded
+    after it (a recipient's mails go out in order)."""
+    by_time: dict[datetime, list[int]] = {}
+    for mail in mails:
+        due = now if mail.due_at is None else min(mail.due_at, now)
+        by_time.setdefault(due, []).append(mail.id)
+    for due, ids in by_time.items():
         session.execute(
             update(Notification)
             .where(Notification.id.in_(ids), Notification.state == PENDING)
-            .values(next_attempt_at=now)
+            .values(next_attempt_at=due)
             .execution_options(synchronize_session=False)
         )
 

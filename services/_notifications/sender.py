@@ -17,11 +17,12 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+import eventlet
 from prometheus_client.core import Metric
 
 from services._notifications import gauges, repo
 from services._notifications.mail import Outgoing
-from services._notifications.transport import build_message, describe_error, error_kind, transport_for
+from services._notifications.transport import Transport, build_message, describe_error, error_kind, transport_for
 from services.infra import metrics, tracing
 from services.infra.background import BackgroundLoop
 from services.infra.correlation import working_on
@@ -42,11 +43,14 @@ class MailSender(BackgroundLoop):
     """Sends due notifications; workers ``wake()`` it after recording one.
 
     Each round claims a batch in a short transaction (pushing its ``next_attempt_at``
-    out by a lease, so another instance leaves it alone), sends outside any
-    transaction over one SMTP connection (kept while full batches follow), records a
-    failure at once and the batch's sent mails together after it. A process killed
-    mid-batch resends the mails it had not recorded when the lease runs out, with the
-    same ``Message-ID``.
+    out by a lease, so another instance leaves it alone) and sends it outside any
+    transaction over ``SMTP_CONNECTIONS`` connections at once (kept while full batches
+    follow), ``batch_size`` mails a connection. A recipient's mails of a batch all go over
+    one connection, in the order they were recorded, and a round ends when every
+    connection has sent its share, so nobody gets their mails out of order. A failure is
+    recorded at once, the batch's sent mails together after it. A process killed mid-batch
+    resends the mails it had not recorded when the lease runs out, with the same
+    ``Message-ID``.
     """
 
     def __init__(self, db_attr: str = "db", batch_size: int = BATCH_SIZE):
@@ -56,7 +60,9 @@ class MailSender(BackgroundLoop):
     def setup(self) -> None:
         super().setup()
         self.settings = Settings.from_config(self.container.config)
-        self.transport = transport_for(self.settings)
+        # one connection each; writing files needs no more than one
+        lanes = self.settings.smtp_connections if self.settings.smtp_host else 1
+        self.transports = [transport_for(self.settings) for _ in range(lanes)]
         # a mail in hand cannot take longer than a few SMTP timeouts
         self.lease = timedelta(seconds=30 + 3 * self.settings.smtp_timeout * self.batch_size)
         # short retry delays (tests, impatient set-ups) are honoured, not rounded up to a second
@@ -64,7 +70,11 @@ class MailSender(BackgroundLoop):
 
     def start(self) -> None:
         self.Session = self.sibling(self.db_attr).Session
-        log.info("notifications: mail goes to %s", self.transport.describe())
+        log.info(
+            "notifications: mail goes to %s (%d connection(s) at once)",
+            self.transports[0].describe(),
+            len(self.transports),
+        )
         super().start()
 
     def get_dependency(self, worker_ctx: Any) -> MailSender:
@@ -89,31 +99,46 @@ class MailSender(BackgroundLoop):
         return gauges.read(self.Session)
 
     def step(self) -> bool:
+        claim = self.batch_size * len(self.transports)
         try:
             with self.Session.begin() as session:
-                batch = repo.claim_due(session, utcnow(), self.batch_size, self.lease)
+                batch = repo.claim_due(session, utcnow(), claim, self.lease)
         except Exception:  # the loop backs off: no SMTP connection is left open meanwhile
-            self.transport.close()
+            self._close()
             raise
         sent: list[Outgoing] = []
-        unsent: list[int] = []
-        full = len(batch) == self.batch_size
+        unsent: list[Outgoing] = []
+        full = len(batch) == claim
+        lanes, deferred = _lanes(batch, len(self.transports), self.batch_size)
         try:
-            for index, mail in enumerate(batch):
-                if not self.running:  # stopping: leave the rest for the next process
-                    unsent = [m.id for m in batch[index:]]
-                    break
-                with working_on(mail.correlation_id, f"mail {mail.kind}"):  # its log lines carry its id
-                    if self.send(mail):
-                        sent.append(mail)
+            work = [(transport, lane) for transport, lane in zip(self.transports, lanes, strict=True) if lane]
+            if len(work) == 1:  # no greenthread for one connection's worth
+                self._send_lane(*work[0], sent, unsent)
+            elif work:
+                _all_of([eventlet.spawn(self._send_lane, transport, lane, sent, unsent) for transport, lane in work])
         finally:
             if not full or unsent or not self.running:
-                self.transport.close()  # kept open while full batches follow each other
-            if sent or unsent:
-                self._record(sent, unsent)
-        return full and not unsent
+                self._close()  # kept open while full batches follow each other
+            if sent or unsent or deferred:
+                self._record(sent, unsent + deferred)
+        return (full or bool(deferred)) and not unsent
 
-    def _record(self, sent: list[Outgoing], unsent: list[int]) -> None:
+    def _send_lane(self, transport: Transport, lane: list[Outgoing], sent: list, unsent: list) -> None:
+        """One connection's share of a batch, in order: the mails the server took go to ``sent``,
+        those left when the service stops to ``unsent``."""
+        for index, mail in enumerate(lane):
+            if not self.running:  # stopping: leave the rest for the next process
+                unsent.extend(lane[index:])
+                return
+            with working_on(mail.correlation_id, f"mail {mail.kind}"):  # its log lines carry its id
+                if self.send(mail, transport):
+                    sent.append(mail)
+
+    def _close(self) -> None:
+        for transport in self.transports:
+            transport.close()
+
+    def _record(self, sent: list[Outgoing], unsent: list[Outgoing]) -> None:
         """The batch's sent mails marked sent and the unsent ones given back, in one transaction: one
         commit per batch, not per mail. A process killed between a send and this commit sends those
         mails again when their lease runs out, with the same ``Message-ID``."""
@@ -125,11 +150,12 @@ class MailSender(BackgroundLoop):
             with working_on(mail.correlation_id, f"mail {mail.kind}"):
                 log.info("notification %d sent to %s", mail.id, mail.recipient)
 
-    def send(self, mail: Outgoing) -> bool:
-        """Send ``mail``; True if the server took it. A failure is recorded at once (retried later)."""
+    def send(self, mail: Outgoing, transport: Transport) -> bool:
+        """Send ``mail`` over ``transport``; True if the server took it. A failure is recorded at
+        once (retried later)."""
         try:
             with tracing.span("send mail", tracing.CLIENT, mail.traceparent, self._span_attributes(mail)):
-                self.transport.send(build_message(mail, self.settings.mail_from))
+                transport.send(build_message(mail, self.settings.mail_from))
         except Exception as exc:  # any failure is a failed attempt, retried later
             error = describe_error(exc)
             metrics.SMTP_ERRORS.labels(error_kind(exc)).inc()
@@ -149,3 +175,44 @@ class MailSender(BackgroundLoop):
                 log.warning("notification %d to %s not sent (%s); will retry", mail.id, mail.recipient, error)
             return False
         return True
+
+
+def _lanes(batch: list[Outgoing], count: int, size: int) -> tuple[list[list[Outgoing]], list[Outgoing]]:
+    """``batch`` shared among ``count`` connections, at most ``size`` mails each (the lease is
+    reckoned for that many): each recipient's mails on one connection, in their order, a new
+    recipient on the connection with the fewest. A mail that would overflow its connection is
+    deferred, and so are the recipient's later ones: given back with their place in the queue,
+    and sent in the next round."""
+    lanes: list[list[Outgoing]] = [[] for _ in range(count)]
+    lane_of: dict[str, int] = {}
+    deferred: list[Outgoing] = []
+    overflowed: set[str] = set()
+    for mail in batch:
+        recipient = mail.recipient.lower()
+        if recipient not in lane_of:
+            lane_of[recipient] = min(range(count), key=lambda i: len(lanes[i]))
+        lane = lanes[lane_of[recipient]]
+        if recipient in overflowed or len(lane) >= size:
+            overflowed.add(recipient)
+            deferred.append(mail)
+        else:
+            lane.append(mail)
+    return lanes, deferred
+
+
+def _all_of(threads: list) -> None:
+    """Wait for every greenthread; the first error is raised once all have ended. Interrupted
+    (the loop killed), the rest are killed too: no mail is sent after its sender is gone."""
+    error: BaseException | None = None
+    try:
+        for thread in threads:
+            try:
+                thread.wait()
+            except Exception as exc:  # the others still finish their share
+                error = error or exc
+    except BaseException:
+        for thread in threads:
+            thread.kill()
+        raise
+    if error is not None:
+        raise error

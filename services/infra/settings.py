@@ -126,6 +126,8 @@ class Settings:
     smtp_username: str | None = None
     smtp_password: str | None = None
     smtp_timeout: float = _setting(10.0, minimum=0.001)
+    # SMTP connections the notifications service sends over at once (a recipient's mails keep to one)
+    smtp_connections: int = _setting(4, minimum=1)
     mail_from: str = "mensageria <no-reply@mensageria.local>"
     mail_dir: str = "./mail"
     mail_max_attempts: int = _setting(10, minimum=1)

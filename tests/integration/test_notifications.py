@@ -43,7 +43,7 @@ MAIL_FROM = "Secretaria <secretaria@escola.example>"
 BASE_URL = "https://escola.example"
 
 SMTP_SERVER = """
-import base64, json, os, sys, uuid
+import base64, json, os, sys, time, uuid
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
@@ -58,6 +58,8 @@ class SaveToFiles:
             "rcpt_tos": envelope.rcpt_tos,
             "login": login,
             "data": base64.b64encode(envelope.original_content).decode(),
+            "peer": list(session.peer),  # the client's end of the connection the mail came over
+            "at": time.monotonic_ns(),
         }
         path = os.path.join(directory, uuid.uuid4().hex)
         with open(path + ".partial", "w") as handle:
@@ -117,12 +119,13 @@ class SmtpServer:
             self.process = None
 
     def messages(self) -> list[dict]:
+        """What the server accepted, in the order it accepted it."""
         received = []
-        for path in sorted(self.directory.glob("*.json")):
+        for path in self.directory.glob("*.json"):
             record = json.loads(path.read_text())
             record["message"] = parse(base64.b64decode(record["data"]))
             received.append(record)
-        return received
+        return sorted(received, key=lambda record: record["at"])
 
 
 def parse(raw: bytes) -> email.message.EmailMessage:
@@ -283,6 +286,36 @@ def test_status_change_is_mailed_once_however_often_the_event_arrives(runner_fac
     assert (sent["attempts"], sent["last_error"], sent["kind"]) == (1, None, "student_status_changed")
     assert sent["sent_at"] and sent["recipient"] == student["email"]
     assert proxy.notifications.list_dead_letters() == []
+
+
+def test_many_recipients_go_over_several_connections_each_recipient_in_order(
+    runner_factory, mail_config, smtp, proxy, unique
+):
+    smtp.start()
+    runner = runner_factory({**mail_config, "SMTP_CONNECTIONS": 3}, NotificationsService, StudentsService)
+    runner.start()
+    students = [
+        proxy.students.create_student(
+            {"name": f"Student {n}", "email": f"s{n}.{unique}@escola.example", "course": "Física"}
+        )
+        for n in range(8)
+    ]
+    steps = ("active", "suspended", "withdrawn")
+    changes = [status_changed(student, step) for step in steps for student in students]  # one batch, interleaved
+    notifications = get_container(runner, NotificationsService)
+    with entrypoint_waiter(notifications, "handle_student_status_changed", timeout=30):
+        event_dispatcher(mail_config)("status", "student_status_changed", {"changes": changes})
+
+    wait_for(lambda: len(smtp.messages()) >= len(changes), timeout=30)
+    time.sleep(0.5)  # a duplicate would arrive within a few polls
+    received = smtp.messages()
+    assert len(received) == len(changes), "each mail once"
+    connections = {tuple(record["peer"]) for record in received}
+    assert len(connections) > 1, "sent over several connections at once"
+    for student in students:
+        own = [record for record in received if record["rcpt_tos"] == [student["email"]]]
+        assert [record["message"]["Subject"].rsplit(" ", 1)[-1] for record in own] == list(steps), "in order"
+        assert len({tuple(record["peer"]) for record in own}) == 1, "a recipient's mails keep to one connection"
 
 
 def test_certificate_mail_carries_the_link_and_the_pdf(runner_factory, mail_config, smtp, proxy, unique):

@@ -23,7 +23,7 @@ from services._notifications import repo, sender, transport
 from services._notifications.models import Notification, NotificationsBase
 from services.exceptions import CertificateNotFound, NotificationNotFound, ValidationFailed
 from services.infra.db import build_engine
-from services.infra.settings import Settings
+from services.infra.settings import ConfigError, Settings
 from services.notifications import NotificationsService
 
 MAIL_FROM = "Secretaria <secretaria@escola.example>"
@@ -304,6 +304,14 @@ class TestSettingsAndBackoff:
         assert Settings.from_config({"SMTP_HOST": " ", "SMTP_STARTTLS": False}).smtp_host is None
         assert isinstance(transport.transport_for(settings), transport.DirectoryTransport)
         assert isinstance(transport.transport_for(Settings(smtp_host="mx")), transport.SmtpTransport)
+
+    def test_smtp_connections_at_once_four_by_default_at_least_one(self):
+        assert Settings().smtp_connections == 4
+        assert Settings.from_config({"SMTP_CONNECTIONS": "2"}).smtp_connections == 2
+        with pytest.raises(ConfigError, match="SMTP_CONNECTIONS must be at least 1, got '0'"):
+            Settings.from_config({"SMTP_CONNECTIONS": "0"})
+        with pytest.raises(ConfigError, match="SMTP_CONNECTIONS must be a whole number, got 'two'"):
+            Settings.from_config({"SMTP_CONNECTIONS": "two"})
 
 
 def test_directory_transport_writes_one_eml_per_mail(tmp_path):
@@ -599,7 +607,7 @@ def a_sender(db, transport: RecordingTransport, batch_size: int = 4) -> sender.M
     """A MailSender on ``db`` and ``transport``, as its container would set it up and start it."""
     loop = sender.MailSender(batch_size=batch_size)
     loop.settings = Settings(mail_from=MAIL_FROM, mail_max_attempts=3, mail_retry_base_delay=60)
-    loop.transport, transport.sender = transport, loop
+    loop.transports, transport.sender = [transport], loop
     loop.lease = timedelta(seconds=60)
     loop.Session = db
     loop.running = True
@@ -643,6 +651,45 @@ class TestSender:
         assert [recorded[i] for i in ids] == [("sent", 1), ("sent", 1), ("pending", 0), ("pending", 0)]
         with db.begin() as session:  # given back: due again at once, not after the lease
             assert [m.message_id for m in repo.claim_due(session, datetime.now(UTC), 10, loop.lease)] == ids[2:]
+
+    def test_several_connections_each_take_whole_recipients_in_order(self, db):
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
+        recipients = [f"student{n}@escola.example" for n in range(5)]
+        order = [(recipient, k) for k in range(3) for recipient in recipients]  # recorded interleaved
+        for n, (recipient, k) in enumerate(order):
+            repo.record(
+                db,
+                dataclasses.replace(
+                    mail, dedup_key=f"{mail.dedup_key}-{n}", message_id=f"<{recipient}-{k}>", recipient=recipient
+                ),
+            )
+        transports = [RecordingTransport() for _ in range(3)]
+        loop = a_sender(db, transports[0], batch_size=10)
+        loop.transports = transports
+        assert loop.step() is False, "15 of the 30 a round may claim: nothing more"
+
+        by_connection = [transport.sent for transport in transports]
+        assert sorted(m for sent in by_connection for m in sent) == sorted(f"<{r}-{k}>" for r, k in order), "once"
+        assert all(by_connection), "every connection had a share"
+        for recipient in recipients:
+            [lane] = [sent for sent in by_connection if f"<{recipient}-0>" in sent]
+            assert [m for m in lane if m.startswith(f"<{recipient}-")] == [f"<{recipient}-{k}>" for k in range(3)]
+        assert set(states(db).values()) == {("sent", 1)}
+        assert [transport.closes for transport in transports] == [1, 1, 1]
+
+    def test_a_recipient_past_a_connection_s_share_waits_for_the_next_round(self, db):
+        mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
+        for n in range(5):  # five mails to one recipient, two connections of two mails a round
+            repo.record(db, dataclasses.replace(mail, dedup_key=f"{mail.dedup_key}-{n}", message_id=f"<{n}@x>"))
+        transports = [RecordingTransport(), RecordingTransport()]
+        loop = a_sender(db, transports[0], batch_size=2)
+        loop.transports = transports
+        assert loop.step() is True, "the rest was given back: due at once"
+        assert transports[0].sent == ["<0@x>", "<1@x>"] and transports[1].sent == []
+        assert [states(db)[f"<{n}@x>"] for n in range(5)] == [("sent", 1)] * 2 + [("pending", 0)] * 3
+        while loop.step():
+            pass
+        assert [m for t in transports for m in t.sent] == [f"<{n}@x>" for n in range(5)], "in order, once each"
 
     def test_a_failed_claim_leaves_no_connection_open_while_the_loop_backs_off(self, db, monkeypatch):
         ids = record_mails(db, 4)

@@ -8,7 +8,8 @@ three costs, measured in the gateway at 64 clients (``benchmarks/README.md``, ro
   from start-up on (modules, schemas, the routing map, SQLAlchemy's metadata), alive as long
   as the process. Every full collection walked them all: ≈ 150 ms of one core each, every few
   seconds, the whole process stopped meanwhile (a pause every request in flight shares).
-  When the service starts, one full collection, then every object alive is moved into the
+  A moment after the service has started (:data:`SETTLE_SECONDS`: its start, which must stay
+  quick, is not held up), one full collection, then every object alive is moved into the
   collector's permanent generation (:func:`gc.freeze`): later collections walk only what was
   made since. Frozen objects are still freed as soon as nothing refers to them; only a cycle
   among them would never be collected, and start-up state lives as long as the process.
@@ -29,19 +30,29 @@ import logging
 import time
 from typing import Any
 
+import eventlet
 from nameko.extensions import DependencyProvider
 
 log = logging.getLogger(__name__)
 
 YOUNG_THRESHOLD = 7_000  # CPython's default is 700; the older generations keep theirs
+# after the container's start: every extension has started by then, and a SIGTERM that comes while
+# they start finds none held up by a collection (a full one takes 100-200 ms, the hub stopped)
+SETTLE_SECONDS = 1.0
 
 
 class LeanHeap(DependencyProvider):
-    """``heap = LeanHeap()`` on a service: its start-up heap frozen when its container starts,
+    """``heap = LeanHeap()`` on a service: its start-up heap frozen once its container has started,
     each worker's context untied from the service instance at teardown, and a larger young
-    generation. Several containers in one process each freeze what exists when they start."""
+    generation. Several containers in one process each freeze what exists then."""
+
+    settle = SETTLE_SECONDS
 
     def start(self) -> None:
+        self.container.spawn_managed_thread(self._freeze, identifier="lean heap")
+
+    def _freeze(self) -> None:
+        eventlet.sleep(self.settle)
         started = time.perf_counter()
         gc.collect()
         gc.freeze()

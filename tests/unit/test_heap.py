@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import gc
+import time
 import weakref
 
+import eventlet
 import pytest
 from nameko.rpc import RpcProxy, rpc
 from nameko.testing.services import entrypoint_hook
 
 from gateway.service import GatewayService
 from services.certificates import CertificatesService
-from services.infra.heap import YOUNG_THRESHOLD, LeanHeap
+from services.infra.heap import SETTLE_SECONDS, YOUNG_THRESHOLD, LeanHeap
 from services.notifications import NotificationsService
 from services.status import StatusService
 from services.students import StudentsService
@@ -62,6 +64,10 @@ def test_start_freezes_what_exists_and_later_cycles_are_still_collected(containe
     container = container_factory(HeapService, rabbit_config)
     assert gc.get_freeze_count() == 0
     container.start()
+    assert gc.get_freeze_count() == 0, "not while the container starts"
+    deadline = time.monotonic() + 10 * SETTLE_SECONDS
+    while not gc.get_freeze_count() and time.monotonic() < deadline:
+        eventlet.sleep(0.05)
 
     assert before() is None
     assert gc.get_freeze_count() > 1000  # modules, classes, this test's objects...

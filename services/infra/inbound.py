@@ -112,13 +112,25 @@ class StoppableQueueConsumer(QueueConsumer):
     # consuming; a connection attempt while reconnecting) before the consumer is taken for stuck
     liveness_timeout = LIVENESS_TIMEOUT
 
+    stopped_before_start = False
+
     def start(self) -> None:
+        if self.stopped_before_start:
+            return
         self._alive_at = time.monotonic()
         self._watchdog = eventlet.spawn(self._watch)
         super().start()
 
     def stop(self) -> None:
         self._stop_watching()
+        if getattr(self, "_gt", None) is None:
+            # stopped before start() spawned the consumer thread (a SIGTERM while the service
+            # starts): nothing consumes yet, nothing to end; a start() that comes after does
+            # nothing, and whoever waits for the consumers learns it was stopped
+            self.stopped_before_start = self._starting = True
+            if not self._consumers_ready.ready():
+                self._consumers_ready.send_exception(QueueConsumerStopped())
+            return
         super().stop()
 
     def kill(self) -> None:

@@ -42,6 +42,17 @@ def test_nameko_consumer_alone_fails_the_second_provider():
         unregister_all_while_starting(QueueConsumer(), [object(), object()])
 
 
+@pytest.mark.parametrize("cls", [StoppableQueueConsumer, GuardedQueueConsumer, BatchingQueueConsumer, ReadCopyConsumer])
+def test_a_consumer_stopped_before_its_start_ran_stops_and_never_starts(cls):
+    """A SIGTERM while a service starts may reach the consumer before its ``start()`` did
+    (nameko's own ``stop`` fails there: its consumer thread does not exist yet)."""
+    consumer = cls()
+    with eventlet.Timeout(5):
+        consumer.stop()
+        consumer.start()  # the container's start, coming late: does nothing
+    assert getattr(consumer, "_gt", None) is None and consumer._consumers_ready.ready()
+
+
 class Idle(BackgroundLoop):
     def step(self) -> bool:
         return False

@@ -22,7 +22,7 @@ from prometheus_client.core import Metric
 
 from services._notifications import gauges, repo
 from services._notifications.mail import Outgoing
-from services._notifications.transport import Transport, build_message, describe_error, error_kind, transport_for
+from services._notifications.transport import Transport, compose, describe_error, error_kind, transport_for
 from services.infra import metrics, tracing
 from services.infra.background import BackgroundLoop
 from services.infra.correlation import working_on
@@ -155,7 +155,7 @@ class MailSender(BackgroundLoop):
         once (retried later)."""
         try:
             with tracing.span("send mail", tracing.CLIENT, mail.traceparent, self._span_attributes(mail)):
-                transport.send(build_message(mail, self.settings.mail_from))
+                transport.send(compose(mail, self.settings.mail_from))
         except Exception as exc:  # any failure is a failed attempt, retried later
             error = describe_error(exc)
             metrics.SMTP_ERRORS.labels(error_kind(exc)).inc()

@@ -1,9 +1,9 @@
-"""Delivery: a recorded mail as an ``EmailMessage``, sent over SMTP or, with no
+"""Delivery: a recorded mail as a MIME message (:func:`compose`), sent over SMTP or, with no
 ``smtp_host``, written as an ``.eml`` file to ``mail_dir``::
 
     transport = transport_for(settings)
     try:
-        transport.send(build_message(outgoing, settings.mail_from))
+        transport.send(compose(outgoing, settings.mail_from))
     except Exception as exc:
         reason = describe_error(exc)
     finally:
@@ -12,16 +12,23 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import errno
+import functools
 import os
+import re
+import secrets
 import smtplib
 import socket
 import ssl
+from dataclasses import dataclass
+from datetime import datetime
 from email.header import Header
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, parsedate_to_datetime
+from email.utils import format_datetime, parseaddr
 from pathlib import Path
 from typing import Protocol
 
@@ -31,11 +38,136 @@ from services.infra.settings import Settings
 MAX_ERROR_LENGTH = 1000
 
 
-def build_message(mail: Outgoing, mail_from: str) -> EmailMessage:
-    """Text with an HTML alternative, plus its attachments, in order."""
+@dataclass(frozen=True)
+class Composed:
+    """A mail ready to go: its envelope and its message's bytes, lines ending in ``\\n``."""
+
+    sender: str  # the envelope's MAIL FROM: ``mail_from``'s address
+    recipient: str
+    message_id: str
+    created_at: datetime
+    data: bytes
+    smtputf8: bool = False  # an address is not ASCII: only a server with SMTPUTF8 takes it
+
+
+def compose(mail: Outgoing, mail_from: str) -> Composed:
+    """``mail`` as sent: text with an HTML alternative, plus its attachments, in order.
+
+    A plain mail (ASCII addresses, attachments named in plain characters: all but a few) is
+    written here directly, the MIME parts encoded by ``binascii`` (:func:`_write`); the
+    ``email`` package's objects cost five times as much to build and to flatten and were most
+    of the notifications service's work. Any other mail is built by :func:`build_message`."""
+    sender = _address_of(mail_from)
+    if _plain(mail, mail_from):
+        return Composed(sender, mail.recipient, mail.message_id, mail.created_at, _write(mail, mail_from))
+    message = build_message(mail, mail_from)
+    international = not (sender + mail.recipient).isascii()
+    policy = message.policy.clone(utf8=True) if international else message.policy  # as smtplib sends it
+    return Composed(
+        sender, mail.recipient, mail.message_id, mail.created_at, message.as_bytes(policy=policy), international
+    )
+
+
+# what :func:`_write` writes as it is: a dot-atom ASCII address (no quoting needed), a bare
+# token as a MIME type or a file name, a header value of printable ASCII
+_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9.-]+")
+_MIME_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
+_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,59}")  # its header line stays within 78 characters
+_HEADER_VALUE = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def _plain(mail: Outgoing, mail_from: str) -> bool:
+    return (
+        _ADDRESS.fullmatch(mail.recipient) is not None
+        and _from_line(mail_from).isascii()
+        and _ADDRESS.fullmatch(_address_of(mail_from)) is not None
+        and "=?" not in mail.subject  # read as an encoded word: the email package decides
+        and _HEADER_VALUE.fullmatch(mail.message_id) is not None
+        and (not mail.correlation_id or _HEADER_VALUE.fullmatch(mail.correlation_id) is not None)
+        and all(
+            _MIME_TYPE.fullmatch(a.content_type) is not None and _FILE_NAME.fullmatch(a.filename) is not None
+            for a in mail.attachments
+        )
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _address_of(mail_from: str) -> str:
+    return parseaddr(mail_from)[1]
+
+
+@functools.lru_cache(maxsize=8)
+def _from_line(mail_from: str) -> str:
+    """The ``From:`` line as the ``email`` package writes it (a display name RFC 2047 encoded)."""
     message = EmailMessage()
     message["From"] = mail_from
-    message["To"] = Address(addr_spec=mail.recipient)
+    return message.as_string().rstrip("\n")
+
+
+def _subject_line(subject: str) -> str:
+    """Folded at 78 characters; RFC 2047 encoded words when not ASCII (see :func:`_set_subject`)."""
+    charset = "us-ascii" if subject.isascii() else "utf-8"
+    return "Subject: " + Header(subject, charset, header_name="Subject").encode()
+
+
+def _write(mail: Outgoing, mail_from: str) -> bytes:
+    """The MIME message of a plain mail (:func:`_plain`), 7-bit: the bodies quoted-printable, the
+    attachments base64. A boundary starts with ``=_``, which neither encoding can produce."""
+    token = secrets.token_hex(12)
+    headers = [
+        _from_line(mail_from),
+        f"To: {mail.recipient}",
+        _subject_line(mail.subject),
+        f"Date: {format_datetime(mail.created_at)}",
+        f"Message-ID: {mail.message_id}",
+        "Auto-Submitted: auto-generated",  # RFC 3834: no auto-replies to this
+    ]
+    if mail.correlation_id:  # the request the mail is about, from its X-Request-Id on
+        headers.append(f"X-Correlation-ID: {mail.correlation_id}")
+    headers.append("MIME-Version: 1.0")
+    alternative = f"=_alternative.{token}"
+    bodies = [
+        b'--%s\nContent-Type: text/%s; charset="utf-8"\nContent-Transfer-Encoding: quoted-printable\n\n%s'
+        % (alternative.encode(), subtype, _quoted_printable(body))
+        for subtype, body in ((b"plain", mail.body_text), (b"html", mail.body_html))
+    ]
+    parts = b"\n".join([*bodies, b"--%s--\n" % alternative.encode()])
+    if not mail.attachments:
+        head = "\n".join([*headers, f'Content-Type: multipart/alternative;\n boundary="{alternative}"', "", ""])
+        return head.encode() + parts
+    mixed = f"=_mixed.{token}"
+    head = "\n".join([*headers, f'Content-Type: multipart/mixed;\n boundary="{mixed}"', "", ""])
+    sections = [
+        b'--%s\nContent-Type: multipart/alternative;\n boundary="%s"\n\n%s'
+        % (mixed.encode(), alternative.encode(), parts)
+    ]
+    for attachment in mail.attachments:
+        sections.append(
+            b"--%s\nContent-Type: %s\nContent-Transfer-Encoding: base64\n"
+            b'Content-Disposition: attachment;\n filename="%s"\n\n%s'
+            % (
+                mixed.encode(),
+                attachment.content_type.encode(),
+                attachment.filename.encode(),
+                base64.encodebytes(attachment.data),
+            )
+        )
+    return head.encode() + b"\n".join([*sections, b"--%s--\n" % mixed.encode()])
+
+
+def _quoted_printable(text: str) -> bytes:
+    """``text`` in UTF-8, quoted-printable, its lines ending in ``\\n`` and the last one too (as the
+    ``email`` package writes a text part)."""
+    return binascii.b2a_qp(b"\n".join(text.encode().splitlines()) + b"\n", istext=True)
+
+
+def build_message(mail: Outgoing, mail_from: str) -> EmailMessage:
+    """Text with an HTML alternative, plus its attachments, in order, built by the ``email``
+    package: what :func:`compose` writes itself for a plain mail, and any mail besides."""
+    message = EmailMessage()
+    message["From"] = mail_from
+    # a local part not in ASCII (RFC 6531) is refused by ``Address``: given as it is, sent with SMTPUTF8
+    message["To"] = Address(addr_spec=mail.recipient) if mail.recipient.isascii() else mail.recipient
     _set_subject(message, mail.subject)
     message["Date"] = format_datetime(mail.created_at)
     message["Message-ID"] = mail.message_id
@@ -103,7 +235,7 @@ def error_kind(exc: BaseException) -> str:
 class Transport(Protocol):
     def describe(self) -> str: ...
 
-    def send(self, message: EmailMessage) -> None: ...
+    def send(self, message: Composed) -> None: ...
 
     def close(self) -> None: ...
 
@@ -134,11 +266,13 @@ class SmtpTransport:
             raise
         return connection
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Composed) -> None:
         if self.connection is None:
             self.connection = self._connect()
         try:
-            self.connection.send_message(message)
+            self.connection.sendmail(
+                message.sender, [message.recipient], message.data.replace(b"\n", b"\r\n"), self._options(message)
+            )
         except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused):
             # the server refused this mail but still talks: reset the session for the next one
             try:
@@ -149,6 +283,18 @@ class SmtpTransport:
         except BaseException:
             self._drop()  # the connection is in an unknown state: the next send reconnects
             raise
+
+    def _options(self, message: Composed) -> tuple[str, ...]:
+        """``MAIL FROM``'s options: SMTPUTF8 for a mail to or from an address that is not ASCII
+        (refused, as ``smtplib.send_message`` refuses it, by a server that does not offer it)."""
+        if not message.smtputf8:
+            return ()
+        if not self.connection.has_extn("smtputf8"):
+            raise smtplib.SMTPNotSupportedError(
+                "One or more source or delivery addresses require internationalized email support, "
+                "but the server does not advertise the required SMTPUTF8 capability"
+            )
+        return ("SMTPUTF8", "BODY=8BITMIME")
 
     def close(self) -> None:
         if self.connection is not None:
@@ -174,13 +320,13 @@ class DirectoryTransport:
     def describe(self) -> str:
         return f"files in {self.directory.resolve()}"
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: Composed) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        when = parsedate_to_datetime(message["Date"]).strftime("%Y%m%dT%H%M%SZ")
-        local = message["Message-ID"].strip("<>").partition("@")[0]
+        when = message.created_at.strftime("%Y%m%dT%H%M%SZ")
+        local = message.message_id.strip("<>").partition("@")[0]
         path = self.directory / f"{when}-{local}.eml"
         partial = path.with_name(f".{path.name}.partial")
-        partial.write_bytes(message.as_bytes())
+        partial.write_bytes(message.data)
         os.replace(partial, path)  # readers never see half a mail
 
     def close(self) -> None:

@@ -47,7 +47,7 @@ import base64, json, os, sys, time, uuid
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-port, directory = int(sys.argv[1]), sys.argv[2]
+port, directory, smtputf8 = int(sys.argv[1]), sys.argv[2], sys.argv[3] == "smtputf8"
 
 
 class SaveToFiles:
@@ -74,7 +74,12 @@ def authenticate(server, session, envelope, mechanism, auth_data):
 
 
 controller = Controller(
-    SaveToFiles(), hostname="127.0.0.1", port=port, authenticator=authenticate, auth_require_tls=False
+    SaveToFiles(),
+    hostname="127.0.0.1",
+    port=port,
+    authenticator=authenticate,
+    auth_require_tls=False,
+    enable_SMTPUTF8=smtputf8,
 )
 controller.start()
 print("ready", flush=True)
@@ -98,9 +103,11 @@ class SmtpServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.process: subprocess.Popen | None = None
 
-    def start(self) -> None:
+    def start(self, smtputf8: bool = False) -> None:
+        """Listening; offering SMTPUTF8 (RFC 6531) only if ``smtputf8``."""
+        flag = "smtputf8" if smtputf8 else "ascii"
         self.process = subprocess.Popen(
-            [sys.executable, "-c", SMTP_SERVER, str(self.port), str(self.directory)],
+            [sys.executable, "-c", SMTP_SERVER, str(self.port), str(self.directory), flag],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -316,6 +323,36 @@ def test_many_recipients_go_over_several_connections_each_recipient_in_order(
         own = [record for record in received if record["rcpt_tos"] == [student["email"]]]
         assert [record["message"]["Subject"].rsplit(" ", 1)[-1] for record in own] == list(steps), "in order"
         assert len({tuple(record["peer"]) for record in own}) == 1, "a recipient's mails keep to one connection"
+
+
+def test_an_address_not_in_ascii_waits_for_a_server_with_smtputf8_then_goes_once(
+    runner_factory, mail_config, smtp, proxy, unique
+):
+    smtp.start(smtputf8=False)
+    runner = runner_factory(mail_config, NotificationsService, StudentsService)
+    runner.start()
+    student = proxy.students.create_student(
+        {"name": "João Conceição", "email": f"joão.{unique}@escola.example", "course": "Física Nuclear"}
+    )
+    event_dispatcher(mail_config)("status", "student_status_changed", status_changed(student))
+
+    refused = wait_for(lambda: _retried(proxy, student["id"]), timeout=30)
+    assert refused["state"] == "pending" and "SMTPUTF8" in refused["last_error"]
+    assert smtp.messages() == [], "refused by a server without SMTPUTF8, kept to retry"
+
+    smtp.stop()
+    smtp.start(smtputf8=True)
+    sent = wait_for(lambda: in_state(proxy, "sent", student_id=student["id"]), timeout=30)
+    [received] = still_one_message(smtp)
+    assert received["rcpt_tos"] == [student["email"]] and received["mail_from"] == "secretaria@escola.example"
+    message = received["message"]
+    assert message["To"] == student["email"] and message["Message-ID"].strip() == sent["message_id"]
+    assert "Hello João Conceição" in message.get_body(("plain",)).get_content()
+
+
+def _retried(proxy, student_id: int) -> dict | None:
+    item = only_notification(proxy, student_id=student_id)
+    return item if item and item["attempts"] >= 1 and item["last_error"] else None
 
 
 def test_certificate_mail_carries_the_link_and_the_pdf(runner_factory, mail_config, smtp, proxy, unique):

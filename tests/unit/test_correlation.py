@@ -30,7 +30,7 @@ from services.infra.outbox import OutboxRelay, OutboxWriter
 from services.infra.rpc import TimedServiceProxy
 from services.infra.settings import Settings
 from services.status import StatusService
-from tests.unit.test_notifications import CHANGE, ISSUED, MAIL_FROM, STUDENT, outgoing
+from tests.unit.test_notifications import CHANGE, ISSUED, MAIL_FROM, STUDENT, outgoing, parse
 from tests.unit.test_services import make_session_factory
 
 
@@ -152,6 +152,8 @@ class TestMail:
         sent = outgoing(mail)
         with_id = SimpleNamespace(**{**sent.__dict__, "correlation_id": "corr-mail"})
 
+        assert parse(transport.compose(with_id, MAIL_FROM).data)["X-Correlation-ID"] == "corr-mail"
+        assert "X-Correlation-ID" not in parse(transport.compose(sent, MAIL_FROM).data)
         assert transport.build_message(with_id, MAIL_FROM)["X-Correlation-ID"] == "corr-mail"
         assert "X-Correlation-ID" not in transport.build_message(sent, MAIL_FROM)
 

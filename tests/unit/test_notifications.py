@@ -133,7 +133,7 @@ class TestRendering:
 
 def decoded(mail: mails.Mail) -> tuple[str, str, str]:
     """The subject, text and HTML of ``mail`` as a mail client reads them from the message sent."""
-    message = parse(transport.build_message(outgoing(mail), MAIL_FROM).as_bytes())
+    message = parse(transport.compose(outgoing(mail), MAIL_FROM).data)
     return message["Subject"], message.get_body(("plain",)).get_content(), message.get_body(("html",)).get_content()
 
 
@@ -225,10 +225,32 @@ class TestLanguages:
         )
 
 
+def read(message: email.message.EmailMessage) -> dict:
+    """What a mail client shows of ``message``."""
+    headers = ("From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-Correlation-ID", "MIME-Version")
+    return {
+        "headers": {name: message[name] for name in headers},
+        "type": message.get_content_type(),
+        "text": message.get_body(("plain",)).get_content(),
+        "html": message.get_body(("html",)).get_content(),
+        "attachments": [(a.get_filename(), a.get_content_type(), a.get_content()) for a in message.iter_attachments()],
+    }
+
+
 class TestMessage:
-    def test_non_ascii_headers_and_bodies_survive_a_7bit_round_trip(self):
+    @pytest.mark.parametrize("raw", [False, True], ids=["composed", "email-package"])
+    def test_non_ascii_headers_and_bodies_survive_a_7bit_round_trip(self, raw):
         mail = mails.certificate_issued_mail(ISSUED, FILES, MAIL_FROM, "en")
-        raw = transport.build_message(outgoing(mail), MAIL_FROM).as_bytes()
+        if raw:
+            raw = transport.build_message(outgoing(mail), MAIL_FROM).as_bytes()
+        else:
+            composed = transport.compose(outgoing(mail), MAIL_FROM)
+            assert (composed.sender, composed.recipient, composed.smtputf8) == (
+                "secretaria@escola.example",
+                "joao@escola.example",
+                False,
+            )
+            raw = composed.data
         raw.decode("ascii")  # 7-bit clean: any SMTP server takes it
         assert b"Subject: =?utf-8?" in raw, "non-ASCII subject is RFC 2047 encoded"
 
@@ -252,6 +274,7 @@ class TestMessage:
             "Zoë Ærøskøbing, seu status no curso Música agora é desligado",
             "Ana Lima, your status in Physics is now active",
             "Ana " * 40 + "é " + "b " * 60,
+            "Ana   Lima " * 12,
         ],
     )
     def test_a_long_subject_keeps_every_space_however_it_is_folded(self, subject):
@@ -259,15 +282,60 @@ class TestMessage:
             outgoing(mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")), subject=subject
         )
         message = transport.build_message(mail, MAIL_FROM)
-        for raw in (message.as_bytes(), message.as_bytes(policy=message.policy.clone(linesep="\r\n"))):
+        composed = transport.compose(mail, MAIL_FROM).data
+        for raw in (message.as_bytes(), message.as_bytes(policy=message.policy.clone(linesep="\r\n")), composed):
             assert all(len(line) <= 78 for line in raw.splitlines()), "folded"
             assert parse(raw)["Subject"] == subject
 
     def test_without_attachment_it_is_an_alternative(self):
         mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
-        message = parse(transport.build_message(outgoing(mail), MAIL_FROM).as_bytes())
+        message = parse(transport.compose(outgoing(mail), MAIL_FROM).data)
         assert message.get_content_type() == "multipart/alternative"
         assert "João Conceição" in message.get_body(("plain",)).get_content()
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {},
+            {"correlation_id": "req-1f2e"},
+            {"subject": "Ana Lima, your status is now active"},
+            {"body_text": "one line, no end", "body_html": "<p>x</p>\r\n<p>y</p>"},
+            {
+                "body_text": "trailing spaces   \n\ttab\n.dot\nFrom here\n" + "é" * 300,
+                "body_html": "=?utf-8?q?x?= " * 40,
+            },
+            {"attachments": ()},
+            {"attachments": (mails.Attachment("empty.bin", "application/octet-stream", b""),)},
+            {"attachments": (mails.Attachment("all-bytes.bin", "application/octet-stream", bytes(range(256)) * 9),)},
+        ],
+    )
+    def test_a_composed_mail_reads_as_the_email_package_builds_it(self, change):
+        mail = dataclasses.replace(outgoing(mails.certificate_issued_mail(ISSUED, FILES, MAIL_FROM, "pt_BR")), **change)
+        composed = transport.compose(mail, MAIL_FROM).data
+        composed.decode("ascii")
+        assert b"From: Secretaria <secretaria@escola.example>\n" in composed, "written here, not by the package"
+        assert read(parse(composed)) == read(parse(transport.build_message(mail, MAIL_FROM).as_bytes()))
+
+    @pytest.mark.parametrize(
+        ("change", "mail_from", "smtputf8"),
+        [
+            ({"recipient": "joão@escola.example"}, MAIL_FROM, True),
+            ({"recipient": "ana@escola.example"}, "Secretaria <secretária@escola.example>", True),
+            ({"recipient": "ana@escolá.example"}, MAIL_FROM, True),
+            ({"subject": "=?utf-8?q?not_an_encoded_word?="}, MAIL_FROM, False),
+            ({"attachments": (mails.Attachment("certificado de João.pdf", "application/pdf", PDF),)}, MAIL_FROM, False),
+            ({"correlation_id": "two words"}, MAIL_FROM, False),
+        ],
+    )
+    def test_any_other_mail_is_built_by_the_email_package(self, change, mail_from, smtputf8):
+        mail = dataclasses.replace(outgoing(mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")), **change)
+        composed = transport.compose(mail, mail_from)
+        assert composed.smtputf8 is smtputf8
+        assert composed.recipient == mail.recipient and composed.sender == email.utils.parseaddr(mail_from)[1]
+        message = transport.build_message(mail, mail_from)
+        policy = message.policy.clone(utf8=True) if smtputf8 else message.policy
+        assert read(parse(composed.data)) == read(parse(message.as_bytes(policy=policy)))
+        assert (b"jo\xc3\xa3o@" in composed.data or b"\xc3\xa1" in composed.data) is smtputf8, "UTF-8 headers"
 
     def test_message_id_is_stable_per_mail_and_uses_the_sender_domain(self):
         first = mails.message_id("certificate_issued:abc:joao@escola.example", MAIL_FROM)
@@ -317,8 +385,8 @@ class TestSettingsAndBackoff:
 def test_directory_transport_writes_one_eml_per_mail(tmp_path):
     mail = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
     directory = transport.DirectoryTransport(tmp_path / "mail")
-    directory.send(transport.build_message(outgoing(mail), MAIL_FROM))
-    directory.send(transport.build_message(outgoing(mail), MAIL_FROM))  # a resend after a crash
+    directory.send(transport.compose(outgoing(mail), MAIL_FROM))
+    directory.send(transport.compose(outgoing(mail), MAIL_FROM))  # a resend after a crash
     [path] = (tmp_path / "mail").iterdir()
     assert path.name.startswith("20260102T100000Z-notification.") and path.suffix == ".eml"
     message = parse(path.read_bytes())
@@ -592,10 +660,10 @@ class RecordingTransport:
     def describe(self) -> str:
         return "recording"
 
-    def send(self, message) -> None:
-        if message["Message-ID"] in self.refuse:
-            raise smtplib.SMTPRecipientsRefused({message["To"]: (550, b"no such mailbox")})
-        self.sent.append(message["Message-ID"])
+    def send(self, message: transport.Composed) -> None:
+        if message.message_id in self.refuse:
+            raise smtplib.SMTPRecipientsRefused({message.recipient: (550, b"no such mailbox")})
+        self.sent.append(message.message_id)
         if self.stop_after is not None and len(self.sent) == self.stop_after:
             self.sender.running = False
 

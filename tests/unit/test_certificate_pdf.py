@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pypdfium2
 import pytest
+import segno.encoder
 import zxingcpp
 from pypdf import PdfReader
 
@@ -97,6 +98,29 @@ def test_the_qr_code_is_the_urls_in_the_smallest_version_that_holds_it():
     assert len(modules) == 29 and all(len(row) == 29 for row in modules)
     assert modules[0][:7] == (True,) * 7  # a finder pattern's top edge, top left
     assert len(qr_modules(URL + "/" + "y" * 60)) > 29
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        URL,
+        "https://escola.example/certificates/" + "A" * 43,
+        "http://localhost:8000/certificates/" + "x" * 22,
+        "https://certificados.escola-municipal.example.br/certificates/Zm9vYmFyYmF6cXV4?lang=pt-BR",
+    ],
+)
+def test_the_qr_code_has_the_mask_the_standard_s_penalty_rules_choose(url):
+    """Of the eight mask patterns, the one with the lowest penalty (ISO/IEC 18004's rules, as segno
+    scores them) over the same code with each mask forced."""
+    scores = {}
+    for mask in range(8):
+        forced = zxingcpp.create_barcode(url, zxingcpp.BarcodeFormat.QRCode, ec_level="L", data_mask=mask)
+        image = forced.to_image(scale=1, add_quiet_zones=False)
+        size, pixels = image.shape[0], bytes(image)
+        matrix = tuple(tuple(value < 128 for value in pixels[r * size : (r + 1) * size]) for r in range(size))
+        scores[matrix] = segno.encoder.evaluate_mask([bytearray(row) for row in matrix], size, size)
+    assert len(scores) == 8, "eight different symbols"
+    assert scores[qr_modules(url)] == min(scores.values())
 
 
 def test_reportlab_runs_with_its_c_accelerators():

@@ -19,7 +19,6 @@ from sqlalchemy.orm import Session
 
 from services import credentials, i18n, lifecycle
 from services._certificates import repo
-from services._certificates.embed import embed
 from services._certificates.models import Certificate, CertificatesBase, CertificatesOutbox
 from services._certificates.pdf import render_certificate
 from services._certificates.signer import CredentialSigner
@@ -119,8 +118,8 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
             verification_url=self._url(certificate),
             revoked=certificate.revoked_at is not None,
             language=self.signer.language(certificate),
+            files=[(_credential_filename(certificate), certificate.credential.encode())],
         )
-        document = embed(document, _credential_filename(certificate), certificate.credential.encode())
         return {
             "filename": f"certificate-{certificate.code}.pdf",
             "content_type": "application/pdf",

@@ -3,13 +3,16 @@
 Text is set in Bitstream Vera (shipped with reportlab), so names such as
 "João Conceição" (and the Portuguese texts) render as written; the verification
 URL is printed and drawn as a QR code (zxing-cpp's encoder; one filled path). The texts are in the language asked for
-(:mod:`services.i18n`), the issue date as that language writes it.
+(:mod:`services.i18n`), the issue date as that language writes it. Files given are embedded in
+the document (readers show them as attachments): the signed credential travels in the PDF, so
+the PDF alone proves what it says.
 """
 
 from __future__ import annotations
 
 import io
 import itertools
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import zxingcpp
 from reportlab.lib.pagesizes import A4, landscape
 from reportlab.lib.units import mm
 from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.pdfdoc import PDFArray, PDFDictionary, PDFName, PDFStream, PDFString
 from reportlab.pdfbase.ttfonts import TTFont
 from reportlab.pdfgen import canvas
 
@@ -79,7 +83,9 @@ def render_certificate(
     verification_url: str,
     revoked: bool = False,
     language: str = i18n.DEFAULT,
+    files: Sequence[tuple[str, bytes]] = (),
 ) -> bytes:
+    """The one-page certificate; ``files``: ``(filename, data)`` embedded in it."""
     _register_fonts()
     t = i18n.translations(language)
     buffer = io.BytesIO()
@@ -114,5 +120,29 @@ def render_certificate(
         pdf.setFillColorRGB(0.8, 0, 0)
         pdf.drawCentredString(width / 2, height / 2 - 70 * mm, t.gettext("REVOKED"))
     pdf.showPage()
+    _embed(pdf, files)
     pdf.save()
     return buffer.getvalue()
+
+
+def _embed(pdf: canvas.Canvas, files: Sequence[tuple[str, bytes]]) -> None:
+    """``files`` in the catalog's ``EmbeddedFiles`` name tree (ISO 32000-1, 7.11.4), written with
+    the document: reading the finished PDF back to add them (pypdf) cost as much as rendering it."""
+    if not files:
+        return
+    document = pdf._doc
+    names = []
+    for filename, data in sorted(files):  # a name tree's keys are sorted
+        stream = PDFStream(
+            PDFDictionary({"Type": PDFName("EmbeddedFile"), "Params": PDFDictionary({"Size": len(data)})}), data
+        )
+        spec = PDFDictionary(
+            {
+                "Type": PDFName("Filespec"),
+                "F": PDFString(filename),
+                "UF": PDFString(filename),
+                "EF": PDFDictionary({"F": document.Reference(stream)}),
+            }
+        )
+        names += [PDFString(filename), document.Reference(spec)]
+    document.Catalog.Names = PDFDictionary({"EmbeddedFiles": PDFDictionary({"Names": PDFArray(names)})})

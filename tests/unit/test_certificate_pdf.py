@@ -123,6 +123,24 @@ def test_the_qr_code_has_the_mask_the_standard_s_penalty_rules_choose(url):
     assert scores[qr_modules(url)] == min(scores.values())
 
 
+def test_files_given_are_embedded_and_read_back_by_two_readers():
+    """The credential (and any file) in the document's EmbeddedFiles, as pypdf and pdfium read them."""
+    files = [("certificate-abc123.jwt", b"eyJhbGciOiJFZERTQSJ9.e30.c2ln"), ("all-bytes.bin", bytes(range(256)) * 40)]
+    document = render_certificate(
+        name="João Conceição", course="Física", issued_at=ISSUED_AT, code="abc123", verification_url=URL, files=files
+    )
+    assert {name: data for name, [data] in PdfReader(io.BytesIO(document)).attachments.items()} == dict(files)
+    pdfium = pypdfium2.PdfDocument(document)
+    read = [pdfium.get_attachment(i) for i in range(pdfium.count_attachments())]
+    assert [(a.get_name(), bytes(a.get_data())) for a in read] == sorted(files), "a name tree's keys sorted"
+    assert "Certificate of Completion" in PdfReader(io.BytesIO(document)).pages[0].extract_text()
+
+    bare = render_certificate(name="Ana", course="Física", issued_at=ISSUED_AT, code="abc123", verification_url=URL)
+    assert (
+        PdfReader(io.BytesIO(bare)).attachments == {} and "/Names" not in PdfReader(io.BytesIO(bare)).trailer["/Root"]
+    )
+
+
 def test_reportlab_runs_with_its_c_accelerators():
     """``rl_accel`` installed: reportlab formats numbers and encodes streams in C (its pure-Python
     fallbacks made a page 12.7 ms instead of 8.0)."""

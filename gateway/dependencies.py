@@ -81,10 +81,14 @@ class BatchingEventDispatcher(DurableEventDispatcher):
     event type publishes, so messages leave in the order their callers came.
     A message carries the context headers (the correlation id) of its first
     caller: a payload that must keep its own carries it inside (while traces are on,
-    each payload gets the ``traceparent`` of its caller's PRODUCER span)::
+    each payload gets the ``traceparent`` of its caller's PRODUCER span). Several
+    payloads of one call travel in one message, in the order given (a batch may
+    grow past ``max_batch`` rather than split them)::
 
         class GatewayService:
             dispatch = BatchingEventDispatcher(batch_key="requests")
+
+        self.dispatch("status_change_requested", activation, completion)
     """
 
     def __init__(self, batch_key: str, max_batch: int = 500, **options: Any):
@@ -100,15 +104,15 @@ class BatchingEventDispatcher(DurableEventDispatcher):
     def get_dependency(self, worker_ctx: Any):
         headers = self.get_message_headers(worker_ctx)
 
-        def batched_dispatch(event_type: str, payload: dict) -> None:
+        def batched_dispatch(event_type: str, *payloads: dict) -> None:
             with self._producer_span(event_type) as span:
                 message_headers = headers
-                if span is not None:  # the payload keeps its own span: requests share a message
-                    payload = {**payload, **tracing.carrier_of(span)}
+                if span is not None:  # each payload keeps its own span: requests share a message
+                    payloads = tuple({**payload, **tracing.carrier_of(span)} for payload in payloads)
                     message_headers = {**headers, **tracing.amqp_headers(span)}
                 done = Event()
                 queue = self.waiting.setdefault(event_type, [])
-                queue.append((payload, message_headers, done))
+                queue.append((payloads, message_headers, done))
                 if event_type not in self.flushing:
                     self.flushing.add(event_type)
                     eventlet.spawn_n(self._flush, event_type)
@@ -119,9 +123,11 @@ class BatchingEventDispatcher(DurableEventDispatcher):
     def _flush(self, event_type: str) -> None:
         try:
             while queue := self.waiting.get(event_type):
-                batch, self.waiting[event_type] = queue[: self.max_batch], queue[self.max_batch :]
+                taken = _calls_within(queue, self.max_batch)
+                batch, self.waiting[event_type] = queue[:taken], queue[taken:]
                 try:
-                    self._publish(event_type, {self.batch_key: [payload for payload, _, _ in batch]}, batch[0][1])
+                    body = {self.batch_key: [payload for payloads, _, _ in batch for payload in payloads]}
+                    self._publish(event_type, body, batch[0][1])
                 except Exception as exc:  # every caller of the batch gets the error
                     for _, _, done in batch:
                         done.send_exception(exc)
@@ -130,6 +136,18 @@ class BatchingEventDispatcher(DurableEventDispatcher):
                         done.send(None)
         finally:
             self.flushing.discard(event_type)
+
+
+def _calls_within(queue: list[tuple[tuple[dict, ...], dict, Event]], limit: int) -> int:
+    """How many of the waiting calls, from the first, one message takes: as many as hold at most
+    ``limit`` payloads, and always the first, however many it has."""
+    taken = total = 0
+    for payloads, _, _ in queue:
+        total += len(payloads)
+        if taken and total > limit:
+            break
+        taken += 1
+    return taken
 
 
 class KnownStudents(DependencyProvider):

@@ -130,17 +130,15 @@ class StatusChangeRoutes:
             student = self.students.create_student(fields)
         except EmailAlreadyExists:
             student = self.students.get_student_by_email(fields["email"])
+        first = None
         if student["status"] == lifecycle.ENROLLED:
-            # recorded (RPC) before the completion is queued, so applied before it
-            self.status.request_status_change(
-                student["id"],
-                lifecycle.ACTIVE,
-                reason="course started",
-                actor=who.name,
-                on_behalf_of=who.on_behalf_of,
-                idempotency_key=_derived_key(key, lifecycle.ACTIVE),
+            # queued in the completion's message, before it: recorded in that order, so applied before it
+            first = self._request(
+                student["id"], lifecycle.ACTIVE, "course started", _derived_key(key, lifecycle.ACTIVE), who
             )
-        accepted = self._submit(student["id"], lifecycle.COMPLETED, "course completed", key, who, fields["course"])
+        accepted = self._submit(
+            student["id"], lifecycle.COMPLETED, "course completed", key, who, fields["course"], first=first
+        )
         return _accepted({**accepted, "student": student})
 
     def _submit(
@@ -151,33 +149,39 @@ class StatusChangeRoutes:
         key: str | None,
         who: Actor,
         course: str | None = None,
+        first: dict | None = None,
     ) -> dict:
-        """Queue a status change durably; a repeated idempotency key returns the original."""
-        request_id = request_ids.issue(self.settings.request_id_secret, student_id, key)
+        """Queue a status change durably; a repeated idempotency key returns the original.
+        ``first``: a request (:meth:`_request`) queued in the same message, before it."""
+        request = self._request(student_id, status, reason, key, who, course)
+        request_id = request["request_id"]
         if key is not None:
             existing = self._repeat_of(request_id, student_id, status, key)
             if existing is not None:
                 return existing
-        self.dispatch(
-            "status_change_requested",
-            {
-                "request_id": request_id,
-                "student_id": student_id,
-                "status": status,
-                "reason": reason,
-                "actor": who.name,
-                "on_behalf_of": who.on_behalf_of,
-                "idempotency_key": key,
-                "course": course,
-                # its own: requests accepted together share one message, and its header
-                "correlation_id": self.correlation,
-            },
-        )
+        self.dispatch("status_change_requested", *([first] if first else []), request)
         return {
             "request_id": request_id,
             "student_id": student_id,
             "status": status,
             "state": "pending",
+            "correlation_id": self.correlation,
+        }
+
+    def _request(
+        self, student_id: int, status: str, reason: str | None, key: str | None, who: Actor, course: str | None = None
+    ) -> dict:
+        """A ``status_change_requested`` payload, its id issued here (the same for the same key)."""
+        return {
+            "request_id": request_ids.issue(self.settings.request_id_secret, student_id, key),
+            "student_id": student_id,
+            "status": status,
+            "reason": reason,
+            "actor": who.name,
+            "on_behalf_of": who.on_behalf_of,
+            "idempotency_key": key,
+            "course": course,
+            # its own: requests accepted together share one message, and its header
             "correlation_id": self.correlation,
         }
 

@@ -77,6 +77,23 @@ def test_original_endpoint_creates_completes_and_certifies(system: System, uniqu
     assert revoked["status"] == "revoked" and revoked["revoke_reason"] == "issued in error" and revoked["revoked_at"]
 
 
+def test_original_endpoint_twice_at_once_with_a_key_activates_and_completes_once(system: System, unique: str) -> None:
+    """The activation travels in the completion's message, before it: both recorded in that order,
+    each once however often the call is repeated with its key."""
+    body = {"name": "Ana Lima", "email": f"ana.{unique}@example.org", "course": "Física"}
+    key = {"Idempotency-Key": f"legacy-{unique}"}
+    first = system.post("/api/v1/certificate/", json=body, headers=key)
+    second = system.post("/api/v1/certificate/", json=body, headers=key)
+    assert (first.status_code, second.status_code) == (202, 202), (first.text, second.text)
+    assert first.json()["request_id"] == second.json()["request_id"]
+    student = first.json()["student"]
+    assert second.json()["student"]["id"] == student["id"]
+    assert system.settled_request(first.json()["request_id"])["state"] == "applied"
+    history = system.history(student["id"])
+    assert [(h["from_status"], h["to_status"]) for h in history] == [("enrolled", "active"), ("active", "completed")]
+    assert [h["reason"] for h in history] == ["course started", "course completed"]
+
+
 def test_completion_endpoint_follows_the_lifecycle(system: System, unique: str) -> None:
     student = system.create_student(unique)
     early = system.post(f"/students/{student['id']}/completion")

@@ -116,6 +116,27 @@ def test_a_failed_publish_fails_every_caller_of_its_batch_and_only_them():
     assert call(6) == "ok" and published[-1] == {"requests": [{"n": 6}]}  # the next batch goes again
 
 
+def test_the_payloads_of_one_call_travel_in_one_message_in_order():
+    """No broker: a call's payloads are never split between messages, even past ``max_batch``."""
+    dispatcher = BatchingEventDispatcher(batch_key="requests", max_batch=3)
+    dispatcher.exchange, dispatcher.waiting, dispatcher.flushing = SimpleNamespace(name="gateway.events"), {}, set()
+    published = []
+
+    def publish(body, **_):
+        published.append([item["n"] for item in body["requests"]])
+        eventlet.sleep(0.01)  # awaiting the confirm: later callers queue up meanwhile
+
+    dispatcher.publisher = SimpleNamespace(publish=publish)
+    dispatch = dispatcher.get_dependency(SimpleNamespace(context_data={}))
+    calls = [(0,), (1,), (2, 3, 4, 5), (6,), (7, 8), (9,)]
+    first = eventlet.spawn(dispatch, "status_change_requested", {"n": 0})
+    eventlet.sleep(0)  # the first message is on its way
+    rest = [eventlet.spawn(dispatch, "status_change_requested", *({"n": n} for n in call)) for call in calls[1:]]
+    for thread in [first, *rest]:
+        thread.wait()
+    assert published == [[0], [1], [2, 3, 4, 5], [6, 7, 8], [9]]
+
+
 def test_a_batch_carries_the_context_headers_of_its_first_caller():
     """No broker: each caller's payload keeps its own correlation id; the message has the first's."""
     dispatcher = BatchingEventDispatcher(batch_key="requests")

@@ -130,14 +130,16 @@ class StatusChangeRoutes:
             student = self.students.create_student(fields)
         except EmailAlreadyExists:
             student = self.students.get_student_by_email(fields["email"])
-        first = None
+        before = ()
         if student["status"] == lifecycle.ENROLLED:
             # queued in the completion's message, before it: recorded in that order, so applied before it
-            first = self._request(
-                student["id"], lifecycle.ACTIVE, "course started", _derived_key(key, lifecycle.ACTIVE), who
+            before = (
+                self._request(
+                    student["id"], lifecycle.ACTIVE, "course started", _derived_key(key, lifecycle.ACTIVE), who
+                ),
             )
         accepted = self._submit(
-            student["id"], lifecycle.COMPLETED, "course completed", key, who, fields["course"], first=first
+            student["id"], lifecycle.COMPLETED, "course completed", key, who, fields["course"], before=before
         )
         return _accepted({**accepted, "student": student})
 
@@ -149,17 +151,17 @@ class StatusChangeRoutes:
         key: str | None,
         who: Actor,
         course: str | None = None,
-        first: dict | None = None,
+        before: tuple[dict, ...] = (),
     ) -> dict:
         """Queue a status change durably; a repeated idempotency key returns the original.
-        ``first``: a request (:meth:`_request`) queued in the same message, before it."""
+        ``before``: requests (:meth:`_request`) queued in the same message, ahead of it."""
         request = self._request(student_id, status, reason, key, who, course)
         request_id = request["request_id"]
         if key is not None:
             existing = self._repeat_of(request_id, student_id, status, key)
             if existing is not None:
                 return existing
-        self.dispatch("status_change_requested", *([first] if first else []), request)
+        self.dispatch("status_change_requested", *before, request)
         return {
             "request_id": request_id,
             "student_id": student_id,

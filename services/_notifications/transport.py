@@ -125,34 +125,27 @@ def _write(mail: Outgoing, mail_from: str) -> bytes:
     if mail.correlation_id:  # the request the mail is about, from its X-Request-Id on
         headers.append(f"X-Correlation-ID: {mail.correlation_id}")
     headers.append("MIME-Version: 1.0")
-    alternative = f"=_alternative.{token}"
+    head = ("\n".join(headers) + "\n").encode()
+    alternative = b"=_alternative.%s" % token.encode()
     bodies = [
         b'--%s\nContent-Type: text/%s; charset="utf-8"\nContent-Transfer-Encoding: quoted-printable\n\n%s'
-        % (alternative.encode(), subtype, _quoted_printable(body))
+        % (alternative, subtype, _quoted_printable(body))
         for subtype, body in ((b"plain", mail.body_text), (b"html", mail.body_html))
     ]
-    parts = b"\n".join([*bodies, b"--%s--\n" % alternative.encode()])
+    texts = b'Content-Type: multipart/alternative;\n boundary="%s"\n\n%s' % (
+        alternative,
+        b"\n".join([*bodies, b"--%s--\n" % alternative]),
+    )
     if not mail.attachments:
-        head = "\n".join([*headers, f'Content-Type: multipart/alternative;\n boundary="{alternative}"', "", ""])
-        return head.encode() + parts
-    mixed = f"=_mixed.{token}"
-    head = "\n".join([*headers, f'Content-Type: multipart/mixed;\n boundary="{mixed}"', "", ""])
-    sections = [
-        b'--%s\nContent-Type: multipart/alternative;\n boundary="%s"\n\n%s'
-        % (mixed.encode(), alternative.encode(), parts)
+        return head + texts
+    mixed = b"=_mixed.%s" % token.encode()
+    sections = [texts] + [
+        b'Content-Type: %s\nContent-Transfer-Encoding: base64\nContent-Disposition: attachment;\n filename="%s"\n\n%s'
+        % (attachment.content_type.encode(), attachment.filename.encode(), base64.encodebytes(attachment.data))
+        for attachment in mail.attachments
     ]
-    for attachment in mail.attachments:
-        sections.append(
-            b"--%s\nContent-Type: %s\nContent-Transfer-Encoding: base64\n"
-            b'Content-Disposition: attachment;\n filename="%s"\n\n%s'
-            % (
-                mixed.encode(),
-                attachment.content_type.encode(),
-                attachment.filename.encode(),
-                base64.encodebytes(attachment.data),
-            )
-        )
-    return head.encode() + b"\n".join([*sections, b"--%s--\n" % mixed.encode()])
+    parts = b"".join(b"--%s\n%s\n" % (mixed, section) for section in sections)
+    return head + b'Content-Type: multipart/mixed;\n boundary="%s"\n\n%s--%s--\n' % (mixed, parts, mixed)
 
 
 def _quoted_printable(text: str) -> bytes:

@@ -21,7 +21,7 @@ import orjson
 from eventlet import wsgi as eventlet_wsgi
 from nameko.exceptions import BadRequest, ContainerBeingKilled, IncorrectSignature
 from nameko.web.handlers import HttpRequestHandler
-from nameko.web.server import HttpOnlyProtocol, WebServer, WsgiApp
+from nameko.web.server import WebServer, WsgiApp
 from werkzeug.exceptions import HTTPException
 from werkzeug.exceptions import MethodNotAllowed as WerkzeugMethodNotAllowed
 from werkzeug.routing import BaseConverter, Map
@@ -43,6 +43,7 @@ from gateway.exceptions import (
     Unauthenticated,
     UnsupportedMediaType,
 )
+from gateway.protocol import GatewayProtocol
 from services.exceptions import (
     Conflict,
     NotFound,
@@ -211,7 +212,7 @@ class JsonWebServer(WebServer):
         self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
         self._gt = self.container.spawn_managed_thread(self.run)
 
-    def get_wsgi_server(self, sock: Any, wsgi_app: Any, protocol: Any = HttpOnlyProtocol, debug: bool = False) -> Any:
+    def get_wsgi_server(self, sock: Any, wsgi_app: Any, protocol: Any = GatewayProtocol, debug: bool = False) -> Any:
         """nameko's server; eventlet's access line per request only with ``GATEWAY_ACCESS_LOG``: the
         worker line (``services.infra.logs``) already says what each request was and how it ended."""
         return eventlet_wsgi.Server(

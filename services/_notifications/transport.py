@@ -201,6 +201,10 @@ def describe_error(exc: BaseException) -> str:
     return " ".join(text.split())[:MAX_ERROR_LENGTH]
 
 
+class SmtpUtf8NotSupported(smtplib.SMTPNotSupportedError):
+    """The mail's addresses need SMTPUTF8 (RFC 6531) and the server does not offer it."""
+
+
 _SMTP_KINDS: tuple[tuple[type[BaseException], str], ...] = (  # the first matching class decides
     (smtplib.SMTPAuthenticationError, "auth"),
     (smtplib.SMTPSenderRefused, "sender_refused"),
@@ -208,6 +212,7 @@ _SMTP_KINDS: tuple[tuple[type[BaseException], str], ...] = (  # the first matchi
     (smtplib.SMTPDataError, "data_refused"),
     (smtplib.SMTPConnectError, "connection"),
     (smtplib.SMTPServerDisconnected, "connection"),
+    (SmtpUtf8NotSupported, "smtputf8"),
     (smtplib.SMTPNotSupportedError, "tls"),  # e.g. no STARTTLS offered
     (smtplib.SMTPException, "smtp"),
     (TimeoutError, "timeout"),
@@ -219,7 +224,7 @@ _SMTP_KINDS: tuple[tuple[type[BaseException], str], ...] = (  # the first matchi
 
 def error_kind(exc: BaseException) -> str:
     """A failed send's kind, one of a few words (a metric's label): auth, sender_refused,
-    recipient_refused, data_refused, connection, tls, smtp, timeout or other."""
+    recipient_refused, data_refused, connection, tls, smtputf8, smtp, timeout or other."""
     if isinstance(exc, OSError) and exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
         return "connection"
     return next((kind for kinds, kind in _SMTP_KINDS if isinstance(exc, kinds)), "other")
@@ -262,10 +267,9 @@ class SmtpTransport:
     def send(self, message: Composed) -> None:
         if self.connection is None:
             self.connection = self._connect()
+        options = self._options(message)  # refused before a word is sent: the connection serves the next mail
         try:
-            self.connection.sendmail(
-                message.sender, [message.recipient], message.data.replace(b"\n", b"\r\n"), self._options(message)
-            )
+            self.connection.sendmail(message.sender, [message.recipient], message.data.replace(b"\n", b"\r\n"), options)
         except (smtplib.SMTPResponseException, smtplib.SMTPRecipientsRefused):
             # the server refused this mail but still talks: reset the session for the next one
             try:
@@ -283,7 +287,7 @@ class SmtpTransport:
         if not message.smtputf8:
             return ()
         if not self.connection.has_extn("smtputf8"):
-            raise smtplib.SMTPNotSupportedError(
+            raise SmtpUtf8NotSupported(
                 "One or more source or delivery addresses require internationalized email support, "
                 "but the server does not advertise the required SMTPUTF8 capability"
             )

@@ -166,8 +166,8 @@ MAIL_ATTEMPTS = _counter(
 )
 SMTP_ERRORS = _counter(
     "mail_smtp_errors",
-    "Failed mail sends by kind: connection, timeout, tls, auth, sender_refused, recipient_refused, "
-    "data_refused, smtp, other.",
+    "Failed mail sends by kind: connection, timeout, tls, smtputf8, auth, sender_refused, "
+    "recipient_refused, data_refused, smtp, other.",
     ("kind",),
 )
 CERTIFICATES_ISSUED = _counter("certificates_issued", "Certificates issued.")

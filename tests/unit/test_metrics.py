@@ -27,7 +27,7 @@ from sqlalchemy.orm import sessionmaker
 
 from services._notifications import gauges as mail_gauges
 from services._notifications.models import Notification, NotificationsBase
-from services._notifications.transport import error_kind
+from services._notifications.transport import SmtpUtf8NotSupported, error_kind
 from services._status import gauges as status_gauges
 from services._status import repo as status_repo
 from services._status.models import StatusBase, StatusJob, StatusJobError, StatusOutbox, StatusRequest
@@ -212,6 +212,7 @@ def test_a_publish_is_timed_and_counted_by_outcome(error, outcome):
         (smtplib.SMTPConnectError(421, b"busy"), "connection"),
         (smtplib.SMTPServerDisconnected("bye"), "connection"),
         (smtplib.SMTPNotSupportedError("STARTTLS"), "tls"),
+        (SmtpUtf8NotSupported("no SMTPUTF8"), "smtputf8"),
         (smtplib.SMTPHeloError(501, b"who"), "smtp"),
         (TimeoutError(), "timeout"),
         (ssl.SSLCertVerificationError("bad certificate"), "tls"),

@@ -24,6 +24,7 @@ MAX_FIELDS = 100  # as ``http.client``: more is answered 431
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _END = (b"\r\n", b"\n", b"")
 _WHITESPACE, _NEWLINE = " \t\r\n", "\r\n"
+_USUAL_VERSIONS = {"HTTP/1.1": (1, 1), "HTTP/1.0": (1, 0)}
 
 
 class BadHead(ValueError):
@@ -43,10 +44,16 @@ class RequestHeaders:
     __slots__ = ("_first", "_headers")
 
     def __init__(self, fields: list[tuple[str, str]]):
+        """:class:`BadHead` if two ``Content-Length`` fields disagree (RFC 9112 §6.3: the body's
+        end would be a guess)."""
         self._headers = fields
         first: dict[str, str] = {}
         for name, value in fields:
-            first.setdefault(name.lower(), value)
+            key = name.lower()
+            if key not in first:
+                first[key] = value
+            elif key == "content-length" and first[key] != value:
+                raise BadHead("Content-Length is given twice, with different values.")
         self._first = first
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -99,12 +106,6 @@ def read_fields(readline) -> list[tuple[str, str]]:
         fields.append((name, value.strip(_WHITESPACE)))
 
 
-def _check_length(headers: RequestHeaders) -> None:
-    lengths = {value for name, value in headers._headers if name.lower() == "content-length"}
-    if len(lengths) > 1:
-        raise BadHead("Content-Length is given twice, with different values.")
-
-
 class GatewayProtocol(HttpOnlyProtocol):
     """nameko's protocol for eventlet's server, with :meth:`parse_request` reading the head itself."""
 
@@ -115,7 +116,6 @@ class GatewayProtocol(HttpOnlyProtocol):
             return False
         try:
             self.headers = RequestHeaders(read_fields(self.rfile.readline))
-            _check_length(self.headers)
         except BadHead as exc:
             self.send_error(HTTPStatus.BAD_REQUEST, "Bad request header", str(exc))
             return False
@@ -176,6 +176,8 @@ class GatewayProtocol(HttpOnlyProtocol):
 
 def _version_number(version: str) -> tuple[int, int] | None:
     """``HTTP/x.y`` as ``(x, y)`` (RFC 2145: numbers, each of at most 10 digits), else ``None``."""
+    if version in _USUAL_VERSIONS:
+        return _USUAL_VERSIONS[version]
     if not version.startswith("HTTP/"):
         return None
     parts = version[5:].split(".")

@@ -95,3 +95,9 @@ def test_content_type_as_the_email_package_reads_it() -> None:
 )
 def test_version_numbers(version: str, number: tuple[int, int] | None) -> None:
     assert _version_number(version) == number
+
+
+def test_content_length_twice_must_agree() -> None:
+    assert parsed(b"Content-Length: 2\r\ncontent-length: 2\r\n\r\n").get("Content-Length") == "2"
+    with pytest.raises(BadHead):
+        parsed(b"Content-Length: 2\r\ncontent-LENGTH: 20\r\n\r\n")

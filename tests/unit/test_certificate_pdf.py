@@ -10,7 +10,11 @@ import pytest
 import segno.encoder
 import zxingcpp
 from pypdf import PdfReader
+from reportlab import rl_config
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
 
+from services._certificates import pdf
 from services._certificates.pdf import qr_modules, render_certificate
 
 ISSUED_AT = datetime(2026, 12, 2, 15, 30, tzinfo=UTC)
@@ -148,3 +152,26 @@ def test_reportlab_runs_with_its_c_accelerators():
 
     assert rl_accel.fp_str.__module__ == "_rl_accel"
     assert rl_accel.asciiBase85Encode.__module__ == "_rl_accel"
+
+
+NAMES = ["Graduate 12", "João Conceição", "Zoë Œuvre-Ñúñez", "Graduate 7", "João Conceição", "Ана Петрова"]
+
+
+def _render_all(names: list[str]) -> list[bytes]:
+    return [
+        render_certificate(name=name, course="Física", issued_at=ISSUED_AT, code="abc123", verification_url=URL)
+        for name in names
+    ]
+
+
+def test_fonts_kept_between_documents_write_what_reportlab_writes(monkeypatch):
+    """The font programs, widths and character maps kept from one certificate to the next (by the
+    glyphs it uses) give the very bytes reportlab's own fonts give, whichever subsets came before:
+    names in ASCII, with other Latin letters, and with letters Vera lacks."""
+    monkeypatch.setattr(rl_config, "invariant", 1)  # no dates or random ids: documents compare byte for byte
+    kept = _render_all(NAMES)
+    assert kept[1] == kept[4] and kept[0] != kept[3], "the same certificate twice; another name"
+    assert all(isinstance(pdfmetrics.getFont(name), pdf._Font) for name in (pdf.REGULAR, pdf.BOLD))
+    for name in (pdf.REGULAR, pdf.BOLD):  # reportlab's own fonts under the same names
+        monkeypatch.setitem(pdfmetrics._fonts, name, TTFont(name, str(pdf._FONTS / f"{name}.ttf")))
+    assert _render_all(NAMES) == kept

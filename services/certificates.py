@@ -2,7 +2,7 @@
 
 Handles: status.student_status_changed (to ``completed``).
 RPC: get_certificate, list_certificates, get_certificate_pdf, get_certificate_credential,
-get_jwks, get_status_list, revoke_certificate, ping, and the dead-letter methods.
+get_certificate_files, get_jwks, get_status_list, revoke_certificate, ping, and the dead-letter methods.
 Events: certificate_issued, certificate_revoked (via the outbox).
 
 Each certificate carries a signed Open Badges 3.0 credential (services/credentials.py) with a bit
@@ -109,34 +109,20 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
     @rpc
     def get_certificate_pdf(self, code: str) -> dict:
         """The certificate as a PDF (base64), with its signed credential attached inside."""
-        certificate = self._credentialed(code)
-        document = render_certificate(
-            name=certificate.student_name,
-            course=certificate.course,
-            issued_at=certificate.issued_at,
-            code=certificate.code,
-            verification_url=self._url(certificate),
-            revoked=certificate.revoked_at is not None,
-            language=self.signer.language(certificate),
-            files=[(_credential_filename(certificate), certificate.credential.encode())],
-        )
-        return {
-            "filename": f"certificate-{certificate.code}.pdf",
-            "content_type": "application/pdf",
-            "data": base64.b64encode(document).decode(),
-        }
+        return self._pdf(self._credentialed(code))
 
     @rpc
     def get_certificate_credential(self, code: str) -> dict:
         """The certificate's signed OpenBadgeCredential: ``jwt`` (compact JWS), ``credential``
         (its payload, decoded) and a ``filename`` for it."""
+        return self._credential(self._credentialed(code))
+
+    @rpc
+    def get_certificate_files(self, code: str) -> dict:
+        """What a mail about the certificate carries, from one read: ``pdf`` (as
+        ``get_certificate_pdf`` answers) and ``credential`` (as ``get_certificate_credential``)."""
         certificate = self._credentialed(code)
-        return {
-            "jwt": certificate.credential,
-            "credential": credentials.unverified(certificate.credential)[1],
-            "filename": _credential_filename(certificate),
-            "media_type": credentials.MEDIA_TYPE,
-        }
+        return {"pdf": self._pdf(certificate), "credential": self._credential(certificate)}
 
     @rpc
     def get_status_list(self, list_id: int) -> dict:
@@ -206,6 +192,31 @@ class CertificatesService(dead_letters.DeadLetterRpc):  # the mixin named via it
             if certificate.credential is None:
                 raise
         return certificate
+
+    def _pdf(self, certificate: Certificate) -> dict:
+        document = render_certificate(
+            name=certificate.student_name,
+            course=certificate.course,
+            issued_at=certificate.issued_at,
+            code=certificate.code,
+            verification_url=self._url(certificate),
+            revoked=certificate.revoked_at is not None,
+            language=self.signer.language(certificate),
+            files=[(_credential_filename(certificate), certificate.credential.encode())],
+        )
+        return {
+            "filename": f"certificate-{certificate.code}.pdf",
+            "content_type": "application/pdf",
+            "data": base64.b64encode(document).decode(),
+        }
+
+    def _credential(self, certificate: Certificate) -> dict:
+        return {
+            "jwt": certificate.credential,
+            "credential": credentials.unverified(certificate.credential)[1],
+            "filename": _credential_filename(certificate),
+            "media_type": credentials.MEDIA_TYPE,
+        }
 
     def _url(self, certificate: Certificate, suffix: str = "") -> str:
         base = self.settings.public_base_url.rstrip("/")

@@ -88,13 +88,13 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
     def _certificate_files(self, code: str) -> list[mail.Attachment]:
         """The certificate's PDF and its signed credential, those that can be had."""
         try:
-            files = [
-                mail.attachment(self.certificates.get_certificate_pdf(code)),
-                mail.credential_attachment(self.certificates.get_certificate_credential(code)),
-            ]
+            files = self.certificates.get_certificate_files(code)
         except CertificateNotFound:  # deleted since: the mail still says where it was
             return []
-        return [file for file in files if file is not None]
+        if not isinstance(files, dict):
+            return []
+        attached = [mail.attachment(files.get("pdf")), mail.credential_attachment(files.get("credential"))]
+        return [file for file in attached if file is not None]
 
     def _language(self, subject: dict) -> str:
         """The language of a mail about ``subject`` (a student, an issued certificate): its own, or the default."""

@@ -115,7 +115,7 @@ def certificate_issued_key(issued: dict) -> str:
 
 
 def attachment(document: dict) -> Attachment | None:
-    """``get_certificate_pdf``'s answer as an :class:`Attachment`; None if unreadable."""
+    """A PDF as ``get_certificate_pdf`` answers it, as an :class:`Attachment`; None if unreadable."""
     try:
         return Attachment(
             str(document["filename"]),
@@ -127,7 +127,8 @@ def attachment(document: dict) -> Attachment | None:
 
 
 def credential_attachment(credential: dict) -> Attachment | None:
-    """``get_certificate_credential``'s answer as an :class:`Attachment` (the JWT); None if unreadable."""
+    """A credential as ``get_certificate_credential`` answers it, as an :class:`Attachment` (the
+    JWT); None if unreadable."""
     fields = [credential.get(k) if isinstance(credential, dict) else None for k in ("filename", "media_type", "jwt")]
     if not all(isinstance(value, str) and value for value in fields):
         return None

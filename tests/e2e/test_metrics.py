@@ -96,7 +96,7 @@ def test_a_status_change_and_a_completion_move_every_process(system: System, uni
     check("certificates", sent, messaging_destination_name="certificates.events", outcome="ok")
 
     check("notifications", consumed, service="notifications", handler="handle_certificate_issued", outcome="acked")
-    check("notifications", rpc_made, rpc_service="certificates", rpc_method="get_certificate_pdf", outcome="ok")
+    check("notifications", rpc_made, rpc_service="certificates", rpc_method="get_certificate_files", outcome="ok")
 
     # gauges read at scrape time, from each service's database and the broker
     for service in ("students", "status", "certificates", "notifications"):

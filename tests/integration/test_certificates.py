@@ -59,6 +59,13 @@ def test_completion_issues_one_verifiable_certificate_with_a_real_pdf(config, se
     text = PdfReader(io.BytesIO(pdf)).pages[0].extract_text()
     for expected in ("João Conceição", "Biologia Marinha", certificate["code"], certificate["verification_url"]):
         assert expected in text
+    # what a mail carries, in one call: the same PDF and credential
+    files = rpc.certificates.get_certificate_files(certificate["code"])
+    assert files["credential"] == rpc.certificates.get_certificate_credential(certificate["code"])
+    mailed = PdfReader(io.BytesIO(base64.b64decode(files["pdf"].pop("data"))))
+    assert files["pdf"] == {key: value for key, value in document.items() if key != "data"}
+    assert mailed.pages[0].extract_text() == text
+    assert mailed.attachments == PdfReader(io.BytesIO(pdf)).attachments != {}
 
     # redelivered completion events: still one certificate, once all three were handled
     history = rpc.status.get_status_history(student["id"])["items"]

@@ -149,6 +149,7 @@ def make_pdf(text: str) -> bytes:
 
 PDF = make_pdf("Certificate: João Conceição, Física Nuclear")
 JWT = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4In0.c2lnbmF0dXJl"  # what the certificates service signs
+JWT_TYPE = "application/vc+jwt"
 
 
 class FakeCertificates:
@@ -157,16 +158,12 @@ class FakeCertificates:
     name = "certificates"
 
     @rpc
-    def get_certificate_pdf(self, code: str) -> dict:
+    def get_certificate_files(self, code: str) -> dict:
+        data = base64.b64encode(PDF).decode()
         return {
-            "filename": f"certificate-{code}.pdf",
-            "content_type": "application/pdf",
-            "data": base64.b64encode(PDF).decode(),
+            "pdf": {"filename": f"certificate-{code}.pdf", "content_type": "application/pdf", "data": data},
+            "credential": {"jwt": JWT, "credential": {}, "filename": f"certificate-{code}.jwt", "media_type": JWT_TYPE},
         }
-
-    @rpc
-    def get_certificate_credential(self, code: str) -> dict:
-        return {"jwt": JWT, "credential": {}, "filename": f"certificate-{code}.jwt", "media_type": "application/vc+jwt"}
 
 
 @pytest.fixture

@@ -118,7 +118,7 @@ def test_a_completion_is_one_trace_from_the_http_request_to_the_mails(config, sy
     one(children(certify, "students/get_students", SpanKind.CLIENT), "certificates' RPC call")
     issued = one(children(certify, "publish certificates.events", SpanKind.PRODUCER), "certificates' outbox publish")
     mailing = one(children(issued, "process certificates.certificate_issued", SpanKind.CONSUMER), "certificate mail")
-    one(children(mailing, "certificates/get_certificate_pdf", SpanKind.CLIENT), "the PDF fetched")
+    one(children(mailing, "certificates/get_certificate_files", SpanKind.CLIENT), "the PDF fetched")
 
     # notifications: a mail for the change and one with the certificate, each sent under its cause
     for cause, kind in ((consumers["notifications"], "student_status_changed"), (mailing, "certificate_issued")):

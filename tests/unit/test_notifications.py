@@ -574,23 +574,35 @@ class TestService:
 
     def test_a_redelivered_certificate_event_fetches_the_pdf_once(self, service):
         document = {"filename": "c.pdf", "content_type": "application/pdf", "data": base64.b64encode(PDF).decode()}
-        service.certificates.get_certificate_pdf.return_value = document
-        service.certificates.get_certificate_credential.return_value = {
-            "jwt": JWT,
-            "credential": {},
-            "filename": "c.jwt",
-            "media_type": "application/vc+jwt",
-        }
+        credential = {"jwt": JWT, "credential": {}, "filename": "c.jwt", "media_type": "application/vc+jwt"}
+        service.certificates.get_certificate_files.return_value = {"pdf": document, "credential": credential}
         payload = {**ISSUED, "issued_at": NOW.isoformat(), "status": "valid", "revoked_at": None}
         for _ in range(2):
             service.handle_certificate_issued(payload)
-        service.certificates.get_certificate_pdf.assert_called_once_with("c" * 32)
-        service.certificates.get_certificate_credential.assert_called_once_with("c" * 32)
+        service.certificates.get_certificate_files.assert_called_once_with("c" * 32)
         [item] = service.list_notifications(student_id=7)["items"]
         assert item["attachments"] == [
             {"filename": "c.pdf", "content_type": "application/pdf", "size": len(PDF)},
             {"filename": "c.jwt", "content_type": "application/vc+jwt", "size": len(JWT)},
         ]
+
+    @pytest.mark.parametrize(
+        ("answer", "attached"),
+        [
+            (None, []),
+            ({}, []),
+            ({"pdf": {"filename": "c.pdf", "data": "not base64!"}, "credential": None}, []),
+            ({"credential": {"jwt": JWT, "filename": "c.jwt", "media_type": "application/vc+jwt"}}, ["c.jwt"]),
+            ({"pdf": {"filename": "c.pdf", "content_type": "application/pdf", "data": ""}}, ["c.pdf"]),
+        ],
+    )
+    def test_a_certificate_mail_carries_the_files_that_could_be_read(self, service, answer, attached):
+        """What certificates answered and is unreadable is left out; the mail still has its links."""
+        service.certificates.get_certificate_files.return_value = answer
+        service.handle_certificate_issued({**ISSUED, "issued_at": NOW.isoformat()})
+        [item] = service.list_notifications()["items"]
+        assert [a["filename"] for a in item["attachments"]] == attached
+        assert ISSUED["verification_url"] in service.get_notification(item["id"])["body_text"]
 
     def test_a_status_mail_is_in_the_student_s_language_or_the_default(self, db):
         service = worker_factory(
@@ -621,7 +633,7 @@ class TestService:
         service = worker_factory(
             NotificationsService, db=db, settings=Settings(mail_from=MAIL_FROM, default_language=default)
         )
-        service.certificates.get_certificate_pdf.side_effect = CertificateNotFound("gone")
+        service.certificates.get_certificate_files.side_effect = CertificateNotFound("gone")
         service.handle_certificate_issued({**ISSUED, "issued_at": NOW.isoformat(), "language": language})
         [item] = service.list_notifications()["items"]
         assert item["subject"] == subject

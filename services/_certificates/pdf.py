@@ -36,15 +36,15 @@ REGULAR, BOLD = "Vera", "VeraBd"
 # reportlab embeds in each PDF a subset of each font: every ASCII glyph, and the document's other
 # letters (``ã``, ``ç``, ...) in the order they first appear, so most certificates share their
 # subsets. Making a subset's font program, deflating it and formatting its widths again for every
-# page was half of a page's rendering (8.1 ms a page before, 3.8 after): the fonts below do each once per subset
-# and process, and write the same bytes reportlab writes.
+# page was half of a page's rendering (8.1 ms a page before, 3.8 after): the fonts below do each
+# once per subset and process, and write the same bytes reportlab writes.
 SUBSETS_KEPT = 64  # subsets kept a font: ≈ 46 KB each (the program as made and deflated)
 
 
 class _Deflate:
-    """reportlab's FlateDecode filter, remembering what it made for the data last given: a
-    subset's font program (the same bytes object each time, see :class:`_Face`) and its
-    character map."""
+    """reportlab's FlateDecode filter, remembering what it made for the data it was last given:
+    the subsets' font programs (the same bytes object each time, see :class:`_Face`) and
+    character maps."""
 
     pdfname = "FlateDecode"
 

@@ -2,7 +2,8 @@
 
 Groups are the :class:`~benchmarks.cpu.CpuMeter`'s (name → the pids to watch). A thread polls
 every process's ``VmRSS`` (``/proc/<pid>/status``, read-only) ten times a second; for the
-processes this run started, the kernel's own high-water mark ``VmHWM`` is reset at the start
+processes this run started (which processes a group has is looked up once a second: a process
+started meanwhile is watched from then on), the kernel's own high-water mark ``VmHWM`` is reset at the start
 (``clear_refs``, allowed on one's own processes) and read at the end, so a peak between two polls
 is not missed. A group's figure is its largest single process's peak: what a per-process limit
 (e.g. "no process above 500 MB") is about.
@@ -21,6 +22,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 POLL = 0.1
+RESOLVE = 10  # polls between looks at which processes each group has (its pids() scan /proc)
 
 
 def _status_kib(pid: int, field: str) -> int:
@@ -48,6 +50,7 @@ class RssMeter:
         self.groups = groups
         self.peaks: dict[str, int] = dict.fromkeys(groups, 0)  # KiB
         self.reset: dict[str, list[int]] = {}
+        self.pids: dict[str, list[int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="rss-meter", daemon=True)
 
@@ -65,14 +68,20 @@ class RssMeter:
                 self.peaks[name] = max(self.peaks[name], _status_kib(pid, "VmHWM"))
         return {name: kib / 1024 for name, kib in self.peaks.items()}
 
-    def _sample(self) -> None:
-        for name, pids in self.groups.items():
-            for pid in pids():
+    def _sample(self, resolve: bool = True) -> None:
+        """Each group's processes' RSS; with ``resolve``, which processes they are is looked up first
+        (the meter's own work would otherwise take a share of the cores it measures)."""
+        if resolve or not self.pids:
+            self.pids = {name: list(pids()) for name, pids in self.groups.items()}
+        for name, pids in self.pids.items():
+            for pid in pids:
                 self.peaks[name] = max(self.peaks[name], _status_kib(pid, "VmRSS"))
 
     def _poll(self) -> None:
+        polls = 0
         while not self._stop.wait(POLL):
-            self._sample()
+            polls += 1
+            self._sample(resolve=polls % RESOLVE == 0)
 
 
 def format_rss(peaks: dict[str, float]) -> str:

@@ -43,6 +43,7 @@ class SmtpSink:
     pid: int
     _offset: int = 0
     _lines: list[tuple[str, int, bool]] = field(default_factory=list)
+    _counted: dict[str, tuple[int, Received]] = field(default_factory=dict)  # tag -> (lines counted, counts)
 
     @classmethod
     def start(cls, cleanup: Cleanup, directory: Path) -> SmtpSink:
@@ -63,7 +64,8 @@ class SmtpSink:
         raise RuntimeError(f"the SMTP sink did not answer on port {port} within {START_TIMEOUT:g}s")
 
     def received(self, tag: str) -> Received:
-        """Counts for the recipients containing ``tag`` (reads only what was appended since last time)."""
+        """Counts for the recipients containing ``tag`` (reads and counts only what was appended since
+        last time: it is polled while the mail arrives, on the cores the mail is sent from)."""
         with open(self.log, "rb") as handle:
             handle.seek(self._offset)
             chunk = handle.read()
@@ -72,13 +74,14 @@ class SmtpSink:
         for line in complete.decode().splitlines():
             recipients, size, pdf = line.split("\t")
             self._lines.append((recipients, int(size), pdf == "pdf"))
-        found = Received()
-        for recipients, size, pdf in self._lines:
+        counted, found = self._counted.get(tag, (0, Received()))
+        for recipients, size, pdf in self._lines[counted:]:
             if tag in recipients:
                 found.mails += 1
                 found.with_pdf += pdf
                 found.bytes += size
-        return found
+        self._counted[tag] = (len(self._lines), found)
+        return Received(found.mails, found.with_pdf, found.bytes)
 
     def wait_for(self, tag: str, count: int, check: Callable[[], None]) -> float:
         """When ``count`` mails for ``tag`` have been received (polled every ``POLL`` s; ``check()``

@@ -22,7 +22,9 @@ from markupsafe import Markup
 
 TEMPLATES = Path(__file__).parent / "templates"
 _markdown = MarkdownIt("commonmark", {"html": False})  # raw HTML in a description is shown as text
-_environment = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined)
+_environment = Environment(  # the templates ship with the code: read once, not stat()ed at every page
+    loader=FileSystemLoader(TEMPLATES), autoescape=True, undefined=StrictUndefined, auto_reload=False
+)
 _environment.filters["markdown"] = lambda text: Markup(_markdown.render(text or ""))
 
 

@@ -49,7 +49,7 @@ def page(request: Request, certificate: dict | None, settings: Settings, status:
     """The page for ``certificate`` (a ``get_certificate`` answer), or the not-found page (None)
     with ``status`` 404, or the unavailable page with 503."""
     lang = language(request, settings)
-    environment = i18n.environment(_loader, lang, autoescape=True, undefined=StrictUndefined)
+    environment = i18n.environment(_loader, lang, autoescape=True, undefined=StrictUndefined, auto_reload=False)
     context = {
         "lang": lang,
         "html_lang": lang.replace("_", "-"),

@@ -33,8 +33,12 @@ from services.infra.settings import Settings
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).parent / "templates"
-templates = Environment(
-    loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), trim_blocks=True, lstrip_blocks=True
+templates = Environment(  # the templates ship with the code: read once, not stat()ed at every page
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=select_autoescape(["html"]),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    auto_reload=False,
 )
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # what a page may load: itself only; inline styles (the stylesheet is in the layout), no scripts from elsewhere

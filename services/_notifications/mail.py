@@ -38,6 +38,7 @@ _OPTIONS = {  # the same objects every time: one environment per language
     "trim_blocks": True,
     "lstrip_blocks": True,
     "keep_trailing_newline": True,
+    "auto_reload": False,  # the templates ship with the code: read once, not stat()ed at every mail
 }
 
 

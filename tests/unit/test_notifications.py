@@ -121,6 +121,16 @@ class TestRendering:
         mail = mails.status_changed_mail(CHANGE, {**STUDENT, "name": "Ana\r\nBcc: x@evil.example"}, MAIL_FROM, "en")
         assert "\n" not in mail.subject and "\r" not in mail.subject
 
+    def test_templates_are_read_once_not_checked_at_every_mail(self, monkeypatch):
+        first = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
+
+        def no_stat(path):  # what Jinja2's FileSystemLoader asks to know whether a template changed
+            raise AssertionError(f"{path} looked at again")
+
+        monkeypatch.setattr("os.path.getmtime", no_stat)
+        again = mails.status_changed_mail(CHANGE, STUDENT, MAIL_FROM, "en")
+        assert (again.subject, again.body_text, again.body_html) == (first.subject, first.body_text, first.body_html)
+
     def test_attachment_decodes_get_certificate_pdf(self):
         document = {"filename": "c.pdf", "content_type": "application/pdf", "data": base64.b64encode(PDF).decode()}
         assert mails.attachment(document) == mails.Attachment("c.pdf", "application/pdf", PDF)

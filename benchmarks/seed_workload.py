@@ -11,20 +11,30 @@ Completions/s from the first POST until the sink has received the last of those 
 Beside it, (c) at 16 clients (``POST /students/{id}/status`` of the system's own students),
 alone and then while a second round of completions runs: certificates and mail must not hold
 status changes up.
+
+Last, the notifications service alone: ``--backlog`` status events of one change each (as the
+status service publishes a lone change), put straight into its queue (pika, pipelined confirms,
+as fast as the broker takes them), timed until every mail is recorded — how fast it catches up
+after an outage or a burst.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from benchmarks.core import Context, Row
 from benchmarks.cpu import format_cpu
 from benchmarks.load import Call, LoadResult
 from benchmarks.memory import format_rss
+from benchmarks.raw_pika import PipelinedPublisher
 from benchmarks.smtp_sink import SmtpSink
 from benchmarks.system import System
+from services.infra import brokers
 
 CLIENTS = 16
 # the handlers' queues: events published before they exist would be dropped
@@ -35,6 +45,7 @@ SUBSCRIPTIONS = (
 )
 MAILS_PER_COMPLETION = 3  # "active", "completed", and the certificate's
 ISSUED = "SELECT count(*) FROM certificates WHERE student_email LIKE :pattern AND credential IS NOT NULL"
+RECORDED = "SELECT count(*) FROM notifications WHERE correlation_id = :tag"
 
 
 @dataclass
@@ -81,7 +92,35 @@ def completions(ctx: Context[System], backend: str) -> list[Row]:
         _post_row(backend, alone, "POST /students/{id}/status → 202, (c) alone", ""),
         _post_row(backend, during, "POST /students/{id}/status → 202, (c) while (f) runs", overlap),
         Row("f", "course completion while (c) runs", backend, CLIENTS, second.rate, count, notes=second.notes),
+        _mail_backlog(ctx, system, backend),
     ]
+
+
+def _mail_backlog(ctx: Context[System], system: System, backend: str) -> Row:
+    """The notifications service alone: status events queued straight into its queue, timed until
+    every mail is recorded (their sending goes on after)."""
+    total, tag = ctx.sizes.backlog, f"bench-{secrets.token_hex(6)}"  # the mails' correlation id
+    occurred_at = datetime.now(UTC).isoformat()
+    bodies = []
+    for n in range(total):
+        student = system.student_ids[n % len(system.student_ids)]
+        change = {"student_id": student, "from_status": "active", "to_status": "suspended", "version": 1}
+        change.update(reason="benchmark", actor="benchmark", request_id=str(uuid.uuid4()), course=None)
+        change.update(occurred_at=occurred_at, correlation_id=tag)
+        bodies.append(json.dumps(change).encode())
+    meter = system.meter()
+    meter.start()
+    queue = SUBSCRIPTIONS[1]  # notifications' own: the other subscribers of status events see none of these
+    publisher = PipelinedPublisher(brokers.nodes(system.amqp_uri)[0], bodies, ctx.sizes.raw_window, "", queue)
+    publisher.run()
+    recorded = system._poll(lambda: system._scalar("notifications", RECORDED, tag=tag) >= total, "the mails recorded")
+    cpu = meter.stop()
+    rate = total / (recorded - publisher.started)
+    queued = publisher.finished - publisher.started
+    print(f"  notifications alone: {total:,} queued status events recorded as mails at {rate:,.0f}/s")
+    notes = f"all {total:,} queued in {queued:.2f}s; {format_cpu(cpu, rate)}"
+    scenario = "notifications alone: queued status events → mails recorded"
+    return Row("f", scenario, backend, None, rate, total, notes=notes)
 
 
 def _subscribed(ctx: Context, system: System) -> bool:

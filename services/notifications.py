@@ -21,6 +21,7 @@ from services._notifications.models import NotificationsBase
 from services._notifications.sender import MailSender
 from services.exceptions import CertificateNotFound
 from services.infra import dead_letters, tracing
+from services.infra.batching import Delivery, batched_event_handler
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.heap import LeanHeap
@@ -35,6 +36,11 @@ from services.infra.tracing import Tracing
 from services.schemas import CertificateIssuedSchema, load, positive_id, status_changes
 
 log = logging.getLogger(__name__)
+
+# status events handled by one worker while they queue up (a burst of completions, a bulk job):
+# one lookup of their students and one transaction for many, not one each
+EVENTS_A_BATCH = 50
+CHANGES_A_ROUND = 2_000  # changes looked up and recorded together (get_students takes up to 10,000 ids)
 
 summary_schema = repo.NotificationSchema()
 detail_schema = repo.NotificationDetailSchema()
@@ -58,19 +64,26 @@ class NotificationsService(dead_letters.DeadLetterRpc):  # the mixin named via i
     def ping(self) -> dict:
         return {"service": self.name, "ok": True}
 
-    @reliable_event_handler("status", "student_status_changed")
-    def handle_student_status_changed(self, payload: dict) -> None:
-        changes = status_changes(payload)  # invalid: parked at once
+    @batched_event_handler("status", "student_status_changed", batch_size=EVENTS_A_BATCH)
+    def handle_student_status_changed(self, deliveries: list[Delivery]) -> None:
+        """The changes of every message waiting, up to ``EVENTS_A_BATCH`` of them: their students
+        looked up and their mails recorded together, ``CHANGES_A_ROUND`` changes at a time (a
+        message redelivered, or a batch handled again one by one, records no mail twice)."""
+        changes = [c for d in deliveries for c in d.stamped(status_changes(d.payload))]  # invalid: parked
         with tracing.adopted(changes, "handle status.student_status_changed"):  # each change in its own trace
-            # one lookup for the batch; students deleted since have nobody to notify
-            students = {s["id"]: s for s in self.students.get_students(sorted({c["student_id"] for c in changes}))}
-            mails = [
-                mail.status_changed_mail(change, student, self.settings.mail_from, self._language(student))
-                for change in changes
-                if (student := students.get(change["student_id"])) is not None
-            ]
-            if repo.record_many(self.db, mails):
-                self.sender.wake()
+            for start in range(0, len(changes), CHANGES_A_ROUND):
+                self._mail_changes(changes[start : start + CHANGES_A_ROUND])
+
+    def _mail_changes(self, changes: list[dict]) -> None:
+        # one lookup for them all; students deleted since have nobody to notify
+        students = {s["id"]: s for s in self.students.get_students(sorted({c["student_id"] for c in changes}))}
+        mails = [
+            mail.status_changed_mail(change, student, self.settings.mail_from, self._language(student))
+            for change in changes
+            if (student := students.get(change["student_id"])) is not None
+        ]
+        if repo.record_many(self.db, mails):
+            self.sender.wake()
 
     @reliable_event_handler("certificates", "certificate_issued")
     def handle_certificate_issued(self, payload: dict) -> None:

@@ -238,12 +238,13 @@ def in_state(proxy, state: str, **filters) -> dict | None:
 
 
 def handled(times: int):
-    """An ``entrypoint_waiter`` callback: done once the handler has returned ``times`` times."""
+    """An ``entrypoint_waiter`` callback for a batched handler: done once ``times`` messages were
+    handled (one worker may take several)."""
     results = []
 
     def callback(worker_ctx, result, exc_info) -> bool:
         if exc_info is None:
-            results.append(result)
+            results.extend(worker_ctx.args[0])
         return len(results) == times
 
     return callback

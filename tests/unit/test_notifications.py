@@ -18,10 +18,12 @@ from nameko.testing.services import worker_factory
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from services import notifications
 from services._notifications import mail as mails
 from services._notifications import repo, sender, transport
 from services._notifications.models import Notification, NotificationsBase
 from services.exceptions import CertificateNotFound, NotificationNotFound, ValidationFailed
+from services.infra.batching import Delivery
 from services.infra.db import build_engine
 from services.infra.settings import ConfigError, Settings
 from services.notifications import NotificationsService
@@ -541,11 +543,16 @@ def event(**changes) -> dict:
     return {**CHANGE, "occurred_at": NOW.isoformat(), **changes}
 
 
+def delivered(*payloads: dict) -> list[Delivery]:
+    """``payloads`` as a batched handler gets them: each a message of its own."""
+    return [Delivery(payload, {"correlation_id": f"corr-message-{n}"}) for n, payload in enumerate(payloads)]
+
+
 class TestService:
     def test_a_redelivered_status_event_records_one_mail(self, service, db):
         service.students.get_students.return_value = [STUDENT]
         for _ in range(3):
-            service.handle_student_status_changed(event())
+            service.handle_student_status_changed(delivered(event()))
         assert service.sender.wake.call_count == 1
         [item] = service.list_notifications()["items"]
         assert item["recipient"] == "joao@escola.example" and item["state"] == "pending"
@@ -561,7 +568,7 @@ class TestService:
                 event(to_status="suspended", version=3, request_id="r-3"),
             ]
         }
-        service.handle_student_status_changed(batch)
+        service.handle_student_status_changed(delivered(batch))
         service.students.get_students.assert_called_once_with([STUDENT["id"], 8])
         items = service.list_notifications()["items"]
         assert [i["recipient"] for i in items] == ["joao@escola.example"] * 2
@@ -569,16 +576,42 @@ class TestService:
         assert "completed" in bodies[0] and "suspended" in bodies[1]
         assert service.sender.wake.call_count == 1
 
+    def test_messages_waiting_together_are_looked_up_and_recorded_together_each_with_its_own_id(
+        self, service, monkeypatch
+    ):
+        ana = {**STUDENT, "id": 9, "name": "Ana", "email": "ana@escola.example"}
+        service.students.get_students.return_value = [STUDENT, ana]
+        messages = delivered(
+            event(),  # a message of one change, without its own correlation id
+            {"changes": [event(student_id=9, request_id="r-9", correlation_id="corr-own")]},
+            event(student_id=9, request_id="r-10", to_status="suspended", version=3),
+        )
+        service.handle_student_status_changed(messages)
+        service.students.get_students.assert_called_once_with([7, 9])
+        assert service.sender.wake.call_count == 1
+        items = service.list_notifications()["items"]
+        assert {(i["recipient"], i["correlation_id"]) for i in items} == {
+            ("joao@escola.example", "corr-message-0"),
+            ("ana@escola.example", "corr-own"),
+            ("ana@escola.example", "corr-message-2"),
+        }
+
+        monkeypatch.setattr(notifications, "CHANGES_A_ROUND", 2)  # a round's lookup is bounded
+        service.students.get_students.reset_mock()
+        service.handle_student_status_changed(messages)  # handled again (a batch retried one by one, say)
+        assert [c.args for c in service.students.get_students.call_args_list] == [([7, 9],), ([9],)]
+        assert len(service.list_notifications()["items"]) == 3, "no mail recorded twice"
+
     def test_nobody_to_notify_records_nothing(self, service):
         service.students.get_students.return_value = []  # deleted since
-        service.handle_student_status_changed({"changes": [event()]})
+        service.handle_student_status_changed(delivered({"changes": [event()]}))
         assert service.list_notifications()["items"] == [] and not service.sender.wake.called
 
     def test_an_invalid_event_fails_validation(self, service):
         with pytest.raises(ValidationFailed):
-            service.handle_student_status_changed({"student_id": "seven"})
+            service.handle_student_status_changed(delivered({"student_id": "seven"}))
         with pytest.raises(ValidationFailed):
-            service.handle_student_status_changed({"changes": [event(), {"student_id": 7}]})
+            service.handle_student_status_changed(delivered({"changes": [event(), {"student_id": 7}]}))
         with pytest.raises(ValidationFailed):
             service.handle_certificate_issued({"code": "x"})
 
@@ -622,7 +655,7 @@ class TestService:
             {**STUDENT, "language": "en"},
             {**STUDENT, "id": 8, "email": "bia@escola.example", "language": None},
         ]
-        service.handle_student_status_changed({"changes": [event(), event(student_id=8, request_id="r-8")]})
+        service.handle_student_status_changed(delivered({"changes": [event(), event(student_id=8, request_id="r-8")]}))
         subjects = {i["recipient"]: i["subject"] for i in service.list_notifications()["items"]}
         assert subjects == {
             "joao@escola.example": "João Conceição, your status in Física Nuclear is now completed",
@@ -650,7 +683,7 @@ class TestService:
 
     def test_resend_wakes_the_sender_and_bad_ids_are_typed_errors(self, service, db):
         service.students.get_students.return_value = [STUDENT]
-        service.handle_student_status_changed(event())
+        service.handle_student_status_changed(delivered(event()))
         service.sender = MagicMock()
         with db.begin() as session:
             repo.mark_failed(session, 1, "SMTP down", NOW, 1, 1)

@@ -33,8 +33,7 @@ from sqlalchemy.orm import sessionmaker
 
 from benchmarks.core import Context, Row
 from benchmarks.cpu import CpuMeter
-from benchmarks.infra import PYTHON, Cleanup, start_process
-from benchmarks.system import free_port
+from benchmarks.infra import PYTHON, Cleanup, free_port, start_process
 from gateway.access import store
 from services.credentials import generate_signing_key
 from services.infra.db import build_engine

@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -240,3 +241,10 @@ def wait_for_child(pid: int, timeout: float = 30.0) -> int:
             return found[0]
         time.sleep(0.05)
     raise RuntimeError(f"process {pid} started no child within {timeout:g}s")
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -19,8 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.infra import PYTHON, Cleanup, start_process
-from benchmarks.system import free_port
+from benchmarks.infra import PYTHON, Cleanup, free_port, start_process
 
 START_TIMEOUT = 30.0
 POLL = 0.05

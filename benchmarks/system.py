@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from sqlalchemy.orm import sessionmaker
 from benchmarks.brokers import DEFAULT, BrokerSetup
 from benchmarks.core import SQLITE, Context
 from benchmarks.cpu import CpuMeter, postgres_pids, rabbitmq_pids
-from benchmarks.infra import PYTHON, Cleanup, descendants, start_process, wait_for_child
+from benchmarks.infra import PYTHON, Cleanup, descendants, free_port, start_process, wait_for_child
 from benchmarks.load import Call, LoadResult, run_load
 from benchmarks.memory import RssMeter
 from gateway.access import store
@@ -55,12 +54,6 @@ START_TIMEOUT = 90.0
 SETTLE_TIMEOUT = 300.0
 POLL = 0.02
 CREATE_CONCURRENCY = 16
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

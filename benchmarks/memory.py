@@ -1,9 +1,9 @@
 """Peak memory: the largest resident set (RSS) each group of processes reached while a step ran.
 
 Groups are the :class:`~benchmarks.cpu.CpuMeter`'s (name → the pids to watch). A thread polls
-every process's ``VmRSS`` (``/proc/<pid>/status``, read-only) ten times a second; for the
-processes this run started (which processes a group has is looked up once a second: a process
-started meanwhile is watched from then on), the kernel's own high-water mark ``VmHWM`` is reset at the start
+every process's ``VmRSS`` (``/proc/<pid>/status``, read-only) ten times a second (which processes
+a group has is looked up once a second: a process started meanwhile is watched from then on); for
+the processes this run started, the kernel's own high-water mark ``VmHWM`` is reset at the start
 (``clear_refs``, allowed on one's own processes) and read at the end, so a peak between two polls
 is not missed. A group's figure is its largest single process's peak: what a per-process limit
 (e.g. "no process above 500 MB") is about.

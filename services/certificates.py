@@ -24,7 +24,7 @@ from services._certificates.pdf import render_certificate
 from services._certificates.signer import CredentialSigner
 from services.exceptions import ValidationFailed
 from services.infra import correlation, dead_letters, tracing
-from services.infra.batching import Delivery, batched_event_handler
+from services.infra.batching import EVENTS_A_BATCH, Delivery, batched_event_handler
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.heap import LeanHeap
@@ -37,9 +37,6 @@ from services.infra.settings import SettingsProvider, one_line_config_errors
 from services.infra.tracing import Tracing
 from services.schemas import CertificateSchema, StudentCertificateSchema, positive_id, status_changes
 
-# status events handled by one worker while they queue up (a burst of completions, a bulk job):
-# one lookup of their students and one transaction for many, not one each
-EVENTS_A_BATCH = 50
 COMPLETIONS_A_ROUND = 1_000  # certified in one transaction (a signature each: ≈ 1-3 ms)
 
 one_line_config_errors()  # `nameko run` without a usable signing key: one line naming it

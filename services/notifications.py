@@ -21,7 +21,7 @@ from services._notifications.models import NotificationsBase
 from services._notifications.sender import MailSender
 from services.exceptions import CertificateNotFound
 from services.infra import dead_letters, tracing
-from services.infra.batching import Delivery, batched_event_handler
+from services.infra.batching import EVENTS_A_BATCH, Delivery, batched_event_handler
 from services.infra.correlation import Correlation
 from services.infra.db import Database
 from services.infra.heap import LeanHeap
@@ -37,9 +37,6 @@ from services.schemas import CertificateIssuedSchema, load, positive_id, status_
 
 log = logging.getLogger(__name__)
 
-# status events handled by one worker while they queue up (a burst of completions, a bulk job):
-# one lookup of their students and one transaction for many, not one each
-EVENTS_A_BATCH = 50
 CHANGES_A_ROUND = 2_000  # changes looked up and recorded together (get_students takes up to 10,000 ids)
 
 summary_schema = repo.NotificationSchema()

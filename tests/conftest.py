@@ -118,6 +118,7 @@ def service_config(amqp_uri: str, db_uris: dict[str, str], **overrides) -> dict:
         "DB_URIS": db_uris,
         "HEARTBEAT": 30,
         "max_workers": 10,
+        "SERVICE_CONTAINER_CLS": "services.infra.container.Container",
         "RPC_TIMEOUT": 5,
         "READY_TIMEOUT": 1,
         "MAX_BODY_BYTES": 4096,

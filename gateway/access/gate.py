@@ -76,6 +76,8 @@ class AccessGate(SharedExtension):
         settings.require("api_key_secret")
         return super().bind(container)
 
+    refresher = None  # the key refresher's thread, once started
+
     def setup(self) -> None:
         config = self.container.config
         self.settings = Settings.from_config(config)
@@ -101,6 +103,8 @@ class AccessGate(SharedExtension):
 
     def stop(self) -> None:
         self.running = False
+        if self.refresher is None:
+            return  # stopped before it started (a stop while the gateway started): nothing recorded yet
         self.refresher.kill()
         with eventlet.Timeout(AUDIT_WAIT * 2, False):
             while self.flushing:
@@ -114,7 +118,8 @@ class AccessGate(SharedExtension):
 
     def kill(self) -> None:
         self.running = False
-        self.refresher.kill()
+        if self.refresher is not None:
+            self.refresher.kill()
 
     # --- keys -----------------------------------------------------------------
 

@@ -186,8 +186,10 @@ class StoppableQueueConsumer(QueueConsumer):
         os._exit(EXIT_STALLED)
 
     def unregister_provider(self, provider: Any) -> None:
-        if not self._consumers_ready.ready() and self._last_provider_unregistered.ready():
-            return
+        if self.stopped_before_start or (
+            not self._consumers_ready.ready() and self._last_provider_unregistered.ready()
+        ):
+            return  # never consumed (or all but this one gone before it did): nothing to cancel
         super().unregister_provider(provider)
 
     def run(self) -> None:

@@ -15,10 +15,18 @@ from __future__ import annotations
 import logging
 
 import eventlet
+import pytest
 from eventlet.event import Event
+from nameko.extensions import DependencyProvider
+from nameko.web.server import WebServer
 
-from services.infra.inbound import GuardedQueueConsumer
+from gateway.service import GatewayService
+from services.certificates import CertificatesService
+from services.infra.inbound import GuardedQueueConsumer, StoppableQueueConsumer
 from services.infra.retry import ReliableEventHandler
+from services.notifications import NotificationsService
+from services.status import StatusService
+from services.students import StudentsService
 from tests.conftest import make_db_uris, service_config
 
 GATE = Event()
@@ -126,3 +134,67 @@ def test_a_consumer_that_waits_for_messages_is_alive(container_factory, rabbit_c
     before = list(STALLED)
     eventlet.sleep(6)
     assert before == STALLED
+
+
+# --- every service of the system, stopped at each moment of its start -------------------------
+
+SERVICES = [StudentsService, StatusService, NotificationsService, CertificatesService, GatewayService]
+
+
+def never_consumed(container) -> bool:
+    """Nothing of ``container`` started: no queue consumer thread, no listening socket."""
+    consumers = [e for e in container.subextensions if isinstance(e, StoppableQueueConsumer)]
+    servers = [e for e in container.subextensions if isinstance(e, WebServer)]
+    return all(getattr(e, "_gt", None) is None for e in consumers + servers)
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda cls: cls.name)
+def test_a_service_stopped_before_its_start_began_never_starts(
+    service, container_factory, rabbit_config, tmp_path, request, caplog
+):
+    """The stop nameko run spawns for a SIGTERM may run before the container's start does."""
+    container = container_factory(service, config_for(rabbit_config, tmp_path, request))
+    with caplog.at_level(logging.INFO), eventlet.Timeout(30):
+        container.stop()
+        container.wait()
+        container.start()  # comes late: does nothing
+
+    assert never_consumed(container)
+    assert not container.set_up.ready(), "no extension was set up"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+    assert "stopped before it started" in caplog.text
+
+
+class SlowSetup(DependencyProvider):
+    """An extension whose setup waits for the test: the container is caught setting up."""
+
+    def setup(self) -> None:
+        SETTING_UP.send(None)
+        SETUP_GATE.wait()
+
+
+SETTING_UP, SETUP_GATE = Event(), Event()
+
+
+@pytest.mark.parametrize("service", SERVICES, ids=lambda cls: cls.name)
+def test_a_service_stopped_while_setting_up_stops_once_set_up_and_never_starts(
+    service, container_factory, rabbit_config, tmp_path, request, caplog
+):
+    global SETTING_UP, SETUP_GATE
+    SETTING_UP, SETUP_GATE = Event(), Event()
+    held = type(service.__name__, (service,), {"held_setup": SlowSetup()})
+    container = container_factory(held, config_for(rabbit_config, tmp_path, request))
+
+    with caplog.at_level(logging.INFO), eventlet.Timeout(30):
+        starting = eventlet.spawn(container.start)
+        SETTING_UP.wait()  # every other extension set up (or setting up): none started
+        stopping = eventlet.spawn(container.stop)
+        eventlet.sleep(0.2)
+        assert not stopping.dead, "the stop waits for the setup to end"
+        SETUP_GATE.send(None)
+        starting.wait()
+        stopping.wait()
+        container.wait()  # raises what the container died of, had it been killed
+
+    assert never_consumed(container)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

@@ -11,7 +11,7 @@ import pytest
 from services.infra.config import load_config
 from services.infra.settings import ConfigError, Settings
 
-NAMEKO_KEYS = {"AMQP_URI", "HEARTBEAT", "max_workers", "DB_URIS", "LOGGING"}
+NAMEKO_KEYS = {"AMQP_URI", "HEARTBEAT", "max_workers", "SERVICE_CONTAINER_CLS", "DB_URIS", "LOGGING"}
 
 
 @pytest.fixture

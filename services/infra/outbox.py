@@ -51,7 +51,7 @@ class OutboxRelay:
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
         self.publisher = Publisher(self.amqp_uri, declare=self.declare)
         self.declared = False
-        self.unsent = (  # built once: its construction cost as much as running it
+        self.unsent = (  # built once per relay, not at every read (SQLAlchemy then memoizes its cache key)
             select(
                 model.id,
                 model.event_type,

@@ -23,12 +23,13 @@ traces are on, likewise the span that wrote it (``nameko.traceparent`` of a PROD
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any
 
 from nameko.amqp.publish import Publisher, get_connection
 from nameko.constants import AMQP_URI_CONFIG_KEY
 from prometheus_client.core import Metric
-from sqlalchemy import Text, cast, delete, func, select
+from sqlalchemy import Select, Text, cast, delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.infra import correlation, metrics, tracing
@@ -51,15 +52,20 @@ class OutboxRelay:
         self.amqp_uri = config[AMQP_URI_CONFIG_KEY]
         self.publisher = Publisher(self.amqp_uri, declare=self.declare)
         self.declared = False
-        self.unsent = (  # built once per relay, not at every read (SQLAlchemy then memoizes its cache key)
+
+    @functools.cached_property
+    def unsent(self) -> Select:
+        """The read of the oldest unsent rows: built once per relay, not at every read (SQLAlchemy
+        then memoizes its cache key)."""
+        return (
             select(
-                model.id,
-                model.event_type,
-                cast(model.payload, Text).label("payload"),  # as stored: published as it is
-                model.correlation_id,
-                model.traceparent,
+                self.model.id,
+                self.model.event_type,
+                cast(self.model.payload, Text).label("payload"),  # as stored: published as it is
+                self.model.correlation_id,
+                self.model.traceparent,
             )
-            .order_by(model.id)
+            .order_by(self.model.id)
             .limit(BATCH_SIZE)
         )
 

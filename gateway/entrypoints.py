@@ -212,13 +212,6 @@ class JsonWebServer(WebServer):
         self._serv = self.get_wsgi_server(self._sock, self.get_wsgi_app())
         self._gt = self.container.spawn_managed_thread(self.run)
 
-    def stop(self) -> None:
-        if self._gt is None:  # stopped before it started (a stop while the gateway started): no socket yet
-            self._is_accepting = False
-            super(WebServer, self).stop()  # the routes' handlers unregister, as nameko's stop waits for
-            return
-        super().stop()
-
     def get_wsgi_server(self, sock: Any, wsgi_app: Any, protocol: Any = GatewayProtocol, debug: bool = False) -> Any:
         """nameko's server; eventlet's access line per request only with ``GATEWAY_ACCESS_LOG``: the
         worker line (``services.infra.logs``) already says what each request was and how it ended."""

@@ -76,8 +76,6 @@ class AccessGate(SharedExtension):
         settings.require("api_key_secret")
         return super().bind(container)
 
-    refresher = None  # the key refresher's thread, once started
-
     def setup(self) -> None:
         config = self.container.config
         self.settings = Settings.from_config(config)
@@ -103,8 +101,6 @@ class AccessGate(SharedExtension):
 
     def stop(self) -> None:
         self.running = False
-        if self.refresher is None:
-            return  # stopped before it started (a stop while the gateway started): nothing recorded yet
         self.refresher.kill()
         with eventlet.Timeout(AUDIT_WAIT * 2, False):
             while self.flushing:
@@ -118,8 +114,7 @@ class AccessGate(SharedExtension):
 
     def kill(self) -> None:
         self.running = False
-        if self.refresher is not None:
-            self.refresher.kill()
+        self.refresher.kill()
 
     # --- keys -----------------------------------------------------------------
 

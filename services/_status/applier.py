@@ -121,7 +121,6 @@ class StatusApplier(BackgroundLoop):
     anything else that may let requests apply (a student now known)."""
 
     poll_interval = 0.5
-    publisher: RelayThread | None = None  # the outbox's relay, once started
 
     def __init__(self, db_attr: str = "db", students_attr: str = "students"):
         self.db_attr = db_attr
@@ -147,8 +146,6 @@ class StatusApplier(BackgroundLoop):
 
     def stop(self) -> None:
         super().stop()  # the batch in hand is committed first
-        if self.publisher is None:
-            return  # stopped before it started (a stop while the service started)
         try:
             self.publisher.end(STOP_GRACE)
         except Exception:  # broker away: the events wait in the outbox for the next start
@@ -156,8 +153,7 @@ class StatusApplier(BackgroundLoop):
 
     def kill(self) -> None:
         super().kill()
-        if self.publisher is not None:
-            self.publisher.kill()
+        self.publisher.kill()
 
     def get_dependency(self, worker_ctx: Any) -> StatusApplier:
         return self

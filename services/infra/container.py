@@ -9,7 +9,8 @@ were stopped. This container orders the two:
 - a stop before the start began ends the container at once: the start that comes later does
   nothing (nothing was set up, nothing is left to stop);
 - a stop while the extensions are being set up waits for their ``setup`` (local work: names,
-  settings, engines; no broker), then stops them; their ``start`` never runs;
+  settings, engines; no thread, socket or connection), then ends the container: their ``start``
+  never runs, so there is nothing to stop;
 - a stop while they start (a queue consumer waiting for its broker, say) is nameko's own stop,
   which every extension handles there (see :class:`~services.infra.inbound.StoppableQueueConsumer`).
 """
@@ -28,6 +29,7 @@ class Container(ServiceContainer):
     def __init__(self, service_cls: type, config: dict):
         super().__init__(service_cls, config)
         self.stop_asked = False
+        self.starting = False  # the extensions' start has begun: stopping is nameko's
         self.set_up = Event()  # sent when every extension's setup has returned (or raised)
 
     def start(self) -> None:
@@ -39,16 +41,20 @@ class Container(ServiceContainer):
             self.extensions.all.setup()
         finally:
             self.set_up.send(None)
-        if self.stop_asked:  # asked while setting up: the stop takes it from here
+        if self.stop_asked:
+            log.info("%s was stopped while setting up: not starting it", self.service_name)
             return
+        self.starting = True
         self.extensions.all.start()
         log.debug("started %s", self)
 
     def stop(self) -> None:
         self.stop_asked = True
-        if not self.started:
-            if not self._died.ready():
-                self._died.send(None)  # nothing set up: nothing to stop; whoever waits learns it ended
+        if self.started:
+            self.set_up.wait()
+        if self.starting:
+            super().stop()
             return
-        self.set_up.wait()
-        super().stop()
+        self.started = False  # nothing started: nothing to stop; whoever waits learns it ended
+        if not self._died.ready():
+            self._died.send(None)
